@@ -1,0 +1,107 @@
+"""
+Composition: the Consul client, the topology view, the DNS server and the
+HTTP API, each given the one reactor.
+"""
+
+from twisted.application import internet, service, strports
+from twisted.internet.ssl import Certificate
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.server import Site
+from treq.client import HTTPClient
+
+from glimpse.answers import ZoneIdentity
+from glimpse.consul import ConsulClient
+from glimpse.dns import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
+from glimpse.http.root import make_root
+from glimpse.providers import Applier
+from glimpse.store import ProviderStore
+from glimpse.topology import Topology
+
+
+class QuietSite(Site):
+    """
+    A Site that writes no access log: Glimpse logs state changes, not
+    requests.
+    """
+
+    def log(self, request):
+        pass
+
+
+class TopologyService(service.Service):
+    """
+    Starts and stops the view's watches with the application.
+    """
+
+    def __init__(self, topology):
+        self.topology = topology
+
+    def startService(self):
+        super().startService()
+        self.topology.start()
+
+    def stopService(self):
+        super().stopService()
+        self.topology.stop()
+
+
+def http_client(reactor, consul_ca=None):
+    """
+    A treq client for Consul: persistent connections, and TLS verified
+    against the system's trust store or C{consul_ca}.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    # Blocking queries each hold a connection; let them all stay open.
+    pool.maxPersistentPerHost = 64
+    pool.retryAutomatically = False
+    if consul_ca:
+        with open(consul_ca, "rb") as f:
+            policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+    else:
+        policy = BrowserLikePolicyForHTTPS()
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+
+
+def read_token(path):
+    """
+    The ACL token in a file, or ``None`` when no file is given.
+    """
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() or None
+
+
+def build_agent(reactor, options):
+    """
+    Build the application's services.
+
+    :return: a ``MultiService``; its ``.topology``, ``.consul`` and
+        ``.dns_factory`` are kept for tests and benchmarks.
+    """
+    top = service.MultiService()
+    consul = ConsulClient(http_client(reactor, options["consul-ca"]), options["consul"],
+                          reactor, token=read_token(options["consul-token-file"]))
+    topology = Topology(consul, reactor, max_stale=options["max-stale"],
+                        idle_timeout=options["idle-timeout"])
+    TopologyService(topology).setServiceParent(top)
+
+    identity = ZoneIdentity(
+        dns_zone=options["dns-zone"],
+        ns_ip=options["dns-advertise"] or options["dns-interface"],
+        ttl=options["dns-ttl"], negative_ttl=options["negative-ttl"])
+    resolver = GlimpseResolver(topology, identity)
+    factory = GlimpseServerFactory(resolver)
+    interface, port = options["dns-interface"], options["dns-port"]
+    internet.UDPServer(port, GlimpseDatagramProtocol(factory), interface=interface,
+                       reactor=reactor).setServiceParent(top)
+    internet.TCPServer(port, factory, interface=interface,
+                       reactor=reactor).setServiceParent(top)
+
+    applier = Applier(consul, ProviderStore(options["state-dir"]))
+    site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor))
+    for endpoint in options["http"]:
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+
+    top.topology, top.consul, top.dns_factory = topology, consul, factory
+    return top

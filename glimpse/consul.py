@@ -1,0 +1,238 @@
+"""
+A small client for the local Consul agent's HTTP API, on treq.
+
+It is given its treq ``HTTPClient`` and a clock, so tests drive it with
+``StubTreq`` and ``Clock``.  Every failure becomes a L{ConsulError}: callers
+never see treq's or Twisted's transport exceptions.
+"""
+
+import json
+from urllib.parse import quote
+
+import attrs
+from twisted.internet.defer import CancelledError, TimeoutError as DeferTimeout
+from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.logger import Logger
+
+
+@attrs.define
+class ConsulError(Exception):
+    """
+    Consul answered with an error, or could not be asked.
+
+    :ivar status: the HTTP status, or ``None`` when no answer came.
+    :ivar endpoint: the API path asked, without the query.
+    :ivar message: what went wrong, for logs and error bodies.
+    """
+
+    endpoint: str
+    message: str
+    status: int = None
+
+    def __str__(self):
+        status = f" (HTTP {self.status})" if self.status else ""
+        return f"Consul {self.endpoint}{status}: {self.message}"
+
+
+class ConsulUnavailable(ConsulError):
+    """
+    No answer: the agent refused the connection, timed out, or went away.
+    """
+
+
+class ConsulNotFound(ConsulError):
+    """
+    Consul answered 404.
+    """
+
+
+class ConsulDenied(ConsulError):
+    """
+    Consul answered 403: the ACL token is missing or lacks a permission.
+    """
+
+
+@attrs.frozen
+class Response:
+    """
+    A decoded Consul answer.
+
+    :ivar body: the decoded JSON body (or ``None`` for an empty body).
+    :ivar index: ``X-Consul-Index`` as an int, or ``None``.
+    """
+
+    body: object
+    index: int = None
+
+
+def _error_for(status, endpoint, message):
+    cls = {403: ConsulDenied, 404: ConsulNotFound}.get(status, ConsulError)
+    return cls(endpoint=endpoint, message=message, status=status)
+
+
+class ConsulClient:
+    """
+    Ask the local Consul agent.
+
+    :param http: a treq ``HTTPClient`` (or ``StubTreq``).
+    :param base_url: e.g. ``http://127.0.0.1:8500``.
+    :param clock: an ``IReactorTime`` for request timeouts.
+    :param token: the ACL token sent as ``X-Consul-Token``, or ``None``.
+    :param timeout: seconds a non-blocking request may take.
+    """
+
+    log = Logger()
+
+    def __init__(self, http, base_url, clock, token=None, timeout=10.0):
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._clock = clock
+        self._token = token
+        self._timeout = timeout
+        #: Requests sent, by endpoint; read by metrics and benchmarks.
+        self.requests = {}
+
+    def _headers(self):
+        headers = {"Accept": ["application/json"]}
+        if self._token:
+            headers["X-Consul-Token"] = [self._token]
+        return headers
+
+    def request(self, method, path, params=None, body=None, timeout=None, endpoint=None):
+        """
+        Send one request and decode its JSON answer.
+
+        :param path: the API path after ``/v1/``, already quoted.
+        :param params: query parameters (a dict; ``None`` values are left out).
+        :param body: an object sent as JSON.
+        :param timeout: seconds for the whole exchange, body included.
+        :param endpoint: the name this request is counted and reported under.
+        :return: a Deferred firing with a L{Response} or failing with a
+            L{ConsulError}.
+        """
+        endpoint = endpoint or path.split("?")[0]
+        self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
+        url = f"{self._base}/v1/{path}"
+        kwargs = {"headers": self._headers()}
+        if params:
+            kwargs["params"] = {k: v for k, v in params.items() if v is not None}
+        if body is not None:
+            kwargs["data"] = json.dumps(body).encode("utf-8")
+            kwargs["headers"]["Content-Type"] = ["application/json"]
+        d = self._http.request(method, url, **kwargs)
+        d.addCallback(self._read, endpoint)
+        d.addTimeout(timeout or self._timeout, self._clock)
+        d.addErrback(self._translate, endpoint)
+        return d
+
+    def _read(self, response, endpoint):
+        d = response.content()
+
+        def decoded(content):
+            if response.code >= 400:
+                text = content.decode("utf-8", "replace").strip() or response.phrase.decode()
+                raise _error_for(response.code, endpoint, text)
+            index = response.headers.getRawHeaders(b"x-consul-index", [None])[0]
+            try:
+                body = json.loads(content) if content.strip() else None
+            except ValueError:
+                raise ConsulError(endpoint, "the answer was not JSON", response.code)
+            return Response(body=body, index=int(index) if index else None)
+
+        return d.addCallback(decoded)
+
+    def _translate(self, failure, endpoint):
+        if failure.check(ConsulError):
+            return failure
+        if failure.check(CancelledError, DeferTimeout, ConnectTimeout):
+            raise ConsulUnavailable(endpoint, "timed out")
+        raise ConsulUnavailable(endpoint, failure.getErrorMessage() or repr(failure.value))
+
+    def get(self, path, params=None, index=None, wait=None, endpoint=None):
+        """
+        A GET, blocking when C{index} is given.
+
+        :param index: the ``X-Consul-Index`` of the previous answer, for a
+            blocking query (Consul's rule: never below 1).
+        :param wait: seconds the blocking query may wait on Consul's side.
+        """
+        params = dict(params or {})
+        timeout = None
+        if index is not None:
+            params["index"] = str(max(1, index))
+            if wait is not None:
+                params["wait"] = f"{int(wait)}s"
+                # Consul adds up to wait/16 of jitter; leave room for it
+                # before deciding the connection is dead.
+                timeout = wait + wait / 16 + self._timeout
+        return self.request("GET", path, params, timeout=timeout, endpoint=endpoint)
+
+    def put(self, path, body=None, params=None, endpoint=None):
+        """
+        A PUT with an optional JSON body.
+        """
+        return self.request("PUT", path, params, body=body, endpoint=endpoint)
+
+    # The endpoints Glimpse uses, so callers never build paths themselves.
+
+    def datacenter(self):
+        """
+        The local agent's datacenter: the local zone.
+        """
+        d = self.get("agent/self", endpoint="agent/self")
+        return d.addCallback(lambda r: r.body["Config"]["Datacenter"])
+
+    def datacenters(self):
+        """
+        Every WAN-federated datacenter, from the catalog.
+        """
+        d = self.get("catalog/datacenters", endpoint="catalog/datacenters")
+        return d.addCallback(lambda r: sorted(r.body or []))
+
+    def catalog_services(self, dc, index=None, wait=None):
+        """
+        ``{service name: [tags]}`` of a datacenter, optionally blocking.
+        """
+        return self.get(
+            "catalog/services", {"dc": dc}, index, wait, endpoint="catalog/services"
+        )
+
+    def health_service(self, dc, name, index=None, wait=None):
+        """
+        Every instance of a service with all its checks, optionally blocking.
+        """
+        return self.get(
+            f"health/service/{quote(name, safe='')}",
+            {"dc": dc},
+            index,
+            wait,
+            endpoint="health/service",
+        )
+
+    def agent_services(self, filter_expr=None):
+        """
+        The services registered on the local agent, ``{id: service}``.
+        """
+        return self.get(
+            "agent/services", {"filter": filter_expr}, endpoint="agent/services"
+        ).addCallback(lambda r: r.body or {})
+
+    def register(self, definition):
+        """
+        Register (or replace) one service with its checks on the local agent.
+        """
+        return self.put(
+            "agent/service/register",
+            definition,
+            params={"replace-existing-checks": "true"},
+            endpoint="agent/service/register",
+        )
+
+    def deregister(self, service_id):
+        """
+        Remove one service from the local agent.
+        """
+        return self.put(
+            f"agent/service/deregister/{quote(service_id, safe='')}",
+            endpoint="agent/service/deregister",
+        )

@@ -1,0 +1,3 @@
+"""
+Glimpse's HTTP API: a twisted.web resource tree.
+"""

@@ -1,0 +1,81 @@
+"""
+Each provider's last acknowledged state, kept on disk so that it survives
+restarts.  Writes are atomic: a temporary file in the same directory,
+fsync'd, renamed over the old one, and the directory fsync'd.
+"""
+
+import json
+import os
+
+from glimpse.address import label_problem
+
+
+def atomic_write(path, data):
+    """
+    Replace the file at C{path} with C{data} (bytes) so that a crash leaves
+    either the old file or the new one, never a mix.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ProviderStore:
+    """
+    ``<directory>/<provider>.json`` per provider.
+
+    :param directory: created when missing.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def _path(self, provider):
+        if label_problem(provider, "provider"):
+            raise ValueError(f"bad provider name {provider!r}")
+        return os.path.join(self.directory, f"{provider}.json")
+
+    def save(self, provider, state):
+        """
+        Keep C{state} as the provider's acknowledged state.
+        """
+        data = json.dumps(state, sort_keys=True, indent=1).encode("utf-8")
+        atomic_write(self._path(provider), data)
+
+    def load(self, provider):
+        """
+        The provider's acknowledged state, or ``None``.
+        """
+        try:
+            with open(self._path(provider), "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+
+    def delete(self, provider):
+        """
+        Forget the provider's state.
+        """
+        try:
+            os.unlink(self._path(provider))
+        except FileNotFoundError:
+            pass
+
+    def providers(self):
+        """
+        The names of the providers with a state, sorted.
+        """
+        return sorted(
+            name[: -len(".json")] for name in os.listdir(self.directory)
+            if name.endswith(".json") and not name.startswith(".")
+        )

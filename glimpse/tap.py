@@ -1,0 +1,155 @@
+"""
+``twistd glimpse``: the options and the service that composes the Consul
+client, the topology view, the DNS server and the HTTP API on one reactor.
+"""
+
+import ipaddress
+import os
+from urllib.parse import urlsplit
+
+from twisted.application import internet, service, strports
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from glimpse.address import InvalidName, normalize_zone
+
+
+def _positive(name, cast=float):
+    def check(value):
+        try:
+            number = cast(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} takes a number, e.g. --{name}=5; not {value!r}")
+        if number <= 0:
+            raise usage.UsageError(f"--{name} must be more than 0, e.g. --{name}=5")
+        return number
+    return check
+
+
+def _readable(name, path):
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise usage.UsageError(f"--{name}={path}: no such readable file; give the path of one")
+    return path
+
+
+class Options(usage.Options):
+    """
+    The command line of ``twistd glimpse``.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Glimpse answers DNS (SRV, A) and HTTP questions about the service "
+        "topology kept in Consul, and takes providers' host state over HTTP. "
+        "Names are <service>.<job>.<env>.<product>.<zone>.<dns-zone>. "
+        "Everything listens on loopback unless told otherwise."
+    )
+
+    optParameters = [
+        ["consul", None, "http://127.0.0.1:8500",
+         "URL of the local Consul agent's HTTP API; https:// verifies its certificate."],
+        ["consul-token-file", None, None,
+         "File holding the Consul ACL token sent with every request."],
+        ["consul-ca", None, None,
+         "PEM file of the CA that signed the Consul agent's certificate "
+         "(default: the system's trust store)."],
+        ["dns-zone", None, "glimpse.test",
+         "The DNS zone Glimpse is authoritative for."],
+        ["dns-interface", None, "127.0.0.1",
+         "Address the DNS server listens on, UDP and TCP."],
+        ["dns-port", None, 8053, "Port of the DNS server, UDP and TCP.", int],
+        ["dns-advertise", None, None,
+         "Address given for the zone's name server (ns.<dns-zone>); "
+         "default: --dns-interface."],
+        ["dns-ttl", None, 5, "TTL in seconds of positive DNS answers.", int],
+        ["negative-ttl", None, 5,
+         "TTL in seconds of negative DNS answers (NXDOMAIN, NODATA): the SOA minimum.", int],
+        ["max-stale", None, 300.0,
+         "Seconds the last view keeps answering while Consul is unreachable; "
+         "after that, SERVFAIL and HTTP 503.", float],
+        ["idle-timeout", None, 600.0,
+         "Seconds a job's health watch is kept without lookups.", float],
+        ["state-dir", None, "/var/lib/glimpse",
+         "Directory where providers' acknowledged states are kept."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["http"] = []
+
+    def opt_http(self, endpoint):
+        """
+        Twisted endpoint string the HTTP API listens on; repeatable (default: tcp:8411:interface=127.0.0.1).
+        """
+        from twisted.internet import reactor
+        try:
+            serverFromString(reactor, endpoint)
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(
+                f"--http={endpoint}: not an endpoint ({e}); write e.g. "
+                "--http=tcp:8411:interface=127.0.0.1")
+        self["http"].append(endpoint)
+
+    def postOptions(self):
+        """
+        Check the options together and normalise them.
+        """
+        url = urlsplit(self["consul"])
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise usage.UsageError(
+                f"--consul={self['consul']}: write a URL such as http://127.0.0.1:8500")
+        try:
+            self["dns-zone"] = normalize_zone(self["dns-zone"])
+        except InvalidName as e:
+            raise usage.UsageError(f"--dns-zone: {e}")
+        for name in ("consul-token-file", "consul-ca"):
+            if self[name] is not None:
+                _readable(name, self[name])
+        if self["consul-ca"] and url.scheme != "https":
+            raise usage.UsageError("--consul-ca needs an https:// --consul URL")
+        for name in ("dns-interface", "dns-advertise"):
+            if self[name] is not None:
+                try:
+                    ipaddress.ip_address(self[name])
+                except ValueError:
+                    raise usage.UsageError(f"--{name}={self[name]}: give an IP address, e.g. 127.0.0.1")
+        if self["dns-advertise"] is None and ipaddress.ip_address(self["dns-interface"]).is_unspecified:
+            raise usage.UsageError(
+                "--dns-interface listens on every address; say which one to advertise "
+                "for ns.<dns-zone> with --dns-advertise=ADDR")
+        if not 0 <= self["dns-port"] < 65536:
+            raise usage.UsageError("--dns-port takes a port number, 0-65535")
+        for name in ("dns-ttl", "negative-ttl"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must be 0 or more seconds")
+        for name in ("max-stale", "idle-timeout"):
+            _positive(name)(self[name])
+        if not self["http"]:
+            self["http"] = ["tcp:8411:interface=127.0.0.1"]
+        try:
+            os.makedirs(self["state-dir"], mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(
+                f"--state-dir={self['state-dir']}: cannot create it ({e.strerror}); "
+                "give a writable directory")
+        if not os.access(self["state-dir"], os.W_OK):
+            raise usage.UsageError(f"--state-dir={self['state-dir']} is not writable; "
+                                   "give a writable directory")
+
+
+def makeService(options):
+    """
+    The ``twistd glimpse`` service, on the global reactor.
+    """
+    from twisted.internet import reactor
+    return compose(reactor, options)
+
+
+def compose(reactor, options):
+    """
+    Build Glimpse's services on C{reactor}.
+
+    :param options: a parsed L{Options} (or a dict with the same keys).
+    """
+    from glimpse.agent import build_agent
+    return build_agent(reactor, options)

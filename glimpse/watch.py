@@ -1,0 +1,152 @@
+"""
+One Consul blocking query, kept running: the loop that feeds the view.
+
+Consul's rules for blocking queries (docs: "Blocking Queries") live in
+:func:`next_index`; the loop adds a rate limit, so a flapping service cannot
+make Glimpse hammer the agent, and a jittered back-off after errors.
+"""
+
+import random as _random
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+
+from glimpse.consul import ConsulError
+
+
+def next_index(previous, returned):
+    """
+    The index to send with the next blocking query.
+
+    :param previous: the index sent with the query that just returned
+        (0 for the first, non-blocking one).
+    :param returned: the ``X-Consul-Index`` it answered with, or ``None``.
+    :return: 0 to ask again without blocking (no index, or the index went
+        backwards: Consul says to start over), else the returned index,
+        never below 1 (an index of 0 would not block and would spin).
+    """
+    if returned is None or returned < previous:
+        return 0
+    return max(1, returned)
+
+
+def backoff_delay(failures, base, cap, rand):
+    """
+    Seconds to wait after C{failures} consecutive errors: exponential from
+    C{base} up to C{cap}, with up to 25% jitter so that many watches that
+    failed together do not retry together.
+    """
+    delay = min(cap, base * (2 ** max(0, failures - 1)))
+    return delay * (1 + 0.25 * rand.random())
+
+
+class BlockingWatch:
+    """
+    Run a blocking query over and over, reporting each answer.
+
+    :param clock: ``IReactorTime``.
+    :param fetch: ``fetch(index, wait)`` returns a Deferred of a
+        :class:`glimpse.consul.Response`; ``index`` is ``None`` for a
+        non-blocking fetch.
+    :param on_answer: called with each successful ``Response``; equal
+        answers are reported too (a return is no proof of change), the
+        caller compares.
+    :param on_error: called with each L{ConsulError}.
+    :param wait: seconds each blocking query may wait on Consul's side.
+    :param min_interval: least seconds between the starts of two queries.
+    :param backoff: ``(base, cap)`` seconds for retries after errors.
+    :param rand: a ``random.Random`` for jitter (tests pass a seeded one).
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, fetch, on_answer, on_error, wait=60.0,
+                 min_interval=0.1, backoff=(0.25, 5.0), rand=None):
+        self._clock = clock
+        self._fetch = fetch
+        self._on_answer = on_answer
+        self._on_error = on_error
+        self._wait = wait
+        self._min_interval = min_interval
+        self._backoff = backoff
+        self._rand = rand or _random.Random()
+        self.index = 0
+        self.failures = 0
+        self.requests = 0
+        self._running = False
+        self._pending = None
+        self._delayed = None
+        self._last_start = None
+
+    @property
+    def running(self):
+        """
+        Whether the loop is on.
+        """
+        return self._running
+
+    def start(self):
+        """
+        Start the loop with a non-blocking fetch.
+        """
+        if not self._running:
+            self._running = True
+            self._query()
+
+    def stop(self):
+        """
+        Stop the loop and cancel whatever it is waiting for.
+        """
+        self._running = False
+        if self._delayed is not None and self._delayed.active():
+            self._delayed.cancel()
+        self._delayed = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+    def _query(self):
+        self._delayed = None
+        if not self._running:
+            return
+        self._last_start = self._clock.seconds()
+        self.requests += 1
+        index = self.index or None
+        d = self._fetch(index, self._wait if index else None)
+        self._pending = d
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(index or 0,))
+
+    def _answered(self, response, sent):
+        self._pending = None
+        if not self._running:
+            return
+        self.index = next_index(sent, response.index)
+        self.failures = 0
+        try:
+            self._on_answer(response)
+        except Exception:
+            self.log.failure("Handling a Consul answer failed; the watch goes on")
+        # The rate limit: however fast Consul answers (a flapping service
+        # wakes every blocking query), start at most one query per interval.
+        elapsed = self._clock.seconds() - self._last_start
+        self._schedule(max(0.0, self._min_interval - elapsed))
+
+    def _failed(self, failure):
+        self._pending = None
+        if not self._running or failure.check(CancelledError):
+            return
+        if not failure.check(ConsulError):
+            self.log.failure("Unexpected error in a Consul watch", failure)
+        self.failures += 1
+        # After an error the index may belong to a view Consul lost (agent
+        # restarted): start over with a full fetch.
+        self.index = 0
+        try:
+            self._on_error(failure.value)
+        except Exception:
+            self.log.failure("Handling a Consul error failed; the watch goes on")
+        self._schedule(backoff_delay(self.failures, *self._backoff, self._rand))
+
+    def _schedule(self, delay):
+        if self._running:
+            self._delayed = self._clock.callLater(delay, self._query)
