@@ -1,13 +1,10 @@
-"""Throw-away Consul dev agents for tests, ``make run`` and benchmarks.
+"""Throw-away ``consul agent -dev`` agents for tests, ``make run`` and benchmarks.
 
-Each is a ``consul agent -dev`` on loopback with its own free ports, its
-files in a private temporary directory, in its own process group (consul.md,
-"Throw-away agent").  ``python -m glimpse.devconsul --zones 2`` runs two.
+Loopback, free ports, own temporary directory and process group (consul.md, "Throw-away agent").
 """
 
-from __future__ import annotations
-
 import argparse
+import collections
 import contextlib
 import http.client
 import json
@@ -32,36 +29,28 @@ ZONE_NAMES = ("ams", "fra", "lon", "nyc")
 
 @attrs.define(auto_exc=True)
 class ConsulNotFound(Exception):
-    """No usable consul binary could be found or built.
+    """No usable consul binary could be found or built."""
 
-    :param reason: What went wrong.
-    """
-
-    reason: str
+    reason: str  #: What went wrong.
 
     def __str__(self) -> str:
-        return f"{self.reason}; run `make consul`, or set GLIMPSE_CONSUL=/path/to/consul"
+        return f"{self.reason}; run `make consul`, or set GLIMPSE_CONSUL to a consul binary"
 
 
 @attrs.define(auto_exc=True)
 class ConsulStartError(Exception):
-    """A dev agent exited early or was not ready before its deadline.
+    """A dev agent exited early or was not ready before its deadline."""
 
-    :param reason: What went wrong.
-    :param log_tail: The end of the agent's output, with Consul's own error.
-    """
-
-    reason: str
-    log_tail: str
+    reason: str  #: What went wrong.
+    log_tail: str  #: The end of the agent's output, with Consul's own error.
 
     def __str__(self) -> str:
         return f"{self.reason}; end of its log:\n{self.log_tail}"
 
 
 def find_consul() -> str:
-    """Return the consul binary: ``$GLIMPSE_CONSUL``, else what the checkout's
-    ``tools/build-consul.sh`` prints (it builds once, progress on stderr),
-    else ``consul`` on ``PATH`` when not run from a checkout.
+    """Return ``$GLIMPSE_CONSUL``, else what the checkout's ``tools/build-consul.sh``
+    prints (it builds once), else ``consul`` on ``PATH`` outside a checkout.
 
     :raises ConsulNotFound: If none of these yields a binary.
     """
@@ -74,10 +63,9 @@ def find_consul() -> str:
     if script.exists():
         # stderr is inherited so that a first-time build shows its progress.
         result = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True)
-        lines = result.stdout.split()
-        if result.returncode != 0 or not lines:
+        if result.returncode != 0 or not result.stdout.strip():
             raise ConsulNotFound(f"{script} failed with status {result.returncode}")
-        return lines[-1]
+        return result.stdout.split()[-1]
     found = shutil.which("consul")
     if found is None:
         raise ConsulNotFound("no consul binary: not in a Glimpse checkout, none on PATH")
@@ -85,8 +73,7 @@ def find_consul() -> str:
 
 
 def free_ports(n: int) -> list[int]:
-    """Return ``n`` distinct loopback ports free for both TCP and UDP, as
-    Consul's DNS and serf listen on both.
+    """Return ``n`` distinct loopback ports free for TCP and UDP (serf, DNS use both).
 
     :param n: How many ports.
     """
@@ -108,41 +95,23 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-@attrs.frozen
-class Ports:
-    """The loopback ports of one agent, named after its ``-<name>-port`` flags."""
-
-    http: int
-    dns: int
-    serf_lan: int
-    serf_wan: int
-    server: int
+#: The loopback ports of one agent, named after its ``-<name>-port`` flags.
+Ports = collections.namedtuple("Ports", ["http", "dns", "serf_lan", "serf_wan", "server"])
 
 
 @attrs.define
 class DevConsul:
-    """A throw-away ``consul agent -dev``; as a context manager, stopped on exit.
+    """A throw-away ``consul agent -dev``; as a context manager, stopped on exit."""
 
-    :param datacenter: Its datacenter (Glimpse zone).
-    :param node: Its node name.
-    :param ports: Its loopback ports.
-    :param base_dir: Its private temporary directory, holding all its files.
-    :param data_dir: Its ``-data-dir``.
-    :param log_path: The file receiving its stdout and stderr.
-    :param command: Its argv, reused by :meth:`restart`.
-    :param process: The agent process, once started.
-    :param acl_token: Its management token, if ACLs are enabled.
-    """
-
-    datacenter: str
-    node: str
-    ports: Ports
-    base_dir: Path
-    data_dir: Path
-    log_path: Path
-    command: list[str] = attrs.Factory(list)
-    process: subprocess.Popen[bytes] | None = None
-    acl_token: str | None = None
+    datacenter: str  #: Its datacenter (Glimpse zone).
+    node: str  #: Its node name.
+    ports: Ports  #: Its loopback ports.
+    base_dir: Path  #: Its private temporary directory, holding all its files.
+    data_dir: Path  #: Its ``-data-dir``.
+    log_path: Path  #: The file receiving its stdout and stderr.
+    command: list[str] = attrs.Factory(list)  #: Its argv, reused by :meth:`restart`.
+    process: subprocess.Popen[bytes] | None = None  #: The agent, once started.
+    acl_token: str | None = None  #: Its management token, if ACLs are enabled.
 
     @property
     def http_addr(self) -> str:
@@ -165,10 +134,7 @@ class DevConsul:
         return self.base_dir / "config"
 
     def get_json(self, path: str, timeout: float = 2.0) -> Any:
-        """GET ``/v1/<path>`` (with the ACL token, if any), return the JSON.
-
-        :param path: The API path below ``/v1/``, with any query string.
-        :param timeout: Socket timeout in seconds."""
+        """GET ``/v1/<path>`` (with the ACL token, if any) and return the decoded JSON."""
         request = urllib.request.Request(f"{self.url}/v1/{path}")
         if self.acl_token:
             request.add_header("X-Consul-Token", self.acl_token)
@@ -176,16 +142,13 @@ class DevConsul:
             return json.load(response)
 
     def log_tail(self, lines: int = 30) -> str:
-        """Return the last lines of the agent's log.
-
-        :param lines: How many lines."""
+        """Return the last ``lines`` lines of the agent's log."""
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return "(no log)"
 
     def stop(self) -> None:
-        """SIGTERM its process group, SIGKILL after 10 s, remove its directory.
-        Safe to call more than once."""
+        """SIGTERM its process group (SIGKILL after 10 s), remove its directory; idempotent."""
         self._signal(signal.SIGTERM)
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
@@ -194,18 +157,14 @@ class DevConsul:
         self._signal(signal.SIGKILL)
 
     def restart(self, timeout: float = 30.0) -> None:
-        """Start the agent again (stopping it first if it runs) on the same
-        ports and data dir, and wait for a leader.  Not after :meth:`stop`.
+        """(Re)start it (not after :meth:`stop`) on its ports and data dir; wait for a leader.
 
         :param timeout: Seconds to wait for the leader.
-        :raises ConsulStartError: If it exits or times out."""
+        :raises ConsulStartError: If it exits or times out; it is then killed.
+        """
         self._signal(signal.SIGTERM)
-        self._launch(timeout)
-
-    def _launch(self, timeout: float) -> None:
         with open(self.log_path, "ab") as log:
-            # Its own group: stop() reaches all of it, and Ctrl-C on
-            # `make run` reaches only main(), which then stops it cleanly.
+            # Own group: stop() reaches it all; `make run`'s Ctrl-C reaches only main().
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -227,18 +186,15 @@ class DevConsul:
             time.sleep(0.05)
 
     def _signal(self, signum: int) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signum)
-        try:
-            self.process.wait(10.0)
-        except subprocess.TimeoutExpired:
+        if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+                os.killpg(self.process.pid, signum)
+            try:
+                self.process.wait(10.0)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
 
-    def __enter__(self) -> DevConsul:
+    def __enter__(self) -> "DevConsul":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -254,21 +210,18 @@ def start_dev_consul(
 
     :param binary: Path of the consul binary (see :func:`find_consul`).
     :param datacenter: Its datacenter; the node is ``g-<datacenter>``.
-    :param join_wan: An agent of another datacenter to WAN-join; then also
-        wait until both list both datacenters.
+    :param join_wan: Another DC's agent to WAN-join; wait until each lists both.
     :param extra_hcl: More ``-hcl`` snippets.
     :param workdir: Where to create its temporary directory.
-    :param acl_token: Enable ACLs, default deny, with this management and
-        agent token.  Each agent is then its own ACL primary.
+    :param acl_token: Enable ACLs (default deny) with this management and agent
+        token; each agent is then its own ACL primary.
     :param timeout: Seconds to wait for each readiness condition.
-    :raises ConsulStartError: If it exits early or is not ready in time
-        (it is then stopped and its directory removed).
+    :raises ConsulStartError: If it exits or is not ready in time; it is stopped.
     """
     base = Path(tempfile.mkdtemp(prefix=f"glimpse-consul-{datacenter}-", dir=workdir))
     agent = DevConsul(
-        datacenter=datacenter, node=f"g-{datacenter}", ports=Ports(*free_ports(5)),
-        base_dir=base, data_dir=base / "data", log_path=base / "consul.log",
-        acl_token=acl_token)
+        datacenter=datacenter, node=f"g-{datacenter}", ports=Ports(*free_ports(5)), base_dir=base,
+        data_dir=base / "data", log_path=base / "consul.log", acl_token=acl_token)
     agent.config_dir.mkdir()
     hcl = ["ui_config { enabled = false }", "connect { enabled = false }",
            # Every blocking query holds a connection; 200 is too few for tests.
@@ -276,11 +229,10 @@ def start_dev_consul(
     if acl_token:
         hcl.append('acl { enabled = true default_policy = "deny" tokens { '
                    f'initial_management = "{acl_token}" agent = "{acl_token}" }} }}')
-    flags = ("http", "dns", "serf-lan", "serf-wan", "server")
     agent.command = [
         binary, "agent", "-dev", f"-node={agent.node}", f"-datacenter={datacenter}",
         f"-bind={LOOPBACK}", f"-client={LOOPBACK}",
-        *(f"-{flag}-port={port}" for flag, port in zip(flags, attrs.astuple(agent.ports))),
+        *(f"-{name.replace('_', '-')}-port={port}" for name, port in agent.ports._asdict().items()),
         # Dev mode's fixed gRPC ports 8502/8503 would collide between agents.
         "-grpc-port=-1", "-grpc-tls-port=-1", f"-data-dir={agent.data_dir}",
         f"-config-dir={agent.config_dir}", "-log-level=warn",
@@ -289,13 +241,12 @@ def start_dev_consul(
     if join_wan is not None:
         agent.command.append(f"-retry-join-wan={LOOPBACK}:{join_wan.ports.serf_wan}")
     try:
-        agent._launch(timeout)
+        agent.restart(timeout)
         if join_wan is not None:
-            both = sorted({datacenter, join_wan.datacenter})
-            agent._wait_for(
-                lambda: all(sorted(a.get_json("catalog/datacenters")) == both
-                            for a in (agent, join_wan)),
-                timeout, f"see {join_wan.datacenter} in /v1/catalog/datacenters")
+            pair, both = (agent, join_wan), {datacenter, join_wan.datacenter}
+            agent._wait_for(lambda: all(both <= set(a.get_json("catalog/datacenters"))
+                                        for a in pair),
+                            timeout, f"see {join_wan.datacenter} in /v1/catalog/datacenters")
     except BaseException:
         agent.stop()
         raise
@@ -308,12 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: Command-line arguments, without the program name.
     :return: The exit status.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m glimpse.devconsul", description="Run throw-away Consul dev agents.")
-    parser.add_argument("--datacenter", default="dc1", help="name of the single agent's DC")
+    parser = argparse.ArgumentParser(prog="python -m glimpse.devconsul", description=__doc__)
+    parser.add_argument("--datacenter", default="dc1", help="DC name of a single agent")
     parser.add_argument("--zones", type=int, default=1, choices=range(1, 5),
-                        help=f"start N WAN-joined DCs named {', '.join(ZONE_NAMES)}")
-    parser.add_argument("--env-file", help="also write shell-sourceable addresses here")
+                        help=f"run N WAN-joined DCs: {', '.join(ZONE_NAMES)}")
+    parser.add_argument("--env-file", help="also write CONSUL_HTTP_ADDR lines here")
     options = parser.parse_args(argv)
     names = ZONE_NAMES[:options.zones] if options.zones > 1 else (options.datacenter,)
     stopping = threading.Event()
@@ -324,20 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         binary = find_consul()
         for name in names:
             agents.append(start_dev_consul(binary, name, agents[0] if agents else None))
-        env = [f"CONSUL_HTTP_ADDR={agents[0].http_addr}"]
+        env = [f"CONSUL_HTTP_ADDR={agents[0].http_addr}\n"] + [
+            f"CONSUL_HTTP_ADDR_{a.datacenter.upper().replace('-', '_')}={a.http_addr}\n"
+            for a in agents]
+        if options.env_file:  # Before the lines: their reader may source it at once.
+            Path(options.env_file).write_text("".join(env))
         for a in agents:
             print(f"{a.datacenter} http={a.url} dns={LOOPBACK}:{a.ports.dns}", flush=True)
-            key = a.datacenter.upper().replace("-", "_")
-            env += [f"CONSUL_HTTP_ADDR_{key}={a.http_addr}",
-                    f"CONSUL_DNS_ADDR_{key}={LOOPBACK}:{a.ports.dns}"]
-        if options.env_file:
-            Path(options.env_file).write_text("".join(f"{line}\n" for line in env))
         # Wake now and then to notice an agent that died on its own.
         while not stopping.wait(0.5):
-            for a in agents:
-                if a.process is None or a.process.poll() is not None:
-                    print(f"consul {a.datacenter} exited:\n{a.log_tail()}", file=sys.stderr)
-                    return 1
+            for dead in [a for a in agents if a.process and a.process.poll() is not None]:
+                print(f"consul {dead.datacenter} exited:\n{dead.log_tail()}", file=sys.stderr)
+                return 1
         return 0
     except (ConsulNotFound, ConsulStartError) as error:
         print(error, file=sys.stderr)

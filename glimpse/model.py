@@ -146,7 +146,7 @@ def instance_from_entry(entry):
             checks=checks,
             drain=meta.get(META_DRAIN) == "true",
         )
-    except (KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None
 
 

@@ -1,0 +1,58 @@
+# Glimpse: the two commands are `make run` and `make test`.
+#
+# Everything the project needs is installed from here: Debian packages
+# (when missing and we are root), a virtualenv in .venv, and Consul, built
+# once from its Go module into ~/.cache/glimpse (tools/build-consul.sh).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEBS := unbound bind9-dnsutils dnsperf wrk
+# `make run ZONES=2` runs the two-zone demo.
+ZONES ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers lint clean
+
+deps: debs venv
+
+# Debian packages the tests and benchmarks use for real (unbound, dig,
+# dnsperf, wrk); installed only when one is missing.
+debs:
+	@missing=""; \
+	for cmd in unbound dig dnsperf wrk; do command -v $$cmd >/dev/null 2>&1 || \
+	  [ -x /usr/sbin/$$cmd ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make: installing $(DEBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	  else \
+	    echo "make: missing Debian packages; run: sudo apt-get install $(DEBS)"; exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
+	touch $@
+
+venv: $(VENV)/.installed
+
+consul:
+	@tools/build-consul.sh
+
+test: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) -m pytest $(PYTEST_ARGS)
+
+run: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) -m glimpse.demo --zones $(ZONES)
+
+lint: venv
+	$(PY) -m pyflakes glimpse tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .run build *.egg-info

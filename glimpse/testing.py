@@ -1,0 +1,233 @@
+"""
+Test doubles for Glimpse: an in-memory Consul HTTP API and an agent that
+cannot connect.
+
+Use L{FakeConsul} through ``treq.testing.StubTreq``; since it holds blocking
+queries with ``NOT_DONE_YET``, call the stub's ``flush()`` after anything
+that answers one (L{FakeConsul.set}, L{FakeConsul.release},
+L{FakeConsul.fail}).
+"""
+
+import json
+
+import attrs
+from twisted.internet.defer import fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.web.iweb import IAgent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+#: Index of a held request that only L{FakeConsul.release} answers.
+_FOREVER = float("inf")
+
+
+@attrs.frozen
+class RecordedRequest:
+    """
+    One request the fake Consul received.
+
+    :ivar method: ``GET``, ``PUT``, ...
+    :ivar path: the API path after ``/v1/``, without the query.
+    :ivar args: the query parameters, each its first value, as ``str``.
+    :ivar headers: the request headers, lower-case names, each its first
+        value, as ``str``.
+    :ivar body: the request body (``bytes``).
+    """
+
+    method: str
+    path: str
+    args: dict
+    headers: dict
+    body: bytes
+
+    def json(self):
+        """
+        The body decoded as JSON.
+        """
+        return json.loads(self.body)
+
+
+@attrs.define
+class _Held:
+    request: object
+    path: str
+    index: float
+
+
+class FakeConsul(Resource):
+    """
+    A Consul agent's HTTP API in memory, enough for Glimpse's client.
+
+    Each path (after ``/v1/``, without the query) holds a JSON body and an
+    index, answered with ``X-Consul-Index``.  A GET with ``index=N`` where N
+    is at least the path's index blocks, as Consul's blocking queries do,
+    until the path is L{set} again or L{release}d.  A path that was never
+    set answers 404.  ``agent/self``, ``catalog/datacenters`` and
+    ``catalog/services`` are set at the start.
+
+    :param datacenter: the agent's datacenter.
+    :ivar requests: every L{RecordedRequest}, in order.
+    """
+
+    isLeaf = True
+
+    def __init__(self, datacenter="dc1"):
+        super().__init__()
+        self.requests = []
+        self._values = {}
+        self._index = 0
+        self._held = []
+        self._failure = None
+        self._stalled = False
+        self.set("agent/self", {"Config": {"Datacenter": datacenter}})
+        self.set("catalog/datacenters", [datacenter])
+        self.set("catalog/services", {"consul": []})
+
+    # Telling the fake what to answer
+
+    def set(self, path, body, index=None):
+        """
+        Give a path a new answer and wake the queries blocked on it.
+
+        :param path: the API path after ``/v1/``, e.g.
+            ``health/service/shop--prod--web``.
+        :param body: the JSON-able answer.
+        :param index: the path's new index; by default one more than any
+            index so far, as Consul's raft index grows.
+        """
+        self._index = self._index + 1 if index is None else index
+        self._values[path] = (body, self._index)
+        self._answer_held(lambda held: held.path == path and held.index < self._index)
+
+    def fail(self, status, message="fake Consul failure"):
+        """
+        Answer every request, and every held query, with an HTTP error until
+        L{recover} is called.
+
+        :param status: the HTTP status, e.g. 500 or 403.
+        :param message: the plain-text body, as Consul writes its errors.
+        """
+        self._failure = (status, message)
+        self._answer_held(lambda held: True)
+
+    def recover(self):
+        """
+        Stop failing: answer from the paths' values again.
+        """
+        self._failure = None
+
+    def stall(self):
+        """
+        Hold every request from now on without answering it, like an agent
+        that accepted the connection and hung.  L{release} answers them.
+        """
+        self._stalled = True
+
+    def unstall(self):
+        """
+        Answer new requests again; those already held stay held.
+        """
+        self._stalled = False
+
+    def release(self, path=None):
+        """
+        Answer held queries now with their path's current value, as Consul
+        does when a blocking query's ``wait`` runs out.
+
+        :param path: only the queries of this path; every one by default.
+        """
+        self._answer_held(lambda held: path is None or held.path == path)
+
+    # Reading what happened
+
+    @property
+    def held(self):
+        """
+        How many requests are being held unanswered.
+        """
+        return len(self._held)
+
+    def count(self, path_prefix=""):
+        """
+        How many requests were received for paths starting with
+        C{path_prefix}.
+        """
+        return sum(1 for r in self.requests if r.path.startswith(path_prefix))
+
+    # The resource
+
+    def render(self, request):
+        """
+        Record the request, then answer it now or hold it.
+        """
+        path = request.path.decode("utf-8")
+        if not path.startswith("/v1/"):
+            request.setResponseCode(404)
+            return b"no such API"
+        path = path[len("/v1/"):]
+        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        headers = {k.decode().lower(): v[0].decode()
+                   for k, v in request.requestHeaders.getAllRawHeaders()}
+        request.content.seek(0)
+        self.requests.append(RecordedRequest(
+            request.method.decode(), path, args, headers, request.content.read()))
+        if self._stalled:
+            index = _FOREVER
+        elif self._failure is None and request.method == b"GET" and "index" in args:
+            index = float(args["index"])
+        else:
+            index = None
+        current = self._values.get(path, (None, None))[1]
+        if index is not None and (current is None or index >= current):
+            held = _Held(request, path, index)
+            self._held.append(held)
+            request.notifyFinish().addBoth(lambda _: self._forget(held))
+            return NOT_DONE_YET
+        return self._body(request, path)
+
+    def _forget(self, held):
+        if held in self._held:
+            self._held.remove(held)
+
+    def _answer_held(self, which):
+        answer = [h for h in self._held if which(h)]
+        self._held = [h for h in self._held if not which(h)]
+        for held in answer:
+            held.request.write(self._body(held.request, held.path))
+            held.request.finish()
+
+    def _body(self, request, path):
+        if self._failure is not None:
+            status, message = self._failure
+            request.setResponseCode(status)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return message.encode("utf-8")
+        if path not in self._values:
+            request.setResponseCode(404)
+            return b"Unknown path in fake Consul: " + path.encode("utf-8")
+        body, index = self._values[path]
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"x-consul-index", str(index).encode())
+        return json.dumps(body).encode("utf-8")
+
+
+@implementer(IAgent)
+class UnreachableAgent:
+    """
+    An ``IAgent`` whose every request fails with ``ConnectionRefusedError``,
+    like one pointed at a port nothing listens on.  Wrap it in a treq
+    ``HTTPClient``.
+
+    :ivar attempts: how many requests were tried.
+    """
+
+    def __init__(self):
+        self.attempts = 0
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        """
+        Fail at once: the connection was refused.
+        """
+        self.attempts += 1
+        return fail(ConnectionRefusedError("fake Consul is down"))

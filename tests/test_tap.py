@@ -1,0 +1,114 @@
+"""
+``twistd glimpse``'s command line: defaults, validation that says what to
+type instead, and the plugin as installed by ``pip install .``.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from twisted.python.usage import UsageError
+
+from glimpse.tap import Options
+
+
+def parse(*argv, state_dir):
+    options = Options()
+    options.parseOptions([f"--state-dir={state_dir}", *argv])
+    return options
+
+
+def test_defaults_listen_on_loopback(tmp_path):
+    """
+    With no options Glimpse talks to the local Consul agent and listens on
+    loopback only: DNS on 127.0.0.1:8053, HTTP on 127.0.0.1:8411.
+    """
+    options = parse(state_dir=tmp_path)
+    assert {k: options[k] for k in options.keys()} == {
+        "consul": "http://127.0.0.1:8500",
+        "consul-token-file": None,
+        "consul-ca": None,
+        "dns-zone": "glimpse.test",
+        "dns-interface": "127.0.0.1",
+        "dns-port": 8053,
+        "dns-advertise": None,
+        "dns-ttl": 5,
+        "negative-ttl": 5,
+        "max-stale": 300.0,
+        "idle-timeout": 600.0,
+        "state-dir": str(tmp_path),
+        "http": ["tcp:8411:interface=127.0.0.1"],
+    }
+
+
+def test_options_are_normalised_and_repeatable(tmp_path):
+    """
+    The DNS zone is normalised, and --http may be given more than once.
+    """
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    options = parse("--dns-zone=Glimpse.Example.", "--http=tcp:1234:interface=127.0.0.1",
+                    "--http=unix:/tmp/glimpse.sock", f"--consul-token-file={token}",
+                    "--dns-interface=0.0.0.0", "--dns-advertise=10.0.0.5",
+                    state_dir=tmp_path)
+    assert options["dns-zone"] == "glimpse.example"
+    assert options["http"] == ["tcp:1234:interface=127.0.0.1", "unix:/tmp/glimpse.sock"]
+    assert options["consul-token-file"] == str(token)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--consul=127.0.0.1:8500"], "write a URL such as http://127.0.0.1:8500"),
+    (["--dns-zone=bad_zone"], "is not a DNS label"),
+    (["--dns-interface=localhost"], "give an IP address"),
+    (["--dns-interface=0.0.0.0"], "--dns-advertise"),
+    (["--dns-port=70000"], "port number"),
+    (["--http=nonsense:1"], "write e.g. --http=tcp:8411"),
+    (["--consul-token-file=/nonexistent/token"], "no such readable file"),
+    (["--consul-ca=/nonexistent/ca.pem"], "no such readable file"),
+    (["--max-stale=0"], "must be more than 0"),
+    (["--dns-ttl=-1"], "0 or more"),
+])
+def test_bad_options_say_what_to_type_instead(tmp_path, argv, says):
+    """
+    A wrong option is a UsageError whose message says what to write.
+    """
+    with pytest.raises(UsageError) as e:
+        parse(*argv, state_dir=tmp_path)
+    assert says in str(e.value)
+
+
+def test_unwritable_state_dir_is_a_usage_error(tmp_path):
+    """
+    A state directory that cannot be created stops Glimpse at start with a
+    message naming the option.
+    """
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError) as e:
+        parse(state_dir=blocker / "state")
+    assert "--state-dir" in str(e.value)
+
+
+def test_pip_installed_plugin_shows_help(tmp_path):
+    """
+    ``pip install .`` installs the twistd plugin: ``twistd glimpse --help``
+    lists every option, run from outside the source tree.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), repo],
+        check=True, capture_output=True, cwd=tmp_path)
+    assert (target / "twisted" / "plugins" / "glimpse_plugin.py").exists()
+    assert not (target / "twisted" / "plugins" / "__init__.py").exists()
+    env = dict(os.environ, PYTHONPATH=str(target))
+    result = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "glimpse", "--help"],
+        capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    for option in ("--consul=", "--consul-token-file=", "--consul-ca=", "--dns-zone=",
+                   "--dns-interface=", "--dns-port=", "--http=", "--state-dir="):
+        assert option in result.stdout
