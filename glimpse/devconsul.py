@@ -18,8 +18,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Self
 
 import attrs
 
@@ -62,7 +63,7 @@ def find_consul() -> str:
     script = Path(__file__).resolve().parent.parent / "tools" / "build-consul.sh"
     if script.exists():
         # stderr is inherited so that a first-time build shows its progress.
-        result = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True)
+        result = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=False)
         if result.returncode != 0 or not result.stdout.strip():
             raise ConsulNotFound(f"{script} failed with status {result.returncode}")
         return result.stdout.split()[-1]
@@ -171,11 +172,10 @@ class DevConsul:
         self._wait_for(lambda: self.get_json("status/leader"), timeout, "elect a leader")
 
     def _wait_for(self, ready: Callable[[], Any], timeout: float, what: str) -> None:
-        # Poll with a deadline; an early exit fails at once, with the log.
         deadline = time.monotonic() + timeout
         while self.process is not None:
             with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
-                if ready():  # Errors mean not listening yet, or 500 while electing.
+                if ready():  # Errors: not listening yet, or a 500 while electing.
                     return
             status = self.process.poll()
             if status is not None or time.monotonic() > deadline:
@@ -194,7 +194,7 @@ class DevConsul:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
 
-    def __enter__(self) -> "DevConsul":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

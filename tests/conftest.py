@@ -41,9 +41,9 @@ def consul_pair(consul_binary, tmp_path_factory):
     ``/v1/catalog/datacenters``; shared by one test module and stopped after it.
     """
     workdir = str(tmp_path_factory.mktemp("consul-pair"))
-    with start_dev_consul(consul_binary, "ams", workdir=workdir) as ams:
-        with start_dev_consul(consul_binary, "fra", join_wan=ams, workdir=workdir) as fra:
-            yield ams, fra
+    with (start_dev_consul(consul_binary, "ams", workdir=workdir) as ams,
+          start_dev_consul(consul_binary, "fra", join_wan=ams, workdir=workdir) as fra):
+        yield ams, fra
 
 
 # ---------------------------------------------------------------------------
