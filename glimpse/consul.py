@@ -13,6 +13,7 @@ import attrs
 from twisted.internet.defer import CancelledError, TimeoutError as DeferTimeout
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.logger import Logger
+from twisted.web.client import ResponseFailed
 
 
 @attrs.define
@@ -91,6 +92,8 @@ class ConsulClient:
         self._timeout = timeout
         #: Requests sent, by endpoint; read by metrics and benchmarks.
         self.requests = {}
+        #: Requests that failed (error status or no answer), by endpoint.
+        self.errors = {}
 
     def _headers(self):
         headers = {"Accept": ["application/json"]}
@@ -142,9 +145,15 @@ class ConsulClient:
         return d.addCallback(decoded)
 
     def _translate(self, failure, endpoint):
+        self.errors[endpoint] = self.errors.get(endpoint, 0) + 1
         if failure.check(ConsulError):
             return failure
-        if failure.check(CancelledError, DeferTimeout, ConnectTimeout):
+        if failure.check(CancelledError, DeferTimeout, ConnectTimeout) or (
+            # addTimeout cancels the request; the agent then fails it with
+            # ResponseNeverReceived (a ResponseFailed) wrapping the cancel.
+            failure.check(ResponseFailed)
+            and any(r.check(CancelledError) for r in failure.value.reasons)
+        ):
             raise ConsulUnavailable(endpoint, "timed out")
         raise ConsulUnavailable(endpoint, failure.getErrorMessage() or repr(failure.value))
 

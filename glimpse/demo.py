@@ -14,7 +14,9 @@ import sys
 import threading
 from pathlib import Path
 
-from glimpse.devconsul import ConsulNotFound, ConsulStartError, find_consul, start_dev_consul
+from glimpse.devconsul import (
+    ConsulNotFound, ConsulStartError, find_consul, start_dev_consul, wait_federated,
+)
 from glimpse.devglimpse import REPO, GlimpseStartError, start_glimpse
 
 ZONE_NAMES = ("ams", "fra", "lon", "nyc")
@@ -42,6 +44,7 @@ def _tips(glimpses, dns_zone):
         f"  dig @127.0.0.1 -p {dns_port} nope.web.prod.shop.{zone}.{dns_zone} SRV   # NXDOMAIN",
         f"  curl -s {http}/v1/lookup/http.web.prod.shop.{zone}      # web-3 is unhealthy",
         f"  curl -s {http}/v1/status",
+        f"  curl -s {http}/v1/zones                     # every zone, its view's age, reachable?",
         f"  curl -s -X PUT --data @etc/examples/demo-state.json {http}/v1/providers/demo",
     ]
     for zone, g in glimpses[1:]:
@@ -81,6 +84,7 @@ def main(argv=None):
             for name in ZONE_NAMES[: options.zones]:
                 agents.append(start_dev_consul(binary, name, agents[0] if agents else None))
                 print(f"make run: started Consul {name} at {agents[-1].url}", flush=True)
+            wait_federated(agents)
             consuls = [(a.datacenter, a.url) for a in agents]
         state = json.loads(STATE.read_text())
         for i, (zone, url) in enumerate(consuls):

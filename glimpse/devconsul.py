@@ -253,6 +253,19 @@ def start_dev_consul(
     return agent
 
 
+def wait_federated(agents: Sequence[DevConsul], timeout: float = 30.0) -> None:
+    """Wait until every agent lists every agent's datacenter (WAN gossip
+    reaches the earlier zones after the later ones have joined).
+
+    :param agents: The started agents.
+    :param timeout: Seconds before :class:`ConsulStartError`.
+    """
+    names = {a.datacenter for a in agents}
+    for agent in agents:
+        agent._wait_for(lambda: names <= set(agent.get_json("catalog/datacenters")),
+                        timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run dev agents until SIGINT or SIGTERM, then stop them (``make run``).
 
@@ -274,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         binary = find_consul()
         for name in names:
             agents.append(start_dev_consul(binary, name, agents[0] if agents else None))
+        wait_federated(agents)
         env = [f"CONSUL_HTTP_ADDR={agents[0].http_addr}\n"] + [
             f"CONSUL_HTTP_ADDR_{a.datacenter.upper().replace('-', '_')}={a.http_addr}\n"
             for a in agents]

@@ -50,9 +50,14 @@ class RecordedRequest:
 
 @attrs.define
 class _Held:
+    """
+    A request held open: a blocking query, or any request while stalled.
+    """
+
     request: object
     path: str
     index: float
+    timer: object = None
 
 
 class FakeConsul(Resource):
@@ -62,18 +67,23 @@ class FakeConsul(Resource):
     Each path (after ``/v1/``, without the query) holds a JSON body and an
     index, answered with ``X-Consul-Index``.  A GET with ``index=N`` where N
     is at least the path's index blocks, as Consul's blocking queries do,
-    until the path is L{set} again or L{release}d.  A path that was never
+    until the path is L{set} again or L{release}d, or, given a clock, until
+    its ``wait`` (5 minutes by default) runs out.  A path that was never
     set answers 404.  ``agent/self``, ``catalog/datacenters`` and
     ``catalog/services`` are set at the start.
 
     :param datacenter: the agent's datacenter.
+    :param clock: an ``IReactorTime`` to end blocking queries after their
+        ``wait`` as Consul does (without its jitter); without one they are
+        held until answered by hand.
     :ivar requests: every L{RecordedRequest}, in order.
     """
 
     isLeaf = True
 
-    def __init__(self, datacenter="dc1"):
+    def __init__(self, datacenter="dc1", clock=None):
         super().__init__()
+        self._clock = clock
         self.requests = []
         self._values = {}
         self._index = 0
@@ -182,22 +192,37 @@ class FakeConsul(Resource):
         if index is not None and (current is None or index >= current):
             held = _Held(request, path, index)
             self._held.append(held)
+            if self._clock is not None and index != _FOREVER:
+                held.timer = self._clock.callLater(
+                    _seconds(args.get("wait", "5m")),
+                    self._answer_held, lambda h: h is held)
             request.notifyFinish().addBoth(lambda _: self._forget(held))
             return NOT_DONE_YET
         return self._body(request, path)
 
     def _forget(self, held):
+        """
+        Stop holding a request: it was answered or its client went away.
+        """
         if held in self._held:
             self._held.remove(held)
+        if held.timer is not None and held.timer.active():
+            held.timer.cancel()
 
     def _answer_held(self, which):
+        """
+        Answer the held requests for which C{which(held)} is true.
+        """
         answer = [h for h in self._held if which(h)]
-        self._held = [h for h in self._held if not which(h)]
         for held in answer:
+            self._forget(held)
             held.request.write(self._body(held.request, held.path))
             held.request.finish()
 
     def _body(self, request, path):
+        """
+        Set the status and headers of an answer and return its body.
+        """
         if self._failure is not None:
             status, message = self._failure
             request.setResponseCode(status)
@@ -210,6 +235,18 @@ class FakeConsul(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-consul-index", str(index).encode())
         return json.dumps(body).encode("utf-8")
+
+
+def _seconds(wait):
+    """
+    Seconds of a Consul ``wait`` parameter: ``30s``, ``5m`` or a bare number
+    of seconds.
+    """
+    units = {"ms": 0.001, "s": 1, "m": 60}
+    for suffix in ("ms", "s", "m"):
+        if wait.endswith(suffix):
+            return float(wait[: -len(suffix)]) * units[suffix]
+    return float(wait)
 
 
 @implementer(IAgent)

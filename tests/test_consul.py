@@ -1,0 +1,270 @@
+"""
+Tests for L{glimpse.consul}: the Consul HTTP client, over the in-memory fake
+Consul of L{glimpse.testing}.
+"""
+
+import pytest
+from treq.client import HTTPClient
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent
+from zope.interface.verify import verifyObject
+
+from glimpse.consul import (
+    ConsulClient,
+    ConsulDenied,
+    ConsulError,
+    ConsulNotFound,
+    ConsulUnavailable,
+    Response,
+)
+from glimpse.testing import FakeConsul, UnreachableAgent
+
+WEB = "health/service/shop--prod--web"
+
+
+class Harness:
+    """
+    A L{ConsulClient} on a L{Clock}, talking to a L{FakeConsul} through
+    C{StubTreq}.
+    """
+
+    def __init__(self, token=None, timeout=10.0):
+        self.fake = FakeConsul(datacenter="ams")
+        self.stub = StubTreq(self.fake)
+        self.clock = Clock()
+        self.client = ConsulClient(self.stub, "http://127.0.0.1:8500/", self.clock,
+                                   token=token, timeout=timeout)
+
+    def result(self, d):
+        """
+        The result of a Deferred that has fired, or a failure's exception.
+        """
+        self.stub.flush()
+        results = []
+        d.addBoth(results.append)
+        assert results, "the request has not finished"
+        value = results[0]
+        return value.value if isinstance(value, Failure) else value
+
+
+@pytest.fixture
+def h():
+    """
+    A fresh L{Harness}.
+    """
+    return Harness()
+
+
+def test_fake_agent_interface():
+    """
+    The unreachable agent double is a real C{IAgent}.
+    """
+    assert verifyObject(IAgent, UnreachableAgent())
+
+
+def test_token_sent():
+    """
+    A configured ACL token goes with every request as C{X-Consul-Token}.
+    """
+    h = Harness(token="s3cr3t")
+    h.result(h.client.datacenter())
+    h.result(h.client.register({"ID": "x", "Name": "shop--prod--web"}))
+    assert [r.headers.get("x-consul-token") for r in h.fake.requests] == ["s3cr3t", "s3cr3t"]
+
+
+def test_no_token(h):
+    """
+    Without a token, no C{X-Consul-Token} header is sent at all (an empty
+    one would be an anonymous token of its own).
+    """
+    h.result(h.client.datacenter())
+    assert "x-consul-token" not in h.fake.requests[0].headers
+
+
+def test_decoded_answer(h):
+    """
+    A GET answers with the decoded JSON and C{X-Consul-Index}.
+    """
+    h.fake.set(WEB, [{"Node": {}}], index=42)
+    response = h.result(h.client.health_service("ams", "shop--prod--web"))
+    assert response == Response(body=[{"Node": {}}], index=42)
+    assert h.fake.requests[-1].args == {"dc": "ams"}
+
+
+def test_endpoints(h):
+    """
+    The named endpoints ask the right paths and shape their answers.
+    """
+    h.fake.set("catalog/datacenters", ["lon", "ams"])
+    h.fake.set("agent/services", {"x": {"ID": "x"}})
+    assert h.result(h.client.datacenter()) == "ams"
+    assert h.result(h.client.datacenters()) == ["ams", "lon"]
+    assert h.result(h.client.agent_services('Meta["glimpse-provider"] == "p"')) == {
+        "x": {"ID": "x"}}
+    assert h.fake.requests[-1].args == {"filter": 'Meta["glimpse-provider"] == "p"'}
+
+
+def test_service_name_quoted(h):
+    """
+    A service name is one path segment, whatever characters it holds.
+    """
+    h.fake.set("health/service/a%2Fb", [])
+    assert h.result(h.client.health_service("ams", "a/b")).body == []
+
+
+def test_register_and_deregister(h):
+    """
+    Registering PUTs the definition as JSON and replaces the service's
+    checks; deregistering PUTs to the service's ID.
+    """
+    h.fake.set("agent/service/register", None)
+    h.fake.set("agent/service/deregister/p%3Ax", None)
+    definition = {"ID": "p:x", "Name": "shop--prod--web", "Port": 80}
+    assert h.result(h.client.register(definition)).body is None
+    h.result(h.client.deregister("p:x"))
+    register, deregister = h.fake.requests
+    assert (register.method, register.args, register.json()) == (
+        "PUT", {"replace-existing-checks": "true"}, definition)
+    assert register.headers["content-type"] == "application/json"
+    assert (deregister.method, deregister.path) == ("PUT", "agent/service/deregister/p%3Ax")
+
+
+@pytest.mark.parametrize("status, error", [
+    (403, ConsulDenied),
+    (404, ConsulNotFound),
+    (500, ConsulError),
+    (429, ConsulError),
+])
+def test_status_mapping(h, status, error):
+    """
+    Consul's error statuses become the matching L{ConsulError}, carrying
+    the status, the endpoint and Consul's own message.
+    """
+    h.fake.fail(status, "Permission denied: token lacks service:write")
+    failure = h.result(h.client.catalog_services("ams"))
+    assert type(failure) is error
+    assert (failure.status, failure.endpoint, failure.message) == (
+        status, "catalog/services", "Permission denied: token lacks service:write")
+    assert str(failure) == (
+        f"Consul catalog/services (HTTP {status}): "
+        "Permission denied: token lacks service:write")
+
+
+def test_unknown_path_not_found(h):
+    """
+    A path Consul does not know is a L{ConsulNotFound}.
+    """
+    assert isinstance(h.result(h.client.get("agent/nothing")), ConsulNotFound)
+
+
+def test_not_json(h):
+    """
+    A success that is not JSON is a L{ConsulError}, not a crash.
+    """
+
+    class Garbage(FakeConsul):
+        def render(self, request):
+            return b"<html>proxy</html>"
+
+    stub = StubTreq(Garbage())
+    client = ConsulClient(stub, "http://consul", Clock())
+    results = []
+    client.datacenters().addErrback(results.append)
+    stub.flush()
+    error = results[0].value
+    assert type(error) is ConsulError
+    assert (error.endpoint, error.message, error.status) == (
+        "catalog/datacenters", "the answer was not JSON", 200)
+
+
+def test_connection_refused():
+    """
+    When the agent cannot be reached the request fails with
+    L{ConsulUnavailable}, saying why.
+    """
+    agent = UnreachableAgent()
+    client = ConsulClient(HTTPClient(agent), "http://127.0.0.1:1", Clock())
+    results = []
+    client.datacenter().addErrback(results.append)
+    error = results[0].value
+    assert type(error) is ConsulUnavailable
+    assert error.status is None
+    assert "fake Consul is down" in error.message
+    assert agent.attempts == 1
+
+
+def test_timeout():
+    """
+    A request that gets no answer within the timeout fails with
+    L{ConsulUnavailable} saying it timed out, and the connection is closed.
+    """
+    h = Harness(timeout=3.0)
+    h.fake.stall()
+    results = []
+    h.client.datacenter().addErrback(results.append)
+    h.stub.flush()
+    h.clock.advance(2.9)
+    assert results == []
+    h.clock.advance(0.1)
+    assert type(results[0].value) is ConsulUnavailable
+    assert results[0].value.message == "timed out"
+    h.stub.flush()
+    assert h.fake.held == 0
+
+
+def test_blocking_query(h):
+    """
+    A blocking query sends the index and wait, is held until the data
+    changes, then answers with the new index.
+    """
+    h.fake.set(WEB, [], index=7)
+    results = []
+    h.client.health_service("ams", "shop--prod--web", index=7, wait=30).addBoth(results.append)
+    h.stub.flush()
+    assert results == []
+    assert h.fake.requests[-1].args == {"dc": "ams", "index": "7", "wait": "30s"}
+    h.fake.set(WEB, [{"Node": {}}], index=9)
+    h.stub.flush()
+    assert results == [Response(body=[{"Node": {}}], index=9)]
+
+
+def test_blocking_index_never_zero(h):
+    """
+    An index of 0 is sent as 1: Consul does not block on 0, so the loop
+    would spin.
+    """
+    h.client.catalog_services("ams", index=0, wait=10)
+    assert h.fake.requests[-1].args["index"] == "1"
+
+
+def test_blocking_timeout_allows_wait(h):
+    """
+    A blocking query may take its whole wait plus Consul's jitter (wait/16)
+    before the client's own timeout counts; only then does it give up.
+    """
+    h.fake.set(WEB, [], index=7)
+    results = []
+    d = h.client.health_service("ams", "shop--prod--web", index=7, wait=32)
+    d.addBoth(results.append)
+    h.stub.flush()
+    h.clock.advance(32 + 2 + 10 - 0.01)
+    assert results == []
+    h.clock.advance(0.01)
+    assert isinstance(results[0].value, ConsulUnavailable)
+
+
+def test_request_counting(h):
+    """
+    Requests are counted by endpoint, however many services they name.
+    """
+    h.fake.set("health/service/a--b--c", [])
+    h.fake.set("health/service/a--b--d", [])
+    h.result(h.client.health_service("ams", "a--b--c"))
+    h.result(h.client.health_service("ams", "a--b--d"))
+    h.result(h.client.catalog_services("ams"))
+    h.fake.fail(500)
+    h.result(h.client.catalog_services("ams"))
+    assert h.client.requests == {"health/service": 2, "catalog/services": 2}
+    assert h.fake.count("health/service/") == 2
