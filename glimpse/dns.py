@@ -10,15 +10,21 @@ answers, AA on every in-zone answer, SERVFAIL without a traceback when the
 view cannot serve, and truncation that never drops records silently.
 """
 
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import fail, maybeDeferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.names import common, dns, server
+from twisted.protocols.basic import Int16StringReceiver
+from twisted.protocols.policies import TimeoutMixin
 
 from glimpse.address import relative_labels
 from glimpse.answers import (
-    ADDRESS, APEX, NODE, TARGET, ZONE, classify, healthy_for, ip_answer,
+    APEX, NODE, TARGET, ZONE, classify, healthy_for, ip_answer,
     node_exists, srv_answer,
+)
+from glimpse.dns_wire import (
+    TCP_SIZE, DNSStats, echo_case, encode, header_reply, request_problem, response_for, split_opt,
+    udp_limit,
 )
 from glimpse.topology import Unavailable
 
@@ -94,7 +100,7 @@ class GlimpseResolver(common.ResolverBase):
 
     def _apex(self, type):
         soa = self.soa()
-        if type == dns.SOA:
+        if type in (dns.SOA, dns.ALL_RECORDS):  # ANY: the SOA alone (RFC 8482)
             return succeed(([soa], [], []))
         if type == dns.NS:
             extra = self._identity.ns_address()
@@ -103,7 +109,7 @@ class GlimpseResolver(common.ResolverBase):
 
     def _ns_host(self, name, type):
         record = self._identity.ns_address()
-        if record is not None and record.type == type:
+        if record is not None and type in (record.type, dns.ALL_RECORDS):
             record = dns.RRHeader(name, record.type, dns.IN, record.ttl, record.payload, auth=True)
             return succeed(([record], [], []))
         return self._nodata()
@@ -112,6 +118,8 @@ class GlimpseResolver(common.ResolverBase):
         ports = zone.ports(address.product, address.env, address.job)
         if ports is None or address.service not in ports:
             return self._nxdomain(name)
+        if type == dns.ALL_RECORDS:
+            type = dns.SRV  # ANY: the SRV set and its targets (RFC 8482, section 4.2)
         if type not in (dns.SRV, dns.A, dns.AAAA):
             return self._nodata()
         d = self._topology.instances(address.zone, address.consul_service)
@@ -136,6 +144,8 @@ class GlimpseResolver(common.ResolverBase):
         known = any(i.ip == parsed.ip for job in zone.jobs.values() for i in job.instances)
         if not known:
             return self._nxdomain(name)
+        if type == dns.ALL_RECORDS:
+            type = dns.A if ":" not in parsed.ip else dns.AAAA
         answers = ip_answer(name, type, [_IP(parsed.ip)], self._identity.ttl) \
             if type in (dns.A, dns.AAAA) else []
         return succeed((answers, [], [])) if answers else self._nodata()
@@ -152,144 +162,200 @@ class _IP:
 
 class GlimpseServerFactory(server.DNSServerFactory):
     """
-    An authoritative-only server factory: no recursion, no cache.
+    An authoritative-only server: no recursion, no cache, RFC rcodes for
+    everything that is not a plain query (see :mod:`glimpse.dns_wire`), and
+    responses encoded by the protocol that carries them (UDP packs to the
+    client's size with TC=1, TCP sends up to 65,535 bytes).
 
     :param resolver: a L{GlimpseResolver}.
+    :param stats: the L{DNSStats} to count in (a new one by default); the
+        metrics exporter reads C{factory.stats}.
+    :param tcp_timeout: seconds an idle DNS-over-TCP connection stays open.
     """
 
     log = Logger()
 
-    def __init__(self, resolver):
+    def __init__(self, resolver, stats=None, tcp_timeout=30.0):
         super().__init__(authorities=[resolver])
         self.resolver = resolver
         self.canRecurse = False
+        self.stats = stats if stats is not None else DNSStats()
+        self.tcp_timeout = tcp_timeout
 
-    def _in_zone(self, message):
-        if len(message.queries) != 1:
-            return False
-        name = message.queries[0].name.name.decode("ascii", "replace")
-        return relative_labels(name, self.resolver.dns_zone) is not None
+    def buildProtocol(self, addr):
+        """
+        A DNS-over-TCP connection.
+        """
+        return GlimpseStreamProtocol(self, self.tcp_timeout)
 
     def allowQuery(self, message, protocol, address):
         """
         Answer only questions about names inside the DNS zone: never an open
         resolver.
         """
-        return self._in_zone(message)
+        name = message.queries[0].name.name.decode("ascii", "replace")
+        return relative_labels(name, self.resolver.dns_zone) is not None
+
+    def bytesReceived(self, data, protocol, address):
+        """
+        Decode one DNS message and answer it; a packet that does not decode
+        gets FORMERR when its header can be read, and is dropped otherwise.
+
+        :param protocol: the protocol to answer through (its
+            C{send_response}).
+        :param address: the client, or ``None`` over TCP.
+        """
+        request = dns.Message()
+        try:
+            request.fromStr(data)
+        except Exception:
+            reply = header_reply(data, dns.EFORMAT)
+            if reply is None:
+                self.stats.dropped += 1
+            else:
+                self.stats.responses[(0, dns.EFORMAT)] += 1
+                protocol.send_response(None, None, reply, reply, address)
+            return
+        self.messageReceived(request, protocol, address)
 
     def messageReceived(self, message, proto, address=None):
         """
-        Dispatch a query; answer FORMERR to anything that is not one.
+        Answer a decoded message: an rcode for what is not a plain query in
+        the zone, else what the resolver finds.
         """
-        if message.answer or len(message.queries) != 1:
-            return self._reply_code(proto, message, address, dns.EFORMAT)
-        if message.opCode != dns.OP_QUERY:
-            return self._reply_code(proto, message, address, dns.ENOTIMP)
-        if message.queries[0].cls != dns.IN:
-            return self._reply_code(proto, message, address, dns.EREFUSED)
-        return super().messageReceived(message, proto, address)
+        if message.answer:
+            # A response sent to a server: FORMERR, unless it already is an
+            # error (never bounce errors back and forth).
+            if message.rCode:
+                self.stats.dropped += 1
+                return None
+            return self._reply(proto, address, message, None, dns.EFORMAT)
+        opt, problem = split_opt(message)
+        if problem is None:
+            problem = request_problem(message, opt)
+        if problem is None and not self.allowQuery(message, proto, address):
+            problem = dns.EREFUSED
+        if problem is not None:
+            return self._reply(proto, address, message, opt, problem)
+        # Resolve and encode the lower-cased question, then put the asked
+        # bytes back (echo_case): name compression then does not depend on
+        # the question's case, so both paths give the same bytes.
+        query = message.queries[0]
+        asked = query.name.name
+        message.queries = [dns.Query(asked.lower(), query.type, query.cls)]
+        context = (proto, address, message, opt, asked)
+        d = maybeDeferred(self.resolver._lookup, asked.lower(), query.cls, query.type)
+        d.addCallbacks(self._found, self._failed, callbackArgs=context, errbackArgs=context)
+        return d
 
-    def _reply_code(self, proto, message, address, rcode):
-        response = self._responseFromMessage(message=message, rCode=rcode)
-        self.sendReply(proto, response, address)
+    def _found(self, result, proto, address, message, opt, asked):
+        answers, authority, additional = result
+        self._reply(proto, address, message, opt, dns.OK, True, answers, authority, additional,
+                    asked=asked)
 
-    def _responseFromMessage(self, message, rCode=dns.OK, answers=None,
-                             authority=None, additional=None):
-        response = super()._responseFromMessage(
-            message, rCode, answers, authority, additional)
-        response.auth = int(rCode in (dns.OK, dns.ENAME) and self._in_zone(message))
-        response.recAv = 0
-        return response
-
-    def gotResolverError(self, failure, protocol, message, address):
-        """
-        NXDOMAIN with the SOA; SERVFAIL without a traceback when the view
-        cannot serve (the view logs that once, not per query).
-        """
+    def _failed(self, failure, proto, address, message, opt, asked):
         if failure.check(NameNotFound):
-            response = self._responseFromMessage(
-                message=message, rCode=dns.ENAME, authority=[failure.value.soa])
+            self._reply(proto, address, message, opt, dns.ENAME, True,
+                        authority=[failure.value.soa], asked=asked)
         elif failure.check(Unavailable):
-            response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
+            # The view logs why, once; not per query.
+            self._reply(proto, address, message, opt, dns.ESERVER, asked=asked)
         elif failure.check(dns.DomainError):
-            response = self._responseFromMessage(message=message, rCode=dns.EREFUSED)
+            self._reply(proto, address, message, opt, dns.EREFUSED, asked=asked)
         else:
             self.log.failure("Answering {query} failed", failure, query=message.queries)
-            response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
-        self.sendReply(protocol, response, address)
+            self._reply(proto, address, message, opt, dns.ESERVER, asked=asked)
 
-    def sendReply(self, protocol, message, address):
-        """
-        Send a reply; logging per query is left out on purpose.
-        """
-        if address is None:
-            protocol.writeMessage(message)
-        else:
-            protocol.writeMessage(message, address)
-
-
-def encode_for_udp(message, max_size):
-    """
-    Encode a response so that it fits C{max_size} bytes: whole, or, when it
-    does not fit, the header and question alone with TC set, so that the
-    client retries over TCP rather than getting a silently shortened answer.
-    """
-    message.maxSize = 0
-    data = message.toStr()
-    if len(data) <= max_size:
-        return data
-    truncated = dns.Message(
-        id=message.id, answer=1, opCode=message.opCode, recDes=message.recDes,
-        recAv=message.recAv, auth=message.auth, rCode=message.rCode, trunc=1, maxSize=0)
-    truncated.queries = list(message.queries)
-    return truncated.toStr()
+    def _reply(self, proto, address, request, opt, rcode, auth=False,
+               answers=(), authority=(), additional=(), asked=None):
+        response = response_for(request, opt, rcode, auth, answers, authority, additional)
+        whole, short = encode(response, proto.reduce_to)
+        if asked is not None:
+            whole, short = echo_case(whole, asked), echo_case(short, asked)
+        qtype = request.queries[0].type if len(request.queries) == 1 else 0
+        self.stats.responses[(qtype, rcode)] += 1
+        proto.send_response(request, opt, whole, short, address)
 
 
 class GlimpseDatagramProtocol(DatagramProtocol):
     """
-    DNS over UDP: decode, hand to the factory, encode within the client's
-    size.  A packet that does not decode gets FORMERR when its header can be
-    read and is dropped otherwise; nothing a client sends can stop the next
-    query from being answered.
+    DNS over UDP: every datagram goes to the factory, and each response is
+    sent whole when it fits the client's size, else truncated with TC=1.
+    Nothing a client sends can stop the next query from being answered.
+
+    :param controller: a L{GlimpseServerFactory}.
     """
 
     log = Logger()
+    #: UDP never drops additional records on its own: TC=1 when anything
+    #: does not fit (see L{glimpse.dns_wire.encode}).
+    reduce_to = None
 
     def __init__(self, controller):
         self.controller = controller
 
     def datagramReceived(self, data, address):
-        message = dns.Message()
+        """
+        Answer one datagram.
+        """
         try:
-            message.fromStr(data)
+            self.controller.bytesReceived(data, self, address)
         except Exception:
-            self._formerr(data, address)
+            self.log.failure("Handling a DNS datagram failed")
+
+    def send_response(self, request, opt, whole, short, address):
+        """
+        Send a response packed to what the client can take.
+
+        :param request: the decoded request, or ``None`` for a bare header.
+        :param opt: the request's OPT record or ``None``.
+        :param whole: the encoded response.
+        :param short: the same truncated (header, question, OPT, TC=1).
+        """
+        if len(whole) > udp_limit(opt):
+            self.controller.stats.truncated += 1
+            whole = short
+        self.transport.write(whole, address)
+
+
+class GlimpseStreamProtocol(Int16StringReceiver, TimeoutMixin):
+    """
+    DNS over TCP: length-prefixed messages, answers up to 65,535 bytes, the
+    connection closed after C{timeout} idle seconds.
+    """
+
+    MAX_LENGTH = TCP_SIZE
+    reduce_to = TCP_SIZE
+
+    def __init__(self, controller, timeout):
+        self.controller = controller
+        self._timeout = timeout
+
+    def connectionMade(self):
+        """
+        Start the idle timer.
+        """
+        self.setTimeout(self._timeout)
+
+    def stringReceived(self, data):
+        """
+        Answer one message.
+        """
+        self.resetTimeout()
+        self.controller.bytesReceived(data, self, None)
+
+    def send_response(self, request, opt, whole, short, address):
+        """
+        Send a response whole, without its additional records when they
+        would take it over 65,535 bytes; only answers that alone do not
+        fit go truncated, with TC=1.
+        """
+        if self.transport is None or self.transport.disconnected:
             return
-        message.maxSize = _udp_size(message)
-        try:
-            self.controller.messageReceived(message, self, address)
-        except Exception:
-            self.log.failure("Handling a DNS message failed")
+        self.sendString(whole if len(whole) <= TCP_SIZE else short)
 
-    def _formerr(self, data, address):
-        if len(data) < 12 or data[2] & 0x80:
-            return  # no header to answer, or a response: never answer those
-        reply = bytearray(data[:12])
-        reply[2] = 0x80 | (data[2] & 0x79)  # QR, keep opcode and RD
-        reply[3] = dns.EFORMAT
-        reply[4:12] = b"\x00" * 8
-        self.transport.write(bytes(reply), address)
-
-    def writeMessage(self, message, address):
+    def timeoutConnection(self):
         """
-        Send a response to C{address}, truncated properly for UDP.
+        Close an idle connection.
         """
-        self.transport.write(encode_for_udp(message, message.maxSize), address)
-
-
-def _udp_size(message):
-    # RFC 6891: the requestor's UDP payload size, never below 512.
-    for record in message.additional:
-        if record.type == dns.OPT:
-            return max(512, record.cls)
-    return 512
+        self.transport.loseConnection()

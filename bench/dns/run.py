@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""
+``make bench-dns``: Glimpse's DNS against unbound (local-data), stock
+twisted.names (a BIND zone in memory) and Consul's own DNS (only_passing),
+on the same topology, in one run, with dnsperf on loopback.
+
+Each server is pinned to core 0 and dnsperf to core 1.  Printed per
+workload (SRV or A; 1 name or 1,000 distinct names): qps, mean and p99
+latency (from dnsperf's per-query lines), server CPU µs per query (from
+/proc/<pid>/stat over the run) and each as a ratio to unbound; then the
+Consul requests per 1,000 Glimpse queries (from Consul's own metrics), the
+provider change -> DNS visibility over 200 changes, and the RSS of a view
+of 100,000 instances.  ``--duration`` sets seconds per run.
+"""
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(REPO), str(HERE)]
+
+from twisted.names import dns  # noqa: E402
+
+import topo  # noqa: E402
+from glimpse.devconsul import find_consul, free_ports, start_dev_consul  # noqa: E402
+from glimpse.devglimpse import start_glimpse  # noqa: E402
+
+SERVER_CORE, CLIENT_CORE = "0", "1"
+WORKLOADS = [("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000)]
+SERVERS = ["unbound", "glimpse", "twisted", "consul"]
+
+
+def cpu_seconds(pid):
+    """
+    User + system CPU seconds of a process, all its threads.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid, core):
+    """
+    Pin every thread of a process to one core.
+    """
+    subprocess.run(["taskset", "-a", "-p", "-c", core, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def ask(port, name, qtype, timeout=1.0):
+    """
+    One UDP query; the decoded response, or ``None`` on timeout.
+    """
+    m = dns.Message(id=7, recDes=0)
+    m.queries = [dns.Query(name, qtype)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(m.toStr(), ("127.0.0.1", port))
+        try:
+            data = s.recvfrom(65535)[0]
+        except socket.timeout:
+            return None
+    r = dns.Message()
+    r.fromStr(data)
+    return r
+
+
+def wait_answers(port, names, qtype, timeout=60.0):
+    """
+    Wait until every name has an answer (the first lookup of a job waits
+    for its watch's first fetch).
+    """
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            r = ask(port, name, qtype)
+            if r is not None and r.answers:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no answer for {name} {qtype} on port {port}")
+            time.sleep(0.05)
+
+
+def dnsperf(port, path, duration, pid, rate=None):
+    """
+    One dnsperf run against a server: qps, mean latency and server CPU;
+    with C{rate}, an offered load of that many qps and per-query latencies
+    (``-v``: printing every query slows dnsperf, so not in throughput runs).
+    """
+    cmd = ["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+           "-d", path, "-l", str(duration), "-c", "4", "-q", "100"]
+    if rate:
+        cmd += ["-v", "-Q", str(rate)]
+    before = cpu_seconds(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - before
+    completed = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
+    lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
+    codes = re.search(r"Response codes:\s+(.*)", out)
+    latencies = sorted(float(line.rsplit(None, 1)[1]) for line in out.splitlines()
+                       if line.startswith("> "))
+    return {
+        "qps": float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1)),
+        "completed": completed, "lost": lost, "codes": codes.group(1) if codes else "none",
+        "mean_ms": float(re.search(r"Average Latency \(s\):\s+([\d.]+)", out).group(1)) * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else None,
+        "cpu_us": cpu / max(completed, 1) * 1e6,
+    }
+
+
+def consul_requests(agent):
+    """
+    ``(view, all)``: finished catalog/health requests, and all HTTP API
+    requests, from Consul's own metrics.
+    """
+    with urllib.request.urlopen(f"{agent.url}/v1/agent/metrics?format=prometheus") as r:
+        text = r.read().decode()
+    counts = re.findall(r'^consul_api_http_count\{method="\w+",path="([^"]*)"\} (\d+)', text, re.M)
+    view = sum(int(n) for path, n in counts if path.startswith(("v1_health", "v1_catalog")))
+    # Leave out the metrics requests this benchmark makes itself.
+    return view, sum(int(n) for path, n in counts if path != "v1_agent_metrics")
+
+
+def start_servers(work):
+    """
+    Consul (telemetry on, only_passing DNS), Glimpse with the topology,
+    unbound and stock twisted.names: ``({name: (port, pid)}, cleanups, agent, glimpse)``.
+    """
+    agent = start_dev_consul(find_consul(), "ams", workdir=work, extra_hcl=[
+        'telemetry { prometheus_retention_time = "3600s" disable_hostname = true }',
+        "dns_config { only_passing = true }"])
+    cleanups = [agent.stop]
+    glimpse = start_glimpse(agent.url, topo.ZONE, workdir=f"{work}/glimpse")
+    cleanups.append(glimpse.stop)
+    for provider, state in topo.provider_states():
+        status, body = glimpse.put(f"/v1/providers/{provider}", state, timeout=120)
+        if status != 200:
+            raise SystemExit(f"PUT {provider}: {status} {body}")
+    unbound_port, twisted_port = free_ports(2)
+    conf = Path(work, "unbound.conf")
+    conf.write_text(topo.unbound_conf(unbound_port, work))
+    unbound = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    cleanups.append(unbound.kill)
+    zone = Path(work, "glimpse.zone")
+    zone.write_text(topo.bind_zone())
+    stock = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "--logfile=/dev/null", "dns", "-i", "127.0.0.1", "-p", str(twisted_port),
+         f"--bindzone={zone}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cleanups.append(stock.kill)
+    servers = {"glimpse": (glimpse.dns_port, glimpse.process.pid),
+               "unbound": (unbound_port, unbound.pid),
+               "twisted": (twisted_port, stock.pid),
+               "consul": (agent.ports.dns, agent.process.pid)}
+    return servers, cleanups, agent, glimpse
+
+
+def change_visibility(glimpse, changes):
+    """
+    Seconds from a provider PUT that adds or removes an instance to the
+    first DNS answer showing it, over C{changes} changes.
+    """
+    name = topo.glimpse_name("http", "flip")
+    one = {"product": "shop", "env": "prod", "job": "flip", "instance": "flip-0",
+           "address": "10.250.0.1", "ports": {"http": 8080}}
+    two = dict(one, instance="flip-1", address="10.250.0.2")
+    glimpse.put("/v1/providers/bench-flip", {"instances": [one]})
+    wait_answers(glimpse.dns_port, [name], dns.A)
+    delays = []
+    for i in range(changes):
+        want = 2 if i % 2 == 0 else 1
+        state = {"instances": [one, two][:want]}
+        start = time.monotonic()
+        status, body = glimpse.put("/v1/providers/bench-flip", state)
+        assert status == 200, body
+        while True:
+            r = ask(glimpse.dns_port, name, dns.A)
+            if r is not None and len(r.answers) == want:
+                break
+            if time.monotonic() - start > 10:
+                raise SystemExit(f"change {i} not visible after 10 s")
+            time.sleep(0.001)
+        delays.append(time.monotonic() - start)
+    delays.sort()
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per dnsperf run")
+    parser.add_argument("--changes", type=int, default=200)
+    parser.add_argument("--latency-rate", type=int, default=2000,
+                        help="offered qps of the p99 latency runs")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="glimpse-bench-dns-")
+    servers, cleanups, agent, glimpse = start_servers(work)
+    try:
+        files = topo.query_files(work)
+        for name, (port, pid) in servers.items():
+            pin(pid, SERVER_CORE)
+        for qtype, count in WORKLOADS:
+            with open(files[("glimpse", qtype, count)]) as f:
+                names = [line.split()[0] for line in f]
+            for name in ("glimpse", "unbound", "twisted"):
+                wait_answers(servers[name][0], names, getattr(dns, qtype))
+        # Warm every server on every file (Glimpse: the fast path's cache).
+        for server, (port, pid) in servers.items():
+            kind = "consul" if server == "consul" else "glimpse"
+            for qtype, count in WORKLOADS:
+                dnsperf(port, files[(kind, qtype, count)], 1, pid)
+        results, glimpse_queries, view_delta, all_delta, idle_delta = {}, 0, 0, 0, 0
+        for qtype, count in WORKLOADS:
+            for server in SERVERS:
+                port, pid = servers[server]
+                kind = "consul" if server == "consul" else "glimpse"
+                before, started = consul_requests(agent), time.monotonic()
+                results[(server, qtype, count)] = r = dnsperf(
+                    port, files[(kind, qtype, count)], args.duration, pid)
+                r["p99_ms"] = dnsperf(port, files[(kind, qtype, count)], 2, pid,
+                                      rate=args.latency_rate)["p99_ms"]
+                if server == "glimpse":
+                    after = consul_requests(agent)
+                    glimpse_queries += r["completed"]
+                    view_delta += after[0] - before[0]
+                    all_delta += after[1] - before[1]
+                    # The same time without queries: what the watches ask
+                    # anyway (each blocking query ends after its wait).
+                    time.sleep(time.monotonic() - started)
+                    idle_delta += consul_requests(agent)[0] - after[0]
+        report(results)
+        print(f"\nConsul requests per 1,000 Glimpse queries (Consul's own metrics, over the "
+              f"Glimpse runs, {glimpse_queries} queries): catalog+health "
+              f"{view_delta * 1000 / glimpse_queries:.4f}, all HTTP API "
+              f"{all_delta * 1000 / glimpse_queries:.4f} ({view_delta} and {all_delta} requests); "
+              f"catalog+health in as long without any query: {idle_delta} (the 250 health "
+              f"watches' blocking queries end every ~60 s whatever the load); difference per "
+              f"1,000 queries: {(view_delta - idle_delta) * 1000 / glimpse_queries:.4f}")
+        p50, p99 = change_visibility(glimpse, args.changes)
+        print(f"Provider change -> visible in Glimpse DNS over {args.changes} changes: "
+              f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms (target p99 < 250 ms)")
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
+    rss = subprocess.run([sys.executable, str(HERE / "rss.py")], capture_output=True, text=True,
+                         check=True).stdout
+    print(rss.strip())
+
+
+def report(results):
+    """
+    Print the dnsperf figures, each with its ratio to unbound.
+    """
+    print("qps, mean latency and CPU: saturating runs (dnsperf -c 4 -q 100); p99: runs at "
+          "a fixed offered load (--latency-rate)")
+    print(f"{'workload':<14}{'server':<9}{'qps':>9}{'x unb':>7}{'mean ms':>9}{'x unb':>7}"
+          f"{'p99 ms':>8}{'x unb':>7}{'CPU us/q':>10}{'x unb':>7}  rcodes")
+    for qtype, count in WORKLOADS:
+        base = results[("unbound", qtype, count)]
+        for server in SERVERS:
+            r = results[(server, qtype, count)]
+            print(f"{qtype + ' x' + str(count):<14}{server:<9}"
+                  f"{r['qps']:>9.0f}{r['qps'] / base['qps']:>7.2f}"
+                  f"{r['mean_ms']:>9.3f}{r['mean_ms'] / base['mean_ms']:>7.2f}"
+                  f"{r['p99_ms']:>8.3f}{r['p99_ms'] / base['p99_ms']:>7.2f}"
+                  f"{r['cpu_us']:>10.2f}{r['cpu_us'] / base['cpu_us']:>7.2f}  "
+                  f"{r['codes']}" + (f" lost {r['lost']}" if r["lost"] else ""))
+    for qtype, count in WORKLOADS:
+        g = results[("glimpse", qtype, count)]
+        print(f"Glimpse {qtype} x{count}: {g['qps'] / results[('twisted', qtype, count)]['qps']:.1f}"
+              f"x stock twisted.names, {g['qps'] / results[('consul', qtype, count)]['qps']:.2f}"
+              f"x Consul DNS, {g['qps'] / results[('unbound', qtype, count)]['qps']:.2f}x unbound")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""
+The DNS fast path: pre-encoded answers for the common query, in front of
+the twisted.names path, which stays the authority for everything.
+
+A *plain* query is QUERY, QR=0, no AA/TC, QDCOUNT=1, no answer or authority
+records, and either no additional record or exactly one OPT record of
+version 0 with no flags and no options, and nothing after it.  For a plain
+query the answer depends only on the lower-cased name, the type, whether
+EDNS was used and the view; so the first time one is asked it goes through
+twisted.names, and its encoded answer is kept under that key (ID and RD
+left out).  The next query with the key gets those bytes with its own ID,
+RD bit and question bytes copied in (so a 0x20-randomised name comes back
+as it was asked; the records' owner names are compression pointers into the
+question, so they echo it too), whole when it fits the client's size, else
+the pre-encoded truncated form.  Every change of the view empties the cache
+(answers are encoded once per view change, not per query); while any watch
+is failing the fast path steps aside for that watch's zone (for every zone
+when the local agent is out of reach), so that ``max-stale`` is applied by
+the slow path exactly, and a lost zone does not slow down the others.
+
+The name's end is found with one ``find`` of the zero byte rather than by
+walking labels: a key only matches when its bytes equal a cached key, and
+cached keys are stored only after twisted.names decoded the same bytes to
+the same question, so a name with a zero inside a label can only miss.
+"""
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.names import dns
+
+from glimpse.address import relative_labels
+from glimpse.answers import ADDRESS, classify
+from glimpse.dns import GlimpseDatagramProtocol
+from glimpse.dns_wire import CLASSIC_UDP_SIZE, UDP_SIZE
+
+#: Header counts of a plain query: QDCOUNT=1, and ARCOUNT 0 or 1 (an OPT).
+_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+#: An OPT record's name (root) and type, and the rest that must be zero:
+#: extended rcode, version 0, no DO flag, no options.
+_OPT_HEAD = b"\x00\x00\x29"
+_OPT_ZEROS = b"\x00" * 6
+#: Suffix of the key of a query that had an OPT record.
+_EDNS_TAG = b"E"
+
+
+class FastDatagramProtocol(GlimpseDatagramProtocol):
+    """
+    DNS over UDP with the fast path in front.
+
+    :param controller: the L{glimpse.dns.GlimpseServerFactory}; its
+        C{stats} count fast hits and misses as well.
+    :param topology: the L{glimpse.topology.Topology} whose changes empty
+        the cache and whose jobs the hits keep watched.
+    :param clock: ``IReactorTime`` for the housekeeping tick.
+    :param max_entries: the cache is emptied when it would grow past this
+        (a flood of made-up names cannot take memory without bound).
+    :param tick: seconds between housekeeping rounds (keeping the jobs of
+        hits watched, stepping aside while a watch fails).
+    """
+
+    log = Logger()
+
+    def __init__(self, controller, topology, clock, max_entries=100_000, tick=1.0):
+        super().__init__(controller)
+        self.stats = controller.stats
+        self._topology = topology
+        self._cache = {}
+        #: The same answers under the exact bytes after the header (question
+        #: and OPT as sent): one slice and one lookup answer a repeated
+        #: query.  ``[counts, heads, body, hits, stat_key, job, zone, tc]``.
+        self._exact = {}
+        self._used = set()
+        self._max_entries = max_entries
+        self._sendto = None
+        #: False while the local agent is out of reach: everything goes to
+        #: twisted.names.
+        self.enabled = True
+        #: Zones whose watches fail: their names go to twisted.names, so a
+        #: lost zone neither gets stale fast answers nor slows the others.
+        self._degraded = frozenset()
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = clock
+        self._tick = tick
+        topology.add_listener(self._view_changed)
+
+    def startProtocol(self):
+        """
+        Start housekeeping; send straight on the socket when there is one
+        (Twisted's C{write} re-checks the address of every datagram).
+        """
+        sock = getattr(self.transport, "socket", None)
+        self._sendto = sock.sendto if sock is not None else self.transport.write
+        if not self._loop.running:
+            self._loop.start(self._tick, now=False)
+
+    def stopProtocol(self):
+        """
+        Stop housekeeping.
+        """
+        if self._loop.running:
+            self._loop.stop()
+
+    def cache_size(self):
+        """
+        How many pre-encoded answers are kept.
+        """
+        return len(self._cache)
+
+    def datagramReceived(self, data, address):
+        """
+        Answer a plain query from the cache; hand anything else to
+        twisted.names.
+        """
+        entry = self._exact.get(data[12:])
+        # The hottest path: the same bytes as a query answered before, with
+        # the same counts, QR=0, QUERY, no AA/TC (byte 2 is 0 or 1: RD).
+        if entry is not None and data[4:12] == entry[0] and data[2] < 2:
+            try:
+                self._sendto(data[:2] + entry[1][data[2]] + entry[2], address)
+            except OSError:
+                pass  # a full socket buffer or a vanished client: UDP drops it
+            entry[3] += 1
+            return
+        try:
+            if self.enabled and len(data) > 16 and not data[2] & 0xFE:
+                if self._fast(data, address):
+                    return
+            self.controller.bytesReceived(data, self, address)
+        except Exception:
+            self.log.failure("Handling a DNS datagram failed")
+
+    def _fast(self, data, address):
+        end = data.find(b"\x00", 12)
+        qend = end + 5
+        counts = data[4:12]
+        size = len(data)
+        if end < 0:
+            return False
+        if counts == _PLAIN and size == qend:
+            key = data[12:end].lower() + data[end:qend]
+            limit = CLASSIC_UDP_SIZE
+        elif (counts == _EDNS and size == qend + 11 and data[qend:qend + 3] == _OPT_HEAD
+              and data[qend + 5:] == _OPT_ZEROS):
+            key = data[12:end].lower() + data[end:qend] + _EDNS_TAG
+            limit = (data[qend + 3] << 8) | data[qend + 4]
+            limit = UDP_SIZE if limit > UDP_SIZE else (
+                CLASSIC_UDP_SIZE if limit < CLASSIC_UDP_SIZE else limit)
+        else:
+            return False
+        entry = self._cache.get(key)
+        stats = self.stats
+        if entry is None:
+            stats.fast_misses += 1
+            return self._miss(data, address, key, end)
+        whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone = entry
+        truncated = whole_size > limit
+        if truncated:
+            heads, tail = short_heads, short_tail
+        body = data[12:qend] + tail
+        if len(self._exact) >= self._max_entries:
+            self.flush_stats()
+            self._exact.clear()
+        self._exact[data[12:]] = [counts, heads, body, 1, stat_key, job, zone, truncated]
+        try:
+            self._sendto(data[:2] + heads[data[2] & 1] + body, address)
+        except OSError:
+            pass
+        return True
+
+    def _miss(self, data, address, key, end):
+        request = dns.Message()
+        try:
+            request.fromStr(data)
+        except Exception:
+            return False  # the slow path answers FORMERR
+        request.fast_key = (key, end)
+        self.controller.messageReceived(request, self, address)
+        return True
+
+    def send_response(self, request, opt, whole, short, address):
+        """
+        Send a response from twisted.names, and keep it when it answers a
+        plain query from the view.
+        """
+        super().send_response(request, opt, whole, short, address)
+        fast = getattr(request, "fast_key", None)
+        if fast is not None and self.enabled:
+            self._store(fast[0], fast[1], request, whole, short)
+
+    def _store(self, key, end, request, whole, short):
+        qend = end + 5
+        rcode = whole[3] & 0x0F
+        if rcode not in (dns.OK, dns.ENAME) or len(short) < qend:
+            return
+        # Only when the response's question is byte for byte the query's
+        # (apart from case): then copying the query's question is exact.
+        if (whole[12:end].lower() != key[: end - 12]
+                or whole[end:qend] != key[end - 12: qend - 12]):
+            return
+        zone = self._zone(request)
+        if zone in self._degraded:
+            return
+        if len(self._cache) >= self._max_entries:
+            self._cache.clear()
+        self._cache[key] = (
+            len(whole), _heads(whole), whole[qend:], _heads(short), short[qend:],
+            (request.queries[0].type, rcode), self._job(request), zone)
+
+    def _zone(self, request):
+        # The zone label of a name (None at the apex): what a cached answer
+        # depends on besides the zone list.
+        name = request.queries[0].name.name.decode("ascii", "replace")
+        labels = relative_labels(name, self.controller.resolver.dns_zone)
+        return labels[0].lower() if labels else None
+
+    def _job(self, request):
+        # The (zone, Consul service) a cached answer comes from, to keep its
+        # health watch alive while the fast path answers for it.
+        name = request.queries[0].name.name.decode("ascii", "replace")
+        labels = relative_labels(name, self.controller.resolver.dns_zone)
+        parsed = classify(labels) if labels is not None else None
+        if parsed is None or parsed.kind != ADDRESS:
+            return None
+        return (parsed.zone, parsed.address.consul_service)
+
+    def _view_changed(self, zone, name):
+        self.flush_stats()
+        self._cache.clear()
+        self._exact.clear()
+
+    def flush_stats(self):
+        """
+        Add the hits counted on the pre-encoded answers to C{stats} (done
+        every tick and before answers are dropped, so the counters lag by
+        at most a tick), and note their jobs as used.
+        """
+        stats = self.stats
+        for entry in self._exact.values():
+            hits = entry[3]
+            if hits:
+                entry[3] = 0
+                stats.fast_hits += hits
+                stats.responses[entry[4]] += hits
+                if entry[7]:
+                    stats.truncated += hits
+                if entry[5] is not None:
+                    self._used.add(entry[5])
+
+    def tick(self):
+        """
+        Keep the jobs of recent hits watched, and step aside while any watch
+        is failing (the slow path then applies ``max-stale``).
+        """
+        self.flush_stats()
+        used, self._used = self._used, set()
+        for zone, service in used:
+            self._topology.touch(zone, service)
+        degraded = self._topology.degraded()
+        if degraded is True or (degraded and None in degraded):
+            # The local agent itself is out of reach: every answer may be
+            # stale, and the slow path applies max-stale to each.
+            self._cache.clear()
+            self._exact.clear()
+            self.enabled = False
+            self._degraded = frozenset()
+            return
+        self.enabled = True
+        degraded = frozenset(degraded or ())
+        if degraded - self._degraded:
+            self._cache = {key: entry for key, entry in self._cache.items()
+                           if entry[7] not in degraded}
+            self._exact = {key: entry for key, entry in self._exact.items()
+                           if entry[6] not in degraded}
+        self._degraded = degraded
+
+
+def _heads(response):
+    # Header bytes 2-12 (flags and counts) with RD clear and with RD set.
+    flags = response[2] & 0xFE
+    rest = response[3:12]
+    return (bytes((flags,)) + rest, bytes((flags | 1,)) + rest)
+

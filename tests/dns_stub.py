@@ -1,0 +1,163 @@
+"""
+Doubles for the DNS unit tests: a view holding instances in memory (the
+same interface L{glimpse.topology.Topology} offers the DNS), a datagram
+transport that records what is sent, and helpers building servers on them.
+"""
+
+from twisted.internet.defer import fail, succeed
+from twisted.internet.task import Clock
+from twisted.names import dns
+
+from glimpse._dnsfast import FastDatagramProtocol
+from glimpse.answers import ZoneIdentity
+from glimpse.dns import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
+from glimpse.model import Check, Instance
+from glimpse.topology import Unavailable
+
+DNS_ZONE = "glimpse.test"
+
+
+class _Zone:
+    def __init__(self):
+        self.tree = {}
+        self.jobs = {}
+
+    def ports(self, product, env, job):
+        return self.tree.get((product, env, job))
+
+
+class _Job:
+    def __init__(self, instances):
+        self.instances = instances
+
+
+class StubView:
+    """
+    A view of zones and jobs set by the test; C{problem} makes a zone
+    unavailable (SERVFAIL), C{failing} makes it report a failing watch.
+    """
+
+    def __init__(self):
+        self.zones = {}
+        self.serial = 1000
+        self.problems = {}
+        self.failing = False
+        self.touched = []
+        self._listeners = []
+
+    def set_job(self, zone, product, env, job, instances, ports=("http",)):
+        """
+        Put a job with C{instances} in C{zone} and tell the listeners.
+        """
+        view = self.zones.setdefault(zone, _Zone())
+        view.tree[(product, env, job)] = frozenset(ports)
+        view.jobs[f"{product}--{env}--{job}"] = _Job(tuple(instances))
+        self.serial += 1
+        for listener in self._listeners:
+            listener(zone, f"{product}--{env}--{job}")
+
+    def add_listener(self, listener):
+        self._listeners.append(listener)
+
+    def zone_problem(self, zone):
+        self.zones[zone]  # KeyError: unknown zone
+        return self.problems.get(zone)
+
+    def instances(self, zone, service):
+        job = self.zones[zone].jobs.get(service)
+        if zone in self.problems:
+            return fail(Unavailable(self.problems[zone]))
+        return succeed(job.instances if job else ())
+
+    def touch(self, zone, service):
+        self.touched.append((zone, service))
+
+    def degraded(self):
+        return self.failing
+
+
+class RecordingTransport:
+    """
+    A datagram transport that keeps every ``(data, address)`` written.
+    """
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, data, address):
+        self.written.append((data, address))
+
+
+def instance(ip, port=8080, service="http", status="passing", name=None):
+    """
+    An instance of shop/prod/web.
+    """
+    name = name or f"{ip}:{port}"
+    check = Check(id=f"{name}:c", name="c", type="tcp", status=status, output="",
+                  node_level=False)
+    return Instance(id=name, product="shop", env="prod", job="web", instance=name,
+                    service=service, provider="p", node="n1", ip=ip, port=port,
+                    checks=(check,))
+
+
+def demo_view(count=2):
+    """
+    Zone ``ams`` with shop/prod/web (C{count} healthy instances on ``http``,
+    one failing) and shop/prod/db with none healthy.
+    """
+    view = StubView()
+    ips = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(count)]
+    view.set_job("ams", "shop", "prod", "web",
+                 [instance(ip) for ip in ips] + [instance("10.9.9.9", status="critical")],
+                 ports=("http", "admin"))
+    view.set_job("ams", "shop", "prod", "db", [instance("10.8.8.8", status="critical")])
+    return view
+
+
+def servers(view, fast=False):
+    """
+    A factory and a UDP protocol (the fast path's when C{fast}) on C{view},
+    connected to a L{RecordingTransport}.
+
+    :return: ``(factory, protocol, transport, clock)``.
+    """
+    identity = ZoneIdentity(dns_zone=DNS_ZONE, ns_ip="127.0.0.1", ttl=5, negative_ttl=7)
+    factory = GlimpseServerFactory(GlimpseResolver(view, identity))
+    clock = Clock()
+    proto = (FastDatagramProtocol(factory, view, clock) if fast
+             else GlimpseDatagramProtocol(factory))
+    transport = RecordingTransport()
+    proto.makeConnection(transport)
+    return factory, proto, transport, clock
+
+
+def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opcode=dns.OP_QUERY):
+    """
+    An encoded query; with C{edns}, an OPT record advertising that size.
+    """
+    message = dns.Message(id=id, recDes=int(rd), opCode=opcode)
+    message.queries = [dns.Query(name, qtype, cls)]
+    if edns is not None:
+        message.additional = [dns._OPTHeader(udpPayloadSize=edns)]
+    return message.toStr()
+
+
+def exchange(proto, transport, data, address=("127.0.0.1", 5353)):
+    """
+    Feed one datagram and return the raw reply (``None`` when none).
+    """
+    before = len(transport.written)
+    proto.datagramReceived(data, address)
+    if len(transport.written) == before:
+        return None
+    assert len(transport.written) == before + 1
+    return transport.written[-1][0]
+
+
+def decode(data):
+    """
+    Decode a reply into a L{dns.Message}, OPT records left in additional.
+    """
+    message = dns.Message()
+    message.fromStr(data)
+    return message
