@@ -20,10 +20,13 @@ from glimpse.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta", "drain"}
-_CHECK_KINDS = ("http", "tcp", "ttl")
-_CHECK_KEYS = {"http", "tcp", "ttl", "interval", "timeout", "deregister_after", "name"}
+_CHECK_KINDS = ("http", "tcp", "ttl", "grpc")
+_CHECK_KEYS = {"http", "tcp", "ttl", "grpc", "interval", "timeout", "deregister_after", "name"}
 #: Consul allows 64 meta keys; Glimpse's own take this many.
-_OWN_META = 5
+_OWN_META = 6
+#: Meta key marking registrations the file path wrote into the agent's
+#: config dir, which the HTTP path must never touch (and vice versa).
+META_SOURCE = "glimpse-source"
 MAX_INSTANCES = 10000
 
 
@@ -50,6 +53,12 @@ def _duration_problem(value):
         return f"{value!r} is not a duration: write e.g. '10s', '500ms' or '1m30s'"
     if not re.search(r"[1-9]", value):
         return "a duration must be more than zero"
+    # Consul (Go's time.ParseDuration) refuses what overflows int64 ns.
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    total = sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)",
+                                                            value))
+    if len(value) > 32 or total > 366 * 86400:
+        return f"{value!r} is too long: at most a year, e.g. '24h'"
     return None
 
 
@@ -61,18 +70,23 @@ def _validate_check(check, path, problems):
         problems.append((f"{path}.{key}", f"unknown key; a check has {', '.join(sorted(_CHECK_KEYS))}"))
     kinds = [k for k in _CHECK_KINDS if k in check]
     if len(kinds) != 1:
-        problems.append((path, "a check has exactly one of 'http', 'tcp' or 'ttl'"))
+        problems.append((path, "a check has exactly one of 'http', 'tcp', 'ttl' or 'grpc'"))
         return
     kind = kinds[0]
     value = check[kind]
     if kind == "http":
-        parts = urlsplit(value) if isinstance(value, str) else None
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+        except ValueError:  # e.g. an unbalanced '[' in the host
+            parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             problems.append((f"{path}.http", f"{value!r} is not an http:// or https:// URL"))
-    elif kind == "tcp":
-        host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    elif kind in ("tcp", "grpc"):
+        target = value.split("/", 1)[0] if kind == "grpc" and isinstance(value, str) else value
+        host, _, port = target.rpartition(":") if isinstance(target, str) else ("", "", "")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            problems.append((f"{path}.tcp", f"{value!r} is not host:port"))
+            shape = "host:port or host:port/service" if kind == "grpc" else "host:port"
+            problems.append((f"{path}.{kind}", f"{value!r} is not {shape}"))
     else:
         problem = _duration_problem(value)
         if problem:
@@ -161,7 +175,9 @@ def validate_state(body):
     seen = {}
     for i, inst in enumerate(instances):
         key = _validate_instance(inst, f"$.instances[{i}]", problems)
-        if key is not None and None not in key:
+        # A field of the wrong type (a list, say) is already a problem, and
+        # would not hash.
+        if key is not None and all(isinstance(k, str) for k in key):
             if key in seen:
                 problems.append((f"$.instances[{i}]", f"instance {key[3]!r} of "
                                  f"{'/'.join(key[:3])} is also $.instances[{seen[key]}]"))
@@ -210,11 +226,17 @@ def _check_definition(sid, index, check):
     return definition
 
 
-def registrations(provider, state):
+def registrations(provider, state, source=None):
     """
     The Consul agent registrations of a validated state: one per (instance,
     named port), keyed by service ID.  Each carries a hash of itself in its
     Meta, so an unchanged registration is recognised and left alone.
+
+    :param provider: the provider's name.
+    :param state: a state from :func:`validate_state`.
+    :param source: ``None`` for the HTTP path; ``"file"`` for the file path,
+        marked in ``Meta["glimpse-source"]`` so that each path leaves the
+        other's registrations alone.
     """
     out = {}
     for inst in state["instances"]:
@@ -228,6 +250,8 @@ def registrations(provider, state):
             })
             if inst["drain"]:
                 meta[META_DRAIN] = "true"
+            if source:
+                meta[META_SOURCE] = source
             definition = {
                 "ID": sid,
                 "Name": consul_service_name(inst["product"], inst["env"], inst["job"]),
@@ -263,3 +287,95 @@ def diff(desired, current):
             unchanged.append(sid)
     remove = sorted(set(current) - set(desired))
     return add, change, remove, unchanged
+
+
+def is_file_sourced(service):
+    """
+    Whether an agent or catalog service was written by the file path.
+
+    :param service: a service as ``/v1/agent/services`` or the catalog show it.
+    """
+    return (service.get("Meta") or {}).get(META_SOURCE) == "file"
+
+
+#: API field -> config-file field, for service definitions and checks.
+_CONFIG_KEYS = {
+    "ID": "id", "Name": "name", "Tags": "tags", "Port": "port", "Address": "address",
+    "Meta": "meta", "Checks": "checks", "CheckID": "id", "HTTP": "http", "TCP": "tcp",
+    "TTL": "ttl", "GRPC": "grpc", "Interval": "interval", "Timeout": "timeout",
+    "DeregisterCriticalServiceAfter": "deregister_critical_service_after",
+}
+
+
+def config_services(provider, state):
+    """
+    A state as a Consul agent config file: ``{"services": [...]}`` with the
+    same registrations as the HTTP path, in the config file's spelling.
+
+    :param provider: the provider's name.
+    :param state: a state from :func:`validate_state`.
+    """
+    def spell(definition):
+        out = {}
+        for key, value in definition.items():
+            if key == "Checks":
+                value = [spell(check) for check in value]
+            out[_CONFIG_KEYS[key]] = value
+        return out
+
+    regs = registrations(provider, state, source="file")
+    return {"services": [spell(regs[sid]) for sid in sorted(regs)]}
+
+
+def instance_ref(inst):
+    """
+    The name of an instance in the provider API's paths:
+    ``<instance>.<job>.<env>.<product>``.  Its bare name works too while it
+    is unique within the provider's state.
+    """
+    return f"{inst['instance']}.{inst['job']}.{inst['env']}.{inst['product']}"
+
+
+@attrs.define
+class NoSuchCheck(Exception):
+    """
+    A TTL check reference that does not name one: ``status`` is the HTTP
+    status that fits (404 unknown, 409 not a ttl check, 400 ambiguous).
+    """
+
+    status: int
+    message: str
+
+    def __str__(self):
+        return self.message
+
+
+def ttl_check_ids(provider, state, instance, check):
+    """
+    The Consul check IDs of one TTL check of one instance: one per named
+    port, since an instance's checks are copied onto every port.
+
+    :param instance: ``<instance>.<job>.<env>.<product>``, or the bare
+        instance name when only one instance has it.
+    :param check: the check's ``name``, or ``check<N>`` for the N-th check
+        of the instance (from 0).
+    :raises NoSuchCheck: when they do not name exactly one TTL check.
+    """
+    matches = [i for i in state["instances"]
+               if instance in (instance_ref(i), i["instance"])]
+    if not matches:
+        raise NoSuchCheck(404, f"provider {provider!r} has no instance {instance!r}; "
+                          "name it <instance>.<job>.<env>.<product>")
+    if len(matches) > 1:
+        raise NoSuchCheck(400, f"{instance!r} names {len(matches)} instances; use one of "
+                          + ", ".join(instance_ref(i) for i in matches))
+    inst = matches[0]
+    found = [n for n, c in enumerate(inst["checks"])
+             if check == f"check{n}" or c.get("name") == check]
+    if not found:
+        raise NoSuchCheck(404, f"instance {instance_ref(inst)!r} has no check {check!r}; "
+                          "use the check's name or check<N> (N counts from 0)")
+    index = found[0]
+    if "ttl" not in inst["checks"][index]:
+        raise NoSuchCheck(409, f"check {check!r} is not a ttl check: Consul runs it itself")
+    return [f"{service_id(provider, inst, port)}:check{index}" for port in inst["ports"]]

@@ -2,6 +2,11 @@
 Each provider's last acknowledged state, kept on disk so that it survives
 restarts.  Writes are atomic: a temporary file in the same directory,
 fsync'd, renamed over the old one, and the directory fsync'd.
+
+Beside it, a *pending* marker is written before Glimpse starts changing
+Consul and removed once the new state is acknowledged (or the old one put
+back): finding one on start means an apply was cut short, and the provider's
+registrations must be rolled back to the acknowledged state.
 """
 
 import json
@@ -22,6 +27,10 @@ def atomic_write(path, data):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -31,7 +40,8 @@ def atomic_write(path, data):
 
 class ProviderStore:
     """
-    ``<directory>/<provider>.json`` per provider.
+    ``<directory>/<provider>.json`` per provider, and
+    ``<directory>/<provider>.pending`` while an apply is under way.
 
     :param directory: created when missing.
     """
@@ -40,10 +50,10 @@ class ProviderStore:
         self.directory = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
-    def _path(self, provider):
+    def _path(self, provider, suffix=".json"):
         if label_problem(provider, "provider"):
             raise ValueError(f"bad provider name {provider!r}")
-        return os.path.join(self.directory, f"{provider}.json")
+        return os.path.join(self.directory, f"{provider}{suffix}")
 
     def save(self, provider, state):
         """
@@ -66,10 +76,28 @@ class ProviderStore:
         """
         Forget the provider's state.
         """
-        try:
-            os.unlink(self._path(provider))
-        except FileNotFoundError:
-            pass
+        _unlink(self._path(provider))
+
+    def mark_pending(self, provider, state):
+        """
+        Note, durably, that C{state} is about to be applied but is not
+        acknowledged yet.
+        """
+        data = json.dumps(state, sort_keys=True).encode("utf-8")
+        atomic_write(self._path(provider, ".pending"), data)
+
+    def clear_pending(self, provider):
+        """
+        The apply under way ended: Consul holds the acknowledged state.
+        """
+        _unlink(self._path(provider, ".pending"))
+
+    def pending(self):
+        """
+        The names of the providers with an apply that was not finished, sorted.
+        """
+        return sorted(name[: -len(".pending")] for name in os.listdir(self.directory)
+                      if name.endswith(".pending") and not name.startswith("."))
 
     def providers(self):
         """
@@ -79,3 +107,13 @@ class ProviderStore:
             name[: -len(".json")] for name in os.listdir(self.directory)
             if name.endswith(".json") and not name.startswith(".")
         )
+
+
+def _unlink(path):
+    # The directory is fsync'd too: a forgotten state that came back after
+    # a power cut would be registered again on start.
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))

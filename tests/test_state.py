@@ -4,11 +4,16 @@ Consul registrations.
 """
 
 import copy
+import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from glimpse.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
-from glimpse.state import InvalidState, diff, registrations, service_id, validate_state
+from glimpse.state import (
+    InvalidState, NoSuchCheck, config_services, diff, instance_ref, registrations, service_id,
+    ttl_check_ids, validate_state)
 
 
 def web(instance="web-1", **extra):
@@ -239,7 +244,7 @@ def test_good_checks(check):
      "a duration must be more than zero"),
     ({"ttl": "5s", "name": 3}, "name", "a check's name is a string"),
     ({"ttl": "5s", "script": "/bin/true"}, "script",
-     "unknown key; a check has deregister_after, http, interval, name, tcp, timeout, ttl"),
+     "unknown key; a check has deregister_after, grpc, http, interval, name, tcp, timeout, ttl"),
 ])
 def test_bad_checks(check, path, message):
     """
@@ -256,10 +261,10 @@ def test_bad_checks(check, path, message):
 ])
 def test_check_needs_one_kind(check):
     """
-    A check has exactly one of http, tcp and ttl.
+    A check has exactly one of http, tcp, ttl and grpc.
     """
     assert problems({"instances": [web(checks=[check])]}) == {
-        "$.instances[0].checks[0]": "a check has exactly one of 'http', 'tcp' or 'ttl'"}
+        "$.instances[0].checks[0]": "a check has exactly one of 'http', 'tcp', 'ttl' or 'grpc'"}
 
 
 def test_check_shapes():
@@ -294,12 +299,12 @@ def test_bad_meta_values(value):
 
 def test_meta_limits():
     """
-    At most 59 meta keys are allowed (Consul's 64 less Glimpse's own), and
+    At most 58 meta keys are allowed (Consul's 64 less Glimpse's own six), and
     meta is an object.
     """
-    assert validate_state({"instances": [web(meta={f"k{i}": "v" for i in range(59)})]})
-    assert problems({"instances": [web(meta={f"k{i}": "v" for i in range(60)})]}) == {
-        "$.instances[0].meta": "at most 59 keys"}
+    assert validate_state({"instances": [web(meta={f"k{i}": "v" for i in range(58)})]})
+    assert problems({"instances": [web(meta={f"k{i}": "v" for i in range(59)})]}) == {
+        "$.instances[0].meta": "at most 58 keys"}
     assert problems({"instances": [web(meta=["version"])]}) == {
         "$.instances[0].meta": "meta is an object of strings"}
 
@@ -462,3 +467,106 @@ def test_diff_nothing_to_do():
     """
     desired = registrations("prov", validate_state(copy.deepcopy(FULL)))
     assert diff(desired, copy.deepcopy(desired)) == ([], [], [], sorted(desired))
+
+
+# The JSON Schema, grpc checks, the config-file rendering and TTL check names.
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((REPO / "glimpse" / "schema" / "provider-state.json").read_text())
+EXAMPLE = json.loads((REPO / "etc" / "examples" / "provider-state.json").read_text())
+
+
+def schema_accepts(document):
+    """
+    Whether the published JSON Schema accepts C{document}.
+    """
+    validator = jsonschema.Draft202012Validator(
+        SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return validator.is_valid(document)
+
+
+def test_published_schema_is_the_package_one():
+    """
+    docs/provider-state.schema.json is the schema the OpenAPI document
+    embeds (glimpse/schema/provider-state.json), and a valid JSON Schema.
+    """
+    assert json.loads((REPO / "docs" / "provider-state.schema.json").read_text()) == SCHEMA
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("document", [EXAMPLE, FULL, {"instances": []}])
+def test_schema_and_validator_accept_the_same_valid_states(document):
+    """
+    The shipped example and the full test state pass both the schema and
+    Glimpse's validator.
+    """
+    assert schema_accepts(document)
+    validate_state(copy.deepcopy(document))
+
+
+@pytest.mark.parametrize("instance", [
+    web(ports={}), web(ports={"http": 0}), web(ports={"Bad": 80}), web(product="a--b"),
+    web(product="addr"), web(address="10.0.0.999"), web(drain="yes"),
+    web(checks=[{"tcp": "10.0.0.1:80"}]), web(checks=[{"ttl": "5s", "http": "http://x/"}]),
+    web(checks=[{"grpc": "nope", "interval": "5s"}]), web(checks=[{"ttl": "5 s"}]),
+    web(meta={"glimpse-x": "1"}), web(meta={"k": 1}), web(colour="red"),
+])
+def test_schema_and_validator_reject_the_same_mistakes(instance):
+    """
+    A mistake Glimpse's validator rejects is rejected by the published
+    schema too, so a provider checking against the schema is not surprised.
+    """
+    document = {"instances": [instance]}
+    assert not schema_accepts(document)
+    with pytest.raises(InvalidState):
+        validate_state(document)
+
+
+def test_grpc_check_registration():
+    """
+    A grpc check becomes Consul's GRPC check with its interval and timeout,
+    and a malformed target says what to write.
+    """
+    state = validate_state({"instances": [web(checks=[
+        {"grpc": "10.0.0.1:50051/shop.Api", "interval": "10s", "timeout": "2s"}])]})
+    regs = registrations("prov", state)
+    check = regs["prov:shop--prod--web:web-1:http"]["Checks"][0]
+    assert check == {"CheckID": "prov:shop--prod--web:web-1:http:check0",
+                     "Name": "grpc 10.0.0.1:50051/shop.Api", "GRPC": "10.0.0.1:50051/shop.Api",
+                     "Interval": "10s", "Timeout": "2s"}
+    assert problems({"instances": [web(checks=[{"grpc": "x", "interval": "1s"}])]}) == {
+        "$.instances[0].checks[0].grpc": "'x' is not host:port or host:port/service"}
+
+
+def test_config_file_rendering_matches_http_registrations():
+    """
+    The file path writes the same registrations as the HTTP path, in the
+    config file's spelling, marked as the file path's.
+    """
+    state = validate_state(copy.deepcopy(FULL))
+    rendered = config_services("prov", state)["services"]
+    api = {s["ID"]: s for s in registrations("prov", state, source="file").values()}
+    assert [s["id"] for s in rendered] == sorted(api)
+    first = rendered[0]
+    assert first["meta"]["glimpse-source"] == "file"
+    assert first["name"] == api[first["id"]]["Name"]
+    web_http = next(s for s in rendered if s["id"] == "prov:shop--prod--web:web-1:http")
+    assert web_http["checks"][1]["deregister_critical_service_after"] == "1m30s"
+    assert "glimpse-source" not in registrations("prov", state)[first["id"]]["Meta"]
+
+
+def test_ttl_check_names():
+    """
+    A TTL check is named by instance (``<instance>.<job>.<env>.<product>``
+    or its bare name) and check (its name or ``check<N>``); it maps to one
+    Consul check per named port.
+    """
+    state = validate_state(copy.deepcopy(FULL))
+    web1 = state["instances"][1]
+    assert instance_ref(web1) == "web-1.web.prod.shop"
+    expected = ["prov:shop--prod--web:web-1:admin:check2", "prov:shop--prod--web:web-1:http:check2"]
+    assert ttl_check_ids("prov", state, "web-1.web.prod.shop", "check2") == expected
+    assert ttl_check_ids("prov", state, "web-1", "check2") == expected
+    with pytest.raises(NoSuchCheck) as e:
+        ttl_check_ids("prov", state, "web-1", "health page")
+    assert e.value.status == 409

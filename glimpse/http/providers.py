@@ -2,47 +2,114 @@
 ``/v1/providers/{provider}``: a provider's full state for this host.
 
 ``PUT`` replaces it whole (400 listing every problem, changing nothing, when
-it is invalid); ``GET`` returns it; ``DELETE`` removes it.
+it is invalid) and answers 200 once Consul's catalog shows it; ``GET``
+returns it; ``DELETE`` removes it.
+``PUT /v1/providers/{provider}/instances/{instance}/checks/{check}/{pass,warn,fail}``
+sets a TTL check.
+
+With a provider token configured, every request here needs
+``Authorization: Bearer <token>``; without one, only loopback clients are
+served, so the provider API is never open to the network by accident.
 """
 
+import hmac
+import ipaddress
 import json
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import label_problem
 from glimpse.consul import ConsulError
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
-from glimpse.providers import NotApplied
-from glimpse.state import InvalidState
+from glimpse.providers import NotAcknowledged, NotApplied
+from glimpse.state import InvalidState, NoSuchCheck
 
 MAX_BODY = 16 * 1024 * 1024
+MAX_NOTE = 4096
+_STATUSES = ("pass", "warn", "fail")
+
+
+def _is_loopback(address):
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        ip = ipaddress.ip_address(address.host.split("%")[0])
+        return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None)
+                                      and ip.ipv4_mapped.is_loopback)
+    # UNIX sockets are guarded by file permissions; anything else is refused.
+    return getattr(address, "name", None) is not None
+
+
+class _Unauthorized(ErrorResource):
+    def render(self, request):
+        request.setHeader(b"www-authenticate", b'Bearer realm="glimpse-providers"')
+        return super().render(request)
+
+
+def _authorization_problem(request, token):
+    """
+    ``None`` when the request may use the provider API, else the resource
+    that refuses it.
+    """
+    if token is None:
+        if _is_loopback(request.getClientAddress()):
+            return None
+        return ErrorResource(
+            403, "the provider API serves only loopback clients",
+            "run the provider on this host, or start Glimpse with --provider-token-file")
+    given = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    scheme, _, value = given.partition(" ")
+    # Constant-time: the comparison must not tell how much of a guess was right.
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("utf-8"), token.encode("utf-8")):
+        return None
+    return _Unauthorized(
+        401, "missing or wrong provider token",
+        "send the token of --provider-token-file as 'Authorization: Bearer <token>'")
 
 
 class ProvidersResource(JSONResource):
     """
     ``/v1/providers/``: one child per provider.
+
+    :param applier: a L{glimpse.providers.Applier}.
+    :param token: the provider token, or ``None`` for loopback clients only.
     """
 
-    def __init__(self, applier):
+    def __init__(self, applier, token=None):
         super().__init__()
         self._applier = applier
+        self._token = token
 
     def getChild(self, path, request):
+        refusal = _authorization_problem(request, self._token)
+        if refusal is not None:
+            return refusal
         name = path.decode("utf-8", "replace")
-        if request.postpath:
-            return ErrorResource(404, "not found", "use /v1/providers/<provider>")
         problem = label_problem(name, "provider name")
         if problem:
             return ErrorResource(400, "invalid provider name", problem)
-        return ProviderResource(self._applier, name)
+        rest = [p.decode("utf-8", "replace") for p in request.postpath]
+        if not rest or rest == [""]:
+            return ProviderResource(self._applier, name)
+        if len(rest) == 5 and rest[0] == "instances" and rest[2] == "checks":
+            if rest[4] not in _STATUSES:
+                return ErrorResource(404, f"no such check status {rest[4]!r}",
+                                     "use .../checks/<check>/pass, /warn or /fail")
+            return CheckResource(self._applier, name, rest[1], rest[3], rest[4])
+        return ErrorResource(404, "not found", "use /v1/providers/<provider> or "
+                             "/v1/providers/<provider>/instances/<instance>/checks/<check>/pass")
 
     def render_GET(self, request):
         raise HTTPError(400, "no provider", "use /v1/providers/<provider>")
 
 
 def _consul_failed(failure):
+    if failure.check(NotAcknowledged):
+        raise HTTPError(504, "the state was not acknowledged by Consul's catalog in time; "
+                        "the previous state was put back", str(failure.value))
     if failure.check(ConsulError, NotApplied):
-        raise HTTPError(503, "the state was not applied", str(failure.value))
+        raise HTTPError(503, "the state was not applied; the previous state stays",
+                        str(failure.value))
     return failure
 
 
@@ -85,3 +152,42 @@ class ProviderResource(JSONResource):
         d = self._applier.remove(self._provider)
         d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=False)))
         return render_deferred(request, d.addErrback(_consul_failed))
+
+
+class CheckResource(JSONResource):
+    """
+    ``PUT .../instances/{instance}/checks/{check}/{pass,warn,fail}``: set a
+    TTL check on every named port of the instance.  An optional JSON body
+    ``{"note": "..."}`` becomes the check's output.
+    """
+
+    isLeaf = True
+
+    def __init__(self, applier, provider, instance, check, status):
+        super().__init__()
+        self._applier = applier
+        self._args = (provider, instance, check, status)
+
+    def render_PUT(self, request):
+        body = request.content.read(MAX_NOTE + 64)
+        note = ""
+        if body.strip():
+            try:
+                note = json.loads(body)["note"]
+            except (ValueError, KeyError, TypeError):
+                raise HTTPError(400, "the body is not {\"note\": \"...\"}",
+                                "send no body, or a JSON object with a string 'note'")
+            if not isinstance(note, str) or len(note) > MAX_NOTE:
+                raise HTTPError(400, "bad note", f"'note' is a string of at most {MAX_NOTE} "
+                                "characters")
+        d = self._applier.pass_check(*self._args, note=note)
+
+        def failed(failure):
+            if failure.check(NoSuchCheck):
+                raise HTTPError(failure.value.status, "no such ttl check", str(failure.value))
+            if failure.check(ConsulError):
+                raise HTTPError(503, "Consul did not take the check update", str(failure.value))
+            return failure
+
+        d.addCallback(lambda ids: (200, {"status": self._args[3], "checks": ids}))
+        return render_deferred(request, d.addErrback(failed))
