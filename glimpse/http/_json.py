@@ -99,6 +99,11 @@ class JSONResource(Resource):
             return handler(request)
         except HTTPError as e:
             return write_json(request, e.code, error_body(e.error, e.detail))
+        except Exception:
+            # A bug: still a JSON error for the client, the details in the log.
+            log.failure("Answering {uri} failed", uri=request.uri)
+            return write_json(request, 500, error_body(
+                "internal error", "Glimpse failed to answer; its log has the details"))
 
 
 class ErrorResource(Resource):

@@ -1,99 +1,107 @@
 """
 ``GET /v1/lookup/{address}``: every instance of an address with its full
-health, served from the view.
+health, served from the view; ``*`` labels take the union of the exact
+lookups, up to a cap.  ``/v1/explain/{address}`` says why each instance is
+in DNS answers or not.
 """
 
 from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import InvalidName, parse_address
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
-from glimpse.topology import Unavailable
+from glimpse.http.bodies import explain_body, jobs_of, lookup_body, zone_or_error
+from glimpse.http.follow import Followed, answer, parse_bool, stream
 
 
-def zone_or_error(topology, zone):
+class Context:
     """
-    Raise the L{HTTPError} for a zone that cannot be served, else nothing.
+    What the lookup, topology and watch resources share.
+
+    :param topology: the L{glimpse.topology.Topology}.
+    :param hub: the L{glimpse.subscriptions.Hub}.
+    :param checks: the L{glimpse.history.CheckHistory}, or ``None``.
+    :param dns_zone: the DNS zone.
+    :param cap: most instances a wildcard lookup returns.
+    :param stream_buffer: bytes a stream holds for a slow client before
+        closing it.
     """
-    try:
-        problem = topology.zone_problem(zone)
-    except KeyError:
-        known = ", ".join(sorted(topology.zones)) or "none yet"
-        raise HTTPError(404, f"unknown zone {zone!r}", f"known zones: {known}")
-    if problem:
-        raise HTTPError(503, "Glimpse cannot serve this zone now", problem)
+
+    def __init__(self, topology, hub, checks, dns_zone, cap=1000, stream_buffer=1 << 20):
+        self.topology = topology
+        self.hub = hub
+        self.checks = checks
+        self.dns_zone = dns_zone
+        self.cap = cap
+        self.stream_buffer = stream_buffer
 
 
-def lookup(topology, address, dns_zone, healthy_only=False):
+def followed_lookup(ctx, address, healthy):
     """
-    The lookup answer for an L{glimpse.address.Address}.
-
-    :return: a Deferred of ``(200, body)``, failing with an L{HTTPError}.
+    The L{Followed} lookup of an address.
     """
-    zone_or_error(topology, address.zone)
-    ports = topology.zones[address.zone].ports(address.product, address.env, address.job)
-    if ports is None or address.service not in ports:
-        raise HTTPError(404, f"no address {address.relative()!r}",
-                        "check the spelling; /v1/topology lists what exists")
-    d = topology.instances(address.zone, address.consul_service)
+    topology = ctx.topology
 
-    def answer(instances):
-        chosen = [i for i in instances if i.service == address.service
-                  and (i.healthy or not healthy_only)]
-        return 200, {
-            "address": address.relative(),
-            "fqdn": address.fqdn(dns_zone),
-            "zone": address.zone,
-            "instances": [i.to_json(address.zone) for i in chosen],
-        }
+    def matches(zone, name):
+        return zone == address.zone and (name is None or name in jobs_of(topology, address))
 
-    def unavailable(failure):
-        failure.trap(Unavailable)
-        raise HTTPError(503, "Glimpse cannot serve this address now", str(failure.value))
-
-    return d.addCallbacks(answer, unavailable)
+    return Followed(
+        key=("lookup", address.relative(), healthy),
+        compute=lambda: lookup_body(topology, address, ctx.dns_zone, healthy, ctx.cap,
+                                    ctx.checks),
+        matches=matches,
+        jobs=lambda: [(address.zone, n) for n in jobs_of(topology, address)],
+        field="instances", item_key="id",
+        check=lambda: zone_or_error(topology, address.zone))
 
 
 class LookupResource(JSONResource):
     """
-    ``/v1/lookup/``: one child per address.
+    ``/v1/lookup/`` (and ``/v1/watch/``, ``/v1/explain/``): one child per
+    address.
+
+    :param kind: ``lookup``, ``watch`` or ``explain``.
     """
 
-    def __init__(self, topology, dns_zone):
+    def __init__(self, ctx, kind="lookup"):
         super().__init__()
-        self._topology = topology
-        self._dns_zone = dns_zone
+        self._ctx = ctx
+        self._kind = kind
 
     def getChild(self, path, request):
         if request.postpath:
             return ErrorResource(404, "not found", "an address is one path segment: "
-                                 "/v1/lookup/http.web.prod.shop.ams")
+                                 f"/v1/{self._kind}/http.web.prod.shop.ams")
         try:
-            address = parse_address(path.decode("utf-8", "replace"), self._dns_zone)
+            address = parse_address(path.decode("utf-8", "replace"), self._ctx.dns_zone,
+                                    wildcard=True)
         except InvalidName as e:
             return ErrorResource(400, "invalid address", str(e))
-        return AddressResource(self._topology, address, self._dns_zone)
+        return AddressResource(self._ctx, address, self._kind)
 
     def render_GET(self, request):
-        raise HTTPError(400, "no address", "append one: /v1/lookup/http.web.prod.shop.ams")
+        raise HTTPError(400, "no address",
+                        f"append one: /v1/{self._kind}/http.web.prod.shop.ams")
 
 
 class AddressResource(JSONResource):
     """
-    One address.
+    One address: its lookup, its stream, or its explanation.
     """
 
     isLeaf = True
 
-    def __init__(self, topology, address, dns_zone):
+    def __init__(self, ctx, address, kind):
         super().__init__()
-        self._topology = topology
+        self._ctx = ctx
         self._address = address
-        self._dns_zone = dns_zone
+        self._kind = kind
 
     def render_GET(self, request):
-        healthy = request.args.get(b"healthy", [b"false"])[0].lower()
-        if healthy not in (b"true", b"false", b"1", b"0"):
-            raise HTTPError(400, "invalid 'healthy'", "use ?healthy=true or ?healthy=false")
-        d = maybeDeferred(lookup, self._topology, self._address, self._dns_zone,
-                          healthy in (b"true", b"1"))
-        return render_deferred(request, d)
+        ctx = self._ctx
+        if self._kind == "explain":
+            d = maybeDeferred(explain_body, ctx.topology, self._address, ctx.dns_zone)
+            return render_deferred(request, d.addCallback(lambda body: (200, body)))
+        followed = followed_lookup(ctx, self._address, parse_bool(request, "healthy"))
+        if self._kind == "watch":
+            return stream(request, ctx.hub, followed, ctx.stream_buffer)
+        return answer(request, ctx.hub, followed)

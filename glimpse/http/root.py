@@ -2,10 +2,20 @@
 The resource tree of Glimpse's HTTP API.
 """
 
+import platform
+
+import twisted
+
 import glimpse
 from glimpse.http._json import HTTPError, JSONResource, write_json
-from glimpse.http.lookup import LookupResource
+from glimpse.http.lookup import Context, LookupResource
+from glimpse.http.openapi import OpenAPIResource
+from glimpse.http.topology import TopologyResource
+from glimpse.metrics import GlimpseCollector, MetricsResource, make_registry
+from glimpse.history import CheckHistory
+from glimpse.subscriptions import Hub
 from glimpse.http.providers import ProvidersResource
+from glimpse.http.zones import ZonesResource
 
 
 class StatusResource(JSONResource):
@@ -33,6 +43,10 @@ class StatusResource(JSONResource):
             serving = False
         body = {
             "version": glimpse.__version__,
+            "versions": {"glimpse": glimpse.__version__, "twisted": twisted.__version__,
+                         "python": platform.python_version()},
+            "consul_reachable": any(z["stale_seconds"] == 0 for z in zones.values())
+            and bool(zones),
             "serving": serving,
             "local_zone": local,
             "zones": zones,
@@ -47,17 +61,85 @@ class V1(JSONResource):
     """
 
     def render_GET(self, request):
-        raise HTTPError(404, "not found", "try /v1/lookup/<address> or /v1/status")
+        raise HTTPError(404, "not found", "try /v1/lookup/<address>, /v1/topology, "
+                        "/v1/status; /v1/openapi.json describes them all")
 
 
-def make_root(topology, applier, dns_zone, clock):
+class Root(JSONResource):
+    """
+    ``/``: times every request for the latency histogram (streams, which
+    last as long as the client stays, excluded).
+    """
+
+    def __init__(self, clock, latency):
+        super().__init__()
+        self._clock = clock
+        self._latency = latency
+
+    def getChildWithDefault(self, path, request):
+        if self._latency is not None:
+            route = (request.postpath[0] if path == b"v1" and request.postpath else path)
+            route = route.decode("ascii", "replace")
+            if route not in ROUTES:
+                route = "other"
+            # Streams and long-polls last as long as they wait: not latency.
+            if route != "watch" and b"index" not in request.args:
+                started = self._clock.seconds()
+
+                def observe(_):
+                    self._latency.labels(route, request.method.decode("ascii", "replace")
+                                         if request.method in METHODS else "other",
+                                         str(request.code)).observe(
+                                             self._clock.seconds() - started)
+
+                request.notifyFinish().addBoth(observe)
+        return super().getChildWithDefault(path, request)
+
+
+#: The routes the latency histogram tells apart (a bounded label set).
+ROUTES = frozenset(["lookup", "topology", "explain", "watch", "status", "zones",
+                    "providers", "openapi.json", "metrics"])
+METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
+
+
+def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=None,
+              dns_stats=None, dns_flush=None, lookup_cap=1000, stream_buffer=1 << 20, heartbeat=5.0):
     """
     Build the whole tree.
+
+    :param provider_token: the token the provider API requires, or ``None``
+        to serve it to loopback clients only.
+    :param consul: the L{glimpse.consul.ConsulClient}, for metrics.
+    :param dns_stats: the DNS server's counters, for metrics.
+    :param dns_flush: called before each scrape to bring C{dns_stats} up to
+        date (the fast path counts hits on its answers and adds them later).
+    :param lookup_cap: most instances a wildcard lookup returns.
+    :param stream_buffer: bytes an event stream holds for a slow client.
+    :param heartbeat: seconds between event streams' heartbeat comments.
+    :return: the root resource; its ``hub`` and ``registry`` are kept for
+        tests and benchmarks.
     """
-    root = JSONResource()
+    # Listeners run in order: the check history must have recorded a change
+    # before the hub recomputes the answers that show it.
+    checks = CheckHistory(topology, clock)
+    hub = Hub(topology, clock, heartbeat=heartbeat)
+    registry, latency = make_registry(GlimpseCollector(
+        topology, clock, consul=consul, dns_stats=dns_stats, hub=hub, applier=applier,
+        dns_flush=dns_flush))
+    ctx = Context(topology, hub, checks, dns_zone, cap=lookup_cap, stream_buffer=stream_buffer)
+    root = Root(clock, latency)
+    root.hub, root.registry = hub, registry
     v1 = V1()
     root.putChild(b"v1", v1)
-    v1.putChild(b"lookup", LookupResource(topology, dns_zone))
-    v1.putChild(b"providers", ProvidersResource(applier))
+    root.putChild(b"metrics", MetricsResource(registry))
+    v1.putChild(b"lookup", LookupResource(ctx))
+    v1.putChild(b"explain", LookupResource(ctx, "explain"))
+    watch = LookupResource(ctx, "watch")
+    watch.putChild(b"topology", TopologyResource(ctx, streaming=True))
+    v1.putChild(b"watch", watch)
+    v1.putChild(b"topology", TopologyResource(ctx))
+    v1.putChild(b"openapi.json", OpenAPIResource())
+    v1.putChild(b"providers", ProvidersResource(applier, provider_token))
     v1.putChild(b"status", StatusResource(topology, clock))
+    v1.putChild(b"zones", ZonesResource(topology, clock))
     return root

@@ -1,0 +1,404 @@
+"""
+``glimpse``: ask the local Glimpse agent from a shell.
+
+Blocking stdlib HTTP (urllib): the CLI makes one request (or follows one
+stream) and exits with a code scripts can rely on.
+"""
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+DEFAULT_AGENT = "http://127.0.0.1:8411"
+
+EPILOG = """\
+exit codes:
+  0  found / done
+  1  not found (unknown address, zone or path; no instance; status: not serving)
+  2  usage error (bad arguments, unreadable file)
+  3  the agent is unreachable
+  4  the agent refused the request (e.g. an invalid provider state; the error says why)
+provide --config-dir: 1 when writing the file or reloading Consul failed (the
+previous file stays), 3 when Consul is unreachable, 4 for an invalid state.
+"""
+
+
+class Unreachable(Exception):
+    """
+    The agent could not be asked.
+    """
+
+
+def request(method, url, body=None, headers=None, timeout=30.0):
+    """
+    One HTTP request; returns ``(status, decoded JSON or text)``.
+
+    :raises Unreachable: when no answer came.
+    """
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    headers = dict(headers or {}, Accept="application/json")
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise Unreachable(f"cannot reach the Glimpse agent at {url}: "
+                          f"{getattr(e, 'reason', e)}")
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def table(rows, columns, out):
+    """
+    Print C{rows} (dicts) as an aligned table of C{columns}.
+    """
+    cells = [[str(c).upper() for c in columns]]
+    cells += [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+
+
+def _error(status, body, out):
+    if isinstance(body, dict) and "error" in body:
+        detail = body.get("detail")
+        if not isinstance(detail, str):
+            detail = json.dumps(detail, indent=2)
+        out.write(f"glimpse: {body['error']} (HTTP {status})\n")
+        if detail:
+            out.write(f"  {detail}\n")
+    else:
+        out.write(f"glimpse: HTTP {status}: {body}\n")
+
+
+def _code_for(status):
+    if status < 400:
+        return EXIT_OK
+    return EXIT_NOT_FOUND if status == 404 else EXIT_REFUSED
+
+
+def _quote(text):
+    return urllib.parse.quote(text, safe="*.")
+
+
+def _failing(checks):
+    bad = [f"{c['name'] or c['id']}={c['status']}" for c in checks if c["status"] != "passing"]
+    return ", ".join(bad) or "-"
+
+
+def cmd_lookup(args, out, err):
+    url = f"{args.agent}/v1/lookup/{_quote(args.address)}"
+    if args.healthy:
+        url += "?healthy=true"
+    status, body = request("GET", url)
+    if status != 200:
+        _error(status, body, err)
+        return _code_for(status)
+    if args.json:
+        json.dump(body, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        rows = [dict(i, failing=_failing(i["checks"])) for i in body["instances"]]
+        table(rows, ["instance", "service", "node", "ip", "port", "status", "healthy",
+                     "failing"], out)
+        if body.get("truncated"):
+            err.write("glimpse: truncated: more instances match than the agent's --lookup-cap\n")
+    return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
+
+
+def cmd_topology(args, out, err):
+    path = "/".join(p for p in args.path.replace(".", "/").split("/") if p) if args.path else ""
+    status, body = request("GET", f"{args.agent}/v1/topology" + (f"/{urllib.parse.quote(path)}" if path
+                                                                     else ""))
+    if status != 200:
+        _error(status, body, err)
+        return _code_for(status)
+    if args.json:
+        json.dump(body, out, indent=2, sort_keys=True)
+        out.write("\n")
+    elif body["level"] == "instance":
+        rows = [dict(c, ports=",".join(f"{k}:{v}" for k, v in sorted(c["ports"].items())))
+                for c in body["children"]]
+        table(rows, ["name", "node", "ip", "ports", "status", "drain"], out)
+    else:
+        table(body["children"] + [dict(body["counts"], name="(total)")],
+              ["name", "instances", "passing", "warning", "critical"], out)
+    return EXIT_OK
+
+
+def cmd_explain(args, out, err):
+    status, body = request("GET", f"{args.agent}/v1/explain/{_quote(args.address)}")
+    if status != 200:
+        _error(status, body, err)
+        return _code_for(status)
+    if args.json:
+        json.dump(body, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        if body.get("view_problem"):
+            out.write(f"view: {body['view_problem']}\n")
+        table([dict(i, in_dns="yes" if i["in_dns"] else "no") for i in body["instances"]],
+              ["instance", "node", "ip", "port", "in_dns", "rule"], out)
+    return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
+
+
+def cmd_status(args, out, err):
+    status, body = request("GET", f"{args.agent}/v1/status")
+    if not isinstance(body, dict) or "serving" not in body:
+        _error(status, body, err)
+        return EXIT_REFUSED
+    if args.json:
+        json.dump(body, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        out.write(f"serving: {'yes' if body['serving'] else 'no'}   version: "
+                  f"{body['version']}   local zone: {body.get('local_zone')}   "
+                  f"watches: {body.get('watches')}\n")
+        table([dict(v, zone=k) for k, v in sorted(body["zones"].items())],
+              ["zone", "serving", "stale_seconds", "problem"], out)
+    return EXIT_OK if body["serving"] else EXIT_NOT_FOUND
+
+
+def cmd_provide(args, out, err):
+    try:
+        if args.state == "-":
+            document = json.load(sys.stdin)
+        else:
+            with open(args.state, encoding="utf-8") as f:
+                document = json.load(f)
+    except (OSError, ValueError) as e:
+        err.write(f"glimpse: cannot read the state {args.state}: {e}\n")
+        return EXIT_USAGE
+    if args.config_dir:
+        return _provide_file(args, document, out, err)
+    headers = {}
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                headers["Authorization"] = "Bearer " + f.read().strip()
+        except OSError as e:
+            err.write(f"glimpse: cannot read --token-file: {e}\n")
+            return EXIT_USAGE
+    url = f"{args.agent}/v1/providers/{_quote(args.provider)}"
+    if args.dry_run:
+        url += "?dry_run=true"
+    status, body = request("PUT", url, document, headers)
+    if status != 200:
+        _error(status, body, err)
+        return EXIT_REFUSED
+    if args.json:
+        json.dump(body, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        verb = "would change" if body.get("dry_run") else "applied"
+        out.write(f"{verb}: {len(body['added'])} added, {len(body['changed'])} changed, "
+                  f"{len(body['removed'])} removed, {len(body['unchanged'])} unchanged\n")
+        for kind in ("added", "changed", "removed"):
+            for name in body[kind]:
+                out.write(f"  {kind[0] if kind != 'changed' else '~'} {name}\n")
+    return EXIT_OK
+
+
+def _provide_file(args, document, out, err):
+    from glimpse.fileprovider import FileProviderError, provide_to_config_dir
+    from glimpse.state import InvalidState
+    try:
+        token = None
+        if args.consul_token_file:
+            with open(args.consul_token_file, encoding="utf-8") as f:
+                token = f.read().strip() or None
+        result = provide_to_config_dir(args.provider, document, args.config_dir, args.consul,
+                                       token=token, ca=args.consul_ca)
+    except OSError as e:
+        err.write(f"glimpse: cannot read --consul-token-file: {e}\n")
+        return EXIT_USAGE
+    except InvalidState as e:
+        err.write("glimpse: invalid provider state; nothing was changed\n")
+        for problem in e.to_json():
+            err.write(f"  {problem['path']}: {problem['problem']}\n")
+        return EXIT_REFUSED
+    except FileProviderError as e:
+        err.write(f"glimpse: {e}\n")
+        return e.exit_code
+    out.write(result.message + "\n")
+    return EXIT_OK
+
+
+def _events(response):
+    """
+    The Server-Sent Events of a response: ``(event, id, data)``.
+    """
+    kind, event_id, data = "message", None, []
+    for raw in response:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield kind, event_id, json.loads("\n".join(data))
+            kind, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                kind = value
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)
+
+
+def _describe(kind, data):
+    if kind == "snapshot":
+        lines = [f"snapshot: {len(data['instances'])} instance(s)"]
+        lines += [f"  = {i['id']} {i['ip']}:{i['port']} {i['status']}" for i in data["instances"]]
+        return "\n".join(lines)
+    if kind == "remove":
+        return f"- {data['id']}"
+    if kind in ("add", "update"):
+        sign = "+" if kind == "add" else "~"
+        return f"{sign} {data['id']} {data['ip']}:{data['port']} {data['status']}" + (
+            f" (failing: {_failing(data['checks'])})" if data["status"] != "passing" else "")
+    return f"{kind}: {json.dumps(data)}"
+
+
+def cmd_watch(args, out, err):
+    url = f"{args.agent}/v1/watch/{_quote(args.address)}"
+    if args.healthy:
+        url += "?healthy=true"
+    req = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
+    try:
+        response = urllib.request.urlopen(req, timeout=args.timeout)
+    except urllib.error.HTTPError as e:
+        try:
+            _error(e.code, json.loads(e.read()), err)
+        except ValueError:
+            err.write(f"glimpse: HTTP {e.code}\n")
+        return _code_for(e.code)
+    except (urllib.error.URLError, OSError) as e:
+        raise Unreachable(f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}")
+    seen = 0
+    with response:
+        for kind, event_id, data in _events(response):
+            if args.json:
+                out.write(json.dumps({"event": kind, "id": event_id, "data": data},
+                                     sort_keys=True) + "\n")
+            else:
+                out.write(_describe(kind, data) + "\n")
+            out.flush()
+            seen += 1
+            if kind == "close" or (args.count and seen >= args.count):
+                break
+    return EXIT_OK
+
+
+def parser():
+    """
+    The argument parser, with every subcommand's help.
+    """
+    def options(parser, default):
+        # Accepted before and after the subcommand; after wins.
+        parser.add_argument("--agent", default=DEFAULT_AGENT if default else argparse.SUPPRESS,
+                            metavar="URL",
+                            help=f"the Glimpse agent's HTTP API (default {DEFAULT_AGENT})")
+        parser.add_argument("--json", action="store_true",
+                            default=False if default else argparse.SUPPRESS,
+                            help="print the agent's JSON answer instead of a table")
+
+    common = argparse.ArgumentParser(add_help=False)
+    options(common, False)
+    p = argparse.ArgumentParser(
+        prog="glimpse", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Ask the local Glimpse agent about the service topology. Addresses are "
+                    "<service>.<job>.<env>.<product>.<zone>, e.g. http.web.prod.shop.ams.")
+    options(p, True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help_text):
+        s = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.set_defaults(func=func)
+        return s
+
+    s = add("lookup", cmd_lookup, "Every instance of an address with its health; labels but "
+            "the zone may be '*'. Exit 1 when there is none.")
+    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s.add_argument("--healthy", action="store_true",
+                   help="only the instances DNS answers with")
+    s = add("topology", cmd_topology, "The topology below PATH with counts of instances "
+            "passing / warning / critical.")
+    s.add_argument("path", metavar="PATH", nargs="?", default="",
+                   help="zone[/product[/env[/job]]] (default: every zone)")
+    s = add("watch", cmd_watch, "Follow an address: print its instances, then each change.")
+    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s.add_argument("--healthy", action="store_true", help="only the instances DNS serves")
+    s.add_argument("--count", type=int, default=0, metavar="N",
+                   help="exit after N events (default: follow until interrupted)")
+    s.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up when the agent sends nothing, not even a heartbeat, this long")
+    s = add("explain", cmd_explain, "Each registered instance of an address, whether it is in "
+            "DNS answers, and the rule that decided.")
+    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s = add("provide", cmd_provide, "Make STATE.json the provider's whole state on this host "
+            "(PUT /v1/providers/NAME; with --config-dir, through the Consul agent's "
+            "config directory instead).")
+    s.add_argument("state", metavar="STATE.json", nargs="?", default="-",
+                   help="the provider state (JSON); - or nothing reads standard input")
+    s.add_argument("--provider", required=True, metavar="NAME",
+                   help="the provider's name (a DNS label)")
+    s.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    s.add_argument("--token-file", metavar="PATH",
+                   help="file with the agent's provider token (--provider-token-file)")
+    s.add_argument("--config-dir", metavar="DIR",
+                   help="write the state into this Consul agent config directory and reload "
+                        "the agent, without a Glimpse agent")
+    s.add_argument("--consul", default="http://127.0.0.1:8500", metavar="URL",
+                   help="the Consul agent to reload with --config-dir (default %(default)s)")
+    s.add_argument("--consul-token-file", metavar="PATH",
+                   help="file with the Consul ACL token for the reload (--config-dir)")
+    s.add_argument("--consul-ca", metavar="PATH",
+                   help="PEM of the CA of an https:// --consul (--config-dir)")
+    add("status", cmd_status, "Glimpse's own health: serving, zones and views' ages. "
+        "Exit 1 when it cannot serve.")
+    return p
+
+
+def main(argv=None, out=None, err=None):
+    """
+    Run the CLI; returns the exit code (the console script exits with it).
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else EXIT_OK
+    args.agent = args.agent.rstrip("/")
+    try:
+        return args.func(args, out, err)
+    except Unreachable as e:
+        err.write(f"glimpse: {e}\n")
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run():
+    """
+    The console script's entry point: exit with L{main}'s code.
+    """
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

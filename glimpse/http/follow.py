@@ -1,0 +1,253 @@
+"""
+What lookups and topology answers share: ``X-Glimpse-Index`` on every
+answer, long-polls (``?index=N&wait=30s``) and Server-Sent Event streams,
+all through the L{glimpse.subscriptions.Hub}.
+"""
+
+import re
+
+import attrs
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
+
+from glimpse.http._json import HTTPError, error_body, finish, write_json
+from glimpse.subscriptions import sse_event
+
+log = Logger()
+
+#: The longest long-poll a client may ask for, as Consul's blocking queries.
+MAX_WAIT = 600.0
+
+_WAIT = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+
+
+def parse_wait(request, default=30.0):
+    """
+    The ``wait`` parameter in seconds (``30s``, ``500ms``, ``2m``, ``10``).
+    """
+    raw = request.args.get(b"wait", [None])[0]
+    if raw is None:
+        return default
+    match = _WAIT.match(raw.decode("ascii", "replace"))
+    if not match:
+        raise HTTPError(400, "invalid 'wait'", "write a duration such as wait=30s, 500ms or 2m")
+    seconds = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[match.group(2)]
+    if seconds > MAX_WAIT:
+        raise HTTPError(400, "'wait' is too long", f"at most {MAX_WAIT:g}s")
+    return seconds
+
+
+def parse_index(request):
+    """
+    The ``index`` parameter, or ``None``.
+    """
+    raw = request.args.get(b"index", [None])[0]
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 19:
+        raise HTTPError(400, "invalid 'index'",
+                        "use the X-Glimpse-Index of an earlier answer, e.g. index=1234")
+    return int(raw)
+
+
+def parse_bool(request, name):
+    """
+    A ``true``/``false`` parameter (default false).
+    """
+    raw = request.args.get(name.encode(), [b"false"])[0].lower()
+    if raw not in (b"true", b"false", b"1", b"0"):
+        raise HTTPError(400, f"invalid {name!r}", f"use ?{name}=true or ?{name}=false")
+    return raw in (b"true", b"1")
+
+
+@attrs.frozen
+class Followed:
+    """
+    What a resource tells the hub about the answer it serves.
+
+    :ivar key: the answer's identity among the hub's subjects.
+    :ivar compute: returns a Deferred of the body (or an L{HTTPError}).
+    :ivar matches: ``matches(zone, name)``: can this change of the view
+        change the answer?
+    :ivar jobs: returns the ``(zone, consul service)`` pairs it reads.
+    :ivar field: the list of items in the body; :ivar item_key: an item's id.
+    :ivar check: raises the L{HTTPError} that an answer kept from before
+        would hide (the zone's view has grown too old), else nothing.
+    """
+
+    key: tuple
+    compute: object
+    matches: object
+    jobs: object
+    field: str
+    item_key: str
+    check: object = None
+
+    def subject(self, hub):
+        """
+        The hub's subject for this answer.
+        """
+        return hub.subject(self.key, self.compute, self.matches, self.field,
+                           self.item_key, self.jobs)
+
+
+def _gone_or_log(failure, request):
+    # A client that hangs up cancels its wait: nothing to report.
+    if not failure.check(CancelledError):
+        log.failure("Answering {uri} failed", failure, uri=request.uri)
+
+
+def _send(request, subject):
+    if request._disconnected or request.finished:
+        return
+    request.setResponseCode(200 if subject.error is None else subject.error[0])
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"x-glimpse-index", str(subject.index).encode())
+    request.write(subject.encoded)
+    request.finish()
+
+
+def answer(request, hub, followed):
+    """
+    Render a GET: at once, or as a long-poll when ``?index=`` is given.
+
+    Both are served from the hub's subject, which keeps the encoded answer
+    current as the view changes: a steady-state lookup costs no
+    computation, only the check that the view may still serve.
+    """
+    index = parse_index(request)
+    wait = parse_wait(request)
+    if followed.check is not None:
+        followed.check()
+    subject = followed.subject(hub)
+    if index is None:
+        if subject.error is not None and subject.error[0] >= 500:
+            # A failure may have passed without a change event to say so.
+            subject.refresh()
+        d = subject.current()
+        d.addCallback(lambda s: _send(request, s))
+        # Keep no subject for what does not exist: a scan of made-up
+        # addresses must not fill the hub.
+        d.addCallback(lambda _: hub.forget_if_idle(subject, errors_only=True))
+        d.addErrback(lambda f: finish(request, 500, error_body(
+            "internal error", "Glimpse failed to answer; its log has the details")))
+        return NOT_DONE_YET
+    d = hub.wait(subject, index, wait)
+    request.notifyFinish().addErrback(lambda _: d.cancel())
+
+    d.addCallback(lambda s: _send(request, s))
+    d.addErrback(_gone_or_log, request)
+    return NOT_DONE_YET
+
+
+class Stream:
+    """
+    One Server-Sent Event stream: writes what its subject sends, holding
+    at most C{limit} bytes while the client does not read, then closing the
+    stream with the reason.
+    """
+
+    def __init__(self, request, subject, limit):
+        self._request = request
+        self._subject = subject
+        self._limit = limit
+        self._paused = False
+        self._pending = []
+        self._pending_bytes = 0
+        self.closed = False
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(lambda _: self._gone())
+
+    def send(self, data):
+        """
+        Write C{data}, or hold it while the client is not reading.
+        """
+        if self.closed:
+            return
+        if not self._paused:
+            self._request.write(data)
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > self._limit:
+            self.close(f"the client read too slowly: more than {self._limit} bytes "
+                       "were waiting; reconnect with Last-Event-ID to resume")
+
+    def close(self, reason):
+        """
+        End the stream with a ``close`` event saying why.
+        """
+        if self.closed:
+            return
+        self._gone()
+        log.info("Closed a stream of {subject}: {reason}", subject=self._subject.key,
+                 reason=reason)
+        self._request.write(sse_event("close", {"reason": reason}))
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def _gone(self):
+        self.closed = True
+        self._subject.streams.discard(self)
+
+    def pauseProducing(self):
+        """
+        The client's socket is full: hold events from now on.
+        """
+        self._paused = True
+
+    def resumeProducing(self):
+        """
+        The client reads again: write what was held.
+        """
+        self._paused = False
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for data in pending:
+            self.send(data)
+
+    def stopProducing(self):
+        """
+        The connection is gone.
+        """
+        self._gone()
+
+
+def stream(request, hub, followed, limit):
+    """
+    Render a ``text/event-stream`` of C{followed}: a snapshot (or, with a
+    known ``Last-Event-ID``, the events missed), then changes as they come.
+    """
+    last_id = request.getHeader(b"last-event-id")
+    subject = followed.subject(hub)
+    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-cache")
+    request.setHeader(b"x-accel-buffering", b"no")
+
+    def ready(subject):
+        if request._disconnected or request.finished:
+            return
+        if subject.error is not None and subject.error[0] in (400, 404):
+            # Nothing to follow there: say so, as a GET would.
+            finish(request, subject.error[0], subject.error[1])
+            hub.forget_if_idle(subject, errors_only=True)
+            return
+        s = Stream(request, subject, limit)
+        missed = subject.since(last_id.decode("ascii", "replace")) if last_id else None
+        request.write(b"retry: 2000\n\n")
+        for data in missed if missed is not None else [subject.snapshot()]:
+            s.send(data)
+        subject.streams.add(s)
+
+    # current() gives a Deferred of our own: a failure here must not poison
+    # the subject's for everyone else.
+    d = subject.current().addCallback(ready)
+    d.addErrback(_gone_or_log, request)
+    return NOT_DONE_YET
+
+
+def render_error(request, e):
+    """
+    An L{HTTPError} as a JSON answer (for resources that render bytes).
+    """
+    return write_json(request, e.code, error_body(e.error, e.detail))

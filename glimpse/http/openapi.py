@@ -1,0 +1,295 @@
+"""
+``GET /v1/openapi.json``: the OpenAPI 3.1 document of the whole HTTP API,
+every path, parameter, answer and error body.  Built here as data, so the
+test that runs schemathesis against a live Glimpse checks the code against
+this very document.
+"""
+
+import json
+from pathlib import Path
+
+import glimpse
+from glimpse.http._json import JSONResource, write_json
+
+#: The provider state's JSON Schema, written with the provider API.
+PROVIDER_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "provider-state.json"
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind):
+    return {"type": [kind, "null"]}
+
+
+def _json(schema, description, headers=None):
+    answer = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _errors(*codes):
+    meaning = {
+        400: "Bad request: the error says which parameter or label to fix.",
+        401: "A provider token is configured and was not sent, or was wrong.",
+        403: "The provider API serves only loopback clients (no token configured).",
+        404: "Nothing there: unknown zone, address or path.",
+        413: "The body is too large.",
+        503: "Glimpse cannot serve it now: Consul is out of reach and the view is "
+             "missing or older than --max-stale.",
+        504: "Consul did not acknowledge the change in time.",
+    }
+    return {str(c): _json(_ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
+            for c in codes}
+
+
+_INDEX = {"X-Glimpse-Index": {
+    "description": "Index of this answer: equal answers have equal indexes. Pass it as "
+                   "?index= to wait for a different answer.",
+    "schema": {"type": "integer", "minimum": 1}}}
+
+_ADDRESS = {"name": "address", "in": "path", "required": True,
+            "description": "<service>.<job>.<env>.<product>.<zone>[.<dns zone>]; any label "
+                           "but the zone may be '*'",
+            "schema": {"type": "string"}, "example": "http.web.prod.shop.ams"}
+_HEALTHY = {"name": "healthy", "in": "query", "description": "true: only the instances DNS "
+            "serves (every check passing, not draining)",
+            "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}
+_INDEX_PARAM = {"name": "index", "in": "query",
+                "description": "Long-poll: answer once the answer's index differs from this "
+                               "(or after 'wait')",
+                "schema": {"type": "integer", "minimum": 0, "maximum": 9999999999999999999}}
+_WAIT = {"name": "wait", "in": "query",
+         "description": "Longest long-poll, e.g. 30s, 500ms, 2m (default 30s, at most 10m)",
+         "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m)?$"}}
+_LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header",
+                  "description": "Resume a stream after this event; a fresh snapshot when the "
+                                 "events since are no longer kept",
+                  "schema": {"type": "string"}}
+
+
+#: A DNS label, as every field of an address is.
+LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+def _label(name, description):
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": LABEL}}
+
+
+_LEVELS = [_label("zone", "a zone (Consul datacenter)"), _label("product", "a product"),
+           _label("env", "an environment"), _label("job", "a job")]
+
+_STREAM = {"description": "A text/event-stream: 'snapshot' (the whole answer), then 'add', "
+                          "'remove', 'update' per item, 'summary' (the answer without its "
+                          "items) when the rest changed, 'unavailable' while the view "
+                          "cannot serve, 'close' with a reason before Glimpse ends the stream; "
+                          "heartbeat comments every few seconds",
+           "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+COUNTS = {"type": "object", "required": ["instances", "passing", "warning", "critical"],
+          "properties": {k: {"type": "integer", "minimum": 0} for k in
+                         ("instances", "passing", "warning", "critical", "draining")}}
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error", "detail"],
+              "properties": {"error": {"type": "string", "description": "what was wrong"},
+                             "detail": {"description": "how to fix it; any JSON"}}},
+    "Check": {"type": "object", "required": ["id", "name", "type", "status", "output"],
+              "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                             "type": {"type": "string"}, "status": {"type": "string"},
+                             "output": {"type": "string"}, "node_level": {"type": "boolean"},
+                             "last_change": dict(_nullable("string"), description=(
+                                 "when Glimpse saw the status change (ISO 8601); null when "
+                                 "it has not changed since Glimpse began watching"))}},
+    "Instance": {"type": "object",
+                 "required": ["id", "instance", "service", "host", "node", "ip", "port", "zone",
+                              "provider", "meta", "healthy", "checks"],
+                 "properties": {
+                     "id": {"type": "string"}, "instance": {"type": "string"},
+                     "service": {"type": "string"}, "host": {"type": "string"},
+                     "node": {"type": "string"}, "ip": {"type": "string"},
+                     "port": {"type": "integer"}, "zone": {"type": "string"},
+                     "provider": {"type": "string"},
+                     "meta": {"type": "object", "additionalProperties": {"type": "string"}},
+                     "drain": {"type": "boolean"}, "healthy": {"type": "boolean"},
+                     "status": {"type": "string", "enum": ["passing", "warning", "critical"]},
+                     "checks": {"type": "array", "items": _ref("Check")}}},
+    "Lookup": {"type": "object", "required": ["address", "fqdn", "zone", "instances", "truncated"],
+               "properties": {"address": {"type": "string"}, "fqdn": {"type": "string"},
+                              "zone": {"type": "string"}, "healthy_only": {"type": "boolean"},
+                              "truncated": {"type": "boolean", "description":
+                                            "more instances matched than the lookup cap"},
+                              "instances": {"type": "array", "items": _ref("Instance")}}},
+    "Topology": {"type": "object", "required": ["path", "level", "counts", "children"],
+                 "properties": {
+                     "path": {"type": "string"},
+                     "level": {"type": "string",
+                               "enum": ["zone", "product", "env", "job", "instance"]},
+                     "counts": COUNTS,
+                     "children": {"type": "array", "items": {"type": "object",
+                                                             "required": ["name"]}}}},
+    "Explain": {"type": "object", "required": ["address", "zone", "instances"],
+                "properties": {
+                    "address": {"type": "string"}, "fqdn": {"type": "string"},
+                    "zone": {"type": "string"}, "view_problem": _nullable("string"),
+                    "instances": {"type": "array", "items": {
+                        "type": "object", "required": ["id", "in_dns", "rule"],
+                        "properties": {"id": {"type": "string"}, "in_dns": {"type": "boolean"},
+                                       "rule": {"type": "string"},
+                                       "checks": {"type": "array", "items": _ref("Check")}}}}}},
+    "Status": {"type": "object", "required": ["version", "serving", "zones"],
+               "properties": {"version": {"type": "string"}, "versions": {"type": "object"},
+                              "serving": {"type": "boolean"},
+                              "consul_reachable": {"type": "boolean"},
+                              "local_zone": _nullable("string"),
+                              "zones": {"type": "object"}, "watches": {"type": "integer"}}},
+    "Zone": {"type": "object", "required": ["zone", "reachable", "serving"],
+             "properties": {"zone": {"type": "string"}, "local": {"type": "boolean"},
+                            "reachable": {"type": "boolean"}, "serving": {"type": "boolean"},
+                            "problem": _nullable("string"),
+                            "stale_seconds": {"type": "number"}}},
+    "Zones": {"type": "object", "required": ["zones"],
+              "properties": {"local_zone": _nullable("string"),
+                             "zones": {"type": "array", "items": _ref("Zone")}}},
+    "ApplyResult": {"type": "object", "required": ["provider", "added", "changed", "removed",
+                                                   "unchanged", "dry_run"],
+                    "properties": {k: {"type": "array", "items": {"type": "string"}}
+                                   for k in ("added", "changed", "removed", "unchanged")}
+                    | {"provider": {"type": "string"}, "dry_run": {"type": "boolean"}}},
+}
+
+
+def provider_state_schema():
+    """
+    The provider state's JSON Schema: ``glimpse/schema/provider-state.json``
+    when the provider API ships one, else a minimal stand-in.
+    """
+    try:
+        schema = json.loads(PROVIDER_SCHEMA.read_text())
+    except (OSError, ValueError):
+        return {"type": "object", "required": ["instances"],
+                "properties": {"instances": {"type": "array", "items": {"type": "object"}}}}
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    return schema
+
+
+def _hoist(schema, prefix):
+    """
+    Move a schema's ``$defs`` into the components, so that every ``$ref``
+    of the document points into ``#/components/schemas`` as OpenAPI
+    tooling expects.
+
+    :return: ``(schema, {component name: definition})``.
+    """
+    defs = schema.pop("$defs", {})
+    text = json.dumps(schema)
+    hoisted = {}
+    for name in defs:
+        text = text.replace(f'"#/$defs/{name}"', f'"#/components/schemas/{prefix}{name}"')
+    for name, definition in defs.items():
+        body = json.dumps(definition)
+        for other in defs:
+            body = body.replace(f'"#/$defs/{other}"', f'"#/components/schemas/{prefix}{other}"')
+        hoisted[prefix + name] = json.loads(body)
+    return json.loads(text), hoisted
+
+
+def _get(summary, params, ok, errors, headers=None):
+    return {"get": {"summary": summary, "parameters": params,
+                    "responses": {"200": ok} | _errors(*errors)}}
+
+
+def document():
+    """
+    The OpenAPI 3.1 document.
+    """
+    lookup_ok = _json(_ref("Lookup"), "Every instance with every check", _INDEX)
+    topology_ok = _json(_ref("Topology"), "The children with counts of instances", _INDEX)
+    paths = {
+        "/v1/lookup/{address}": _get(
+            "Every instance of an address with its health; '*' labels take the union "
+            "(capped, then truncated: true)", [_ADDRESS, _HEALTHY, _INDEX_PARAM, _WAIT],
+            lookup_ok, (400, 404, 503)),
+        "/v1/explain/{address}": _get(
+            "Each registered instance, whether DNS answers with it, and the rule that decided",
+            [_ADDRESS], _json(_ref("Explain"), "The explanation"), (400, 404, 503)),
+        "/v1/watch/{address}": _get(
+            "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _LAST_EVENT_ID],
+            _STREAM, (400, 404)),
+        "/v1/status": {"get": {"summary": "Glimpse's own health, for load balancers",
+                               "responses": {
+                                   "200": _json(_ref("Status"), "Glimpse serves"),
+                                   "503": _json(_ref("Status"), "Glimpse cannot serve")}}},
+        "/v1/zones": _get("Every zone, its view's age and whether it is reachable", [],
+                          _json(_ref("Zones"), "The zones"), (503,)),
+        "/v1/zones/{zone}": _get("One zone", [_LEVELS[0]], _json(_ref("Zone"), "The zone"),
+                                 (404,)),
+        "/v1/openapi.json": {"get": {"summary": "This document", "responses": {
+            "200": _json({"type": "object"}, "The OpenAPI document")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
+    for depth in range(len(_LEVELS) + 1):
+        suffix = "".join("/{%s}" % p["name"] for p in _LEVELS[:depth])
+        params = _LEVELS[:depth]
+        paths["/v1/topology" + suffix] = _get(
+            "The topology below this path, with instances passing / warning / critical",
+            params + [_INDEX_PARAM, _WAIT], topology_ok, (400, 404, 503))
+        paths["/v1/watch/topology" + suffix] = _get(
+            "The topology below this path as Server-Sent Events", params + [_LAST_EVENT_ID],
+            _STREAM, (400, 404))
+    provider = {"name": "provider", "in": "path", "required": True,
+                "description": "the provider's name (a DNS label)", "schema": {"type": "string"}}
+    auth = (400, 401, 403)
+    paths["/v1/providers/{provider}"] = {
+        "parameters": [provider],
+        "get": {"summary": "The provider's acknowledged state",
+                "responses": {"200": _json(_ref("ProviderState"), "The state")}
+                | _errors(*auth, 404)},
+        "put": {"summary": "Replace the provider's whole state on this host",
+                "parameters": [{"name": "dry_run", "in": "query", "description":
+                                "true: say what would change, change nothing",
+                                "schema": {"type": "string", "enum": ["true", "false"]}}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("ProviderState")}}},
+                "responses": {"200": _json(_ref("ApplyResult"), "Applied and acknowledged")}
+                | _errors(*auth, 413, 503, 504)},
+        "delete": {"summary": "Remove the provider's state",
+                   "responses": {"200": _json(_ref("ApplyResult"), "Removed")}
+                   | _errors(*auth, 503, 504)},
+    }
+    paths["/v1/providers/{provider}/instances/{instance}/checks/{check}/{status}"] = {
+        "put": {"summary": "Set a TTL check of an instance (every named port)",
+                "parameters": [provider, _label("instance", "the instance"),
+                               _label("check", "the check's name"),
+                               {"name": "status", "in": "path", "required": True,
+                                "schema": {"type": "string", "enum": ["pass", "warn", "fail"]}}],
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"note": {"type": "string"}}}}}},
+                "responses": {"200": _json({"type": "object"}, "The check was set")}
+                | _errors(*auth, 404, 503)}}
+    state, state_defs = _hoist(provider_state_schema(), "ProviderState_")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Glimpse", "version": glimpse.__version__,
+                 "description": "Service discovery over the topology kept in Consul. Every "
+                                "error is {\"error\", \"detail\"}."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS | {"ProviderState": state} | state_defs},
+    }
+
+
+class OpenAPIResource(JSONResource):
+    """
+    ``GET /v1/openapi.json``.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return write_json(request, 200, document())

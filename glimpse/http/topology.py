@@ -1,0 +1,61 @@
+"""
+``GET /v1/topology[/{zone}[/{product}[/{env}[/{job}]]]]``: the children at
+each level with counts of instances passing, warning and critical; and
+``/v1/watch/topology/...``, the same as a stream.
+"""
+
+from glimpse.address import consul_service_name, label_problem, split_consul_service
+from glimpse.http._json import ErrorResource, JSONResource
+from glimpse.http.bodies import LEVELS, topology_body, under, zone_or_error
+from glimpse.http.follow import Followed, answer, stream
+
+
+def followed_topology(ctx, path):
+    """
+    The L{Followed} topology answer at C{path} (a tuple of labels).
+    """
+    topology = ctx.topology
+
+    def matches(zone, name):
+        if path and zone != path[0]:
+            return False
+        fields = split_consul_service(name) if name else None
+        return name is None or fields is None or under(path, zone, fields)
+
+    def jobs():
+        return [(zone, consul_service_name(*job)) for zone, view in topology.zones.items()
+                for job in view.tree if under(path, zone, job)]
+
+    def check():
+        if path:
+            zone_or_error(topology, path[0])
+
+    return Followed(key=("topology",) + path, compute=lambda: topology_body(topology, list(path)),
+                    matches=matches, jobs=jobs, field="children", item_key="name", check=check)
+
+
+class TopologyResource(JSONResource):
+    """
+    ``/v1/topology/...`` (or, with C{streaming}, ``/v1/watch/topology/...``).
+    """
+
+    isLeaf = True
+
+    def __init__(self, ctx, streaming=False):
+        super().__init__()
+        self._ctx = ctx
+        self._streaming = streaming
+
+    def render_GET(self, request):
+        path = tuple(p.decode("utf-8", "replace").lower() for p in request.postpath if p)
+        for label, level in zip(path, LEVELS):
+            problem = label_problem(label, level)
+            if problem:
+                return ErrorResource(400, f"invalid {level}", problem).render(request)
+        if len(path) > len(LEVELS):
+            return ErrorResource(404, "a topology path has at most four parts",
+                                 "use /v1/topology/<zone>/<product>/<env>/<job>").render(request)
+        followed = followed_topology(self._ctx, path)
+        if self._streaming:
+            return stream(request, self._ctx.hub, followed, self._ctx.stream_buffer)
+        return answer(request, self._ctx.hub, followed)

@@ -1,0 +1,142 @@
+"""
+``/metrics``: Glimpse's figures in Prometheus' text format.
+
+Everything is read when Prometheus scrapes, from the plain counters the
+parts of Glimpse keep (the DNS server's ``stats``, the Consul client's
+``requests`` and ``errors``, the view, the subscription hub), by one
+collector on a L{CollectorRegistry} made here: no global registry, so two
+Glimpses in one process (tests) do not mix their figures.
+"""
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.names import dns
+
+from glimpse.http._json import JSONResource
+
+#: Latency buckets, seconds: lookups are served from memory, so the
+#: interesting part is well below a millisecond.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+           0.25, 0.5, 1.0, 2.5)
+
+
+def _qtype(number):
+    return dns.QUERY_TYPES.get(number, dns.EXT_QUERIES.get(number, str(number)))
+
+
+_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+           5: "REFUSED", 16: "BADVERS"}
+
+
+class GlimpseCollector:
+    """
+    Reads Glimpse's counters at scrape time.
+
+    :param topology: the L{glimpse.topology.Topology}.
+    :param clock: ``IReactorTime``, for the views' ages.
+    :param consul: the L{glimpse.consul.ConsulClient}, or ``None``.
+    :param dns_stats: the DNS server's L{glimpse.dns_wire.DNSStats}, or
+        ``None``.
+    :param hub: the L{glimpse.subscriptions.Hub}, or ``None``.
+    :param applier: the L{glimpse.providers.Applier}, or ``None``.
+    :param dns_flush: a callable bringing C{dns_stats} up to date, or
+        ``None``.
+    """
+
+    def __init__(self, topology, clock, consul=None, dns_stats=None, hub=None, applier=None,
+                 dns_flush=None):
+        self._dns_flush = dns_flush
+        self._topology = topology
+        self._clock = clock
+        self._consul = consul
+        self._dns = dns_stats
+        self._hub = hub
+        self._applier = applier
+
+    def collect(self):
+        """
+        The metric families, as prometheus-client's ``Collector`` protocol
+        asks.
+        """
+        if self._dns_flush is not None:
+            self._dns_flush()
+        if self._dns is not None:
+            responses = CounterMetricFamily(
+                "glimpse_dns_responses", "DNS responses sent, by query type and rcode",
+                labels=["qtype", "rcode"])
+            for (qtype, rcode), count in sorted(self._dns.responses.items()):
+                responses.add_metric([_qtype(qtype), _RCODES.get(rcode, str(rcode))], count)
+            yield responses
+            for name, help_text in (
+                    ("fast_hits", "DNS queries answered by the fast path's pre-encoded answers"),
+                    ("fast_misses", "DNS queries the fast path handed to twisted.names"),
+                    ("dropped", "DNS packets that got no answer"),
+                    ("truncated", "UDP responses sent truncated (TC=1)")):
+                yield CounterMetricFamily(f"glimpse_dns_{name}", help_text,
+                                          value=getattr(self._dns, name, 0))
+        if self._consul is not None:
+            for attr, help_text in (("requests", "Requests sent to Consul, by endpoint"),
+                                    ("errors", "Consul requests that failed, by endpoint")):
+                family = CounterMetricFamily(f"glimpse_consul_{attr}", help_text,
+                                             labels=["endpoint"])
+                for endpoint, count in sorted(getattr(self._consul, attr, {}).items()):
+                    family.add_metric([endpoint], count)
+                yield family
+        yield GaugeMetricFamily("glimpse_watches", "Consul blocking queries kept running",
+                                value=self._topology.watch_count())
+        age = GaugeMetricFamily("glimpse_view_age_seconds",
+                                "Seconds each zone's view has gone without Consul (0: current)",
+                                labels=["zone"])
+        serving = GaugeMetricFamily("glimpse_zone_serving",
+                                    "1 when lookups in the zone are served", labels=["zone"])
+        now = self._clock.seconds()
+        for name, zone in sorted(self._topology.zones.items()):
+            age.add_metric([name], zone.fresh.age(now))
+            serving.add_metric([name], int(self._topology.zone_problem(name) is None))
+        yield age
+        yield serving
+        if self._hub is not None:
+            yield GaugeMetricFamily("glimpse_subscribers",
+                                    "Open event streams and long-polls",
+                                    value=self._hub.subscribers())
+            yield GaugeMetricFamily("glimpse_subjects",
+                                    "Distinct answers followed by streams and long-polls",
+                                    value=len(self._hub.subjects))
+        applies = getattr(self._applier, "applies", None)
+        if applies is not None:
+            family = CounterMetricFamily("glimpse_provider_applies",
+                                         "Provider states applied, by outcome",
+                                         labels=["outcome"])
+            for outcome, count in sorted(applies.items()):
+                family.add_metric([outcome], count)
+            yield family
+
+
+def make_registry(collector):
+    """
+    A registry holding C{collector} and the HTTP latency histogram.
+
+    :return: ``(registry, http_latency)``.
+    """
+    registry = CollectorRegistry()
+    registry.register(collector)
+    latency = Histogram("glimpse_http_request_duration_seconds",
+                        "Time to answer HTTP requests (streams excluded), by route and code",
+                        ["route", "method", "code"], buckets=BUCKETS, registry=registry)
+    return registry, latency
+
+
+class MetricsResource(JSONResource):
+    """
+    ``GET /metrics``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry):
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)
