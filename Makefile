@@ -12,7 +12,7 @@ DEBS := unbound bind9-dnsutils dnsperf wrk
 ZONES ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers lint clean
+.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz lint clean
 
 deps: debs venv
 
@@ -56,3 +56,34 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .run build *.egg-info
+
+# Zone isolation: ams lookup p99 before and during an outage of fra.
+bench-zones: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/zones/bench_zones.py $(BENCH_ARGS)
+
+# Provider acknowledgement: 50 instances x 3 ports, and a 1-instance change,
+# p50/p99 against the same registrations sent straight to Consul.
+bench-providers: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/providers/bench_providers.py $(BENCH_ARGS)
+
+# DNS: Glimpse against unbound, stock twisted.names and Consul's DNS with
+# dnsperf (qps, latency, CPU/query, Consul requests per 1,000 queries),
+# change -> DNS visibility, RSS with 100,000 instances.
+bench-dns: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/dns/run.py $(BENCH_ARGS)
+
+# 1,000,000 malformed packets at a running Glimpse: 0 crashes, normal
+# queries answered throughout.
+bench-fuzz: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/fuzz/run.py $(BENCH_ARGS)
+
+# HTTP: GET /v1/lookup on Glimpse vs Consul's /v1/health/service vs a trivial
+# twisted.web resource (wrk); 1,000 SSE subscribers: Consul change -> last
+# subscriber's event p50/p99, and the Consul requests made.
+bench-http: deps
+	@consul_bin=$$(tools/build-consul.sh) && \
+	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/http/run.py $(BENCH_ARGS)

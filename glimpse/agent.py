@@ -11,9 +11,10 @@ from treq.client import HTTPClient
 
 from glimpse.answers import ZoneIdentity
 from glimpse.consul import ConsulClient
-from glimpse.dns import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
+from glimpse._dnsfast import FastDatagramProtocol
+from glimpse.dns import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.root import make_root
-from glimpse.providers import Applier
+from glimpse.providers import Applier, ReconcileService
 from glimpse.store import ProviderStore
 from glimpse.topology import Topology
 
@@ -93,15 +94,26 @@ def build_agent(reactor, options):
     resolver = GlimpseResolver(topology, identity)
     factory = GlimpseServerFactory(resolver)
     interface, port = options["dns-interface"], options["dns-port"]
-    internet.UDPServer(port, GlimpseDatagramProtocol(factory), interface=interface,
+    # The fast path answers plain queries from pre-encoded answers and hands
+    # the rest to the factory (twisted.names); counters in factory.stats.
+    dns_udp = FastDatagramProtocol(factory, topology, reactor)
+    internet.UDPServer(port, dns_udp, interface=interface,
                        reactor=reactor).setServiceParent(top)
     internet.TCPServer(port, factory, interface=interface,
                        reactor=reactor).setServiceParent(top)
 
-    applier = Applier(consul, ProviderStore(options["state-dir"]))
-    site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor))
+    applier = Applier(consul, ProviderStore(options["state-dir"]), reactor)
+    # At start and every few seconds: roll back an apply a crash cut short,
+    # and restore the acknowledged states after a Consul agent restart.
+    ReconcileService(applier, reactor).setServiceParent(top)
+    site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor,
+                               provider_token=read_token(options.get("provider-token-file")),
+                               consul=consul, dns_stats=factory.stats,
+                               dns_flush=dns_udp.flush_stats,
+                               lookup_cap=options.get("lookup-cap", 1000)))
     for endpoint in options["http"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
 
     top.topology, top.consul, top.dns_factory = topology, consul, factory
+    top.dns_udp = dns_udp
     return top

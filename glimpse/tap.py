@@ -46,6 +46,9 @@ class Options(usage.Options):
     )
 
     optParameters = [
+        ["config", None, None,
+         "TOML file whose keys are these long options (e.g. dns-port = 8053); "
+         "the command line overrides it."],
         ["consul", None, "http://127.0.0.1:8500",
          "URL of the local Consul agent's HTTP API; https:// verifies its certificate."],
         ["consul-token-file", None, None,
@@ -71,11 +74,33 @@ class Options(usage.Options):
          "Seconds a job's health watch is kept without lookups.", float],
         ["state-dir", None, "/var/lib/glimpse",
          "Directory where providers' acknowledged states are kept."],
+        ["lookup-cap", None, 1000,
+         "Most instances an HTTP lookup with '*' labels returns (then truncated: true).", int],
+        ["provider-token-file", None, None,
+         "File holding the token the provider API requires (Authorization: Bearer); "
+         "without it the provider API serves loopback clients only."],
     ]
 
     def __init__(self):
         super().__init__()
         self["http"] = []
+
+    def parseOptions(self, options=None):
+        """
+        Parse the command line, after the arguments of its ``--config`` file.
+        """
+        from glimpse.config import ConfigError, with_config
+        if options is None:
+            import sys
+            options = sys.argv[1:]
+        names = [name.rstrip("=") for name in self.longOpt]
+        try:
+            options = with_config(options, [n for n in names if n + "=" in self.longOpt],
+                                  [n for n in names if n in self.longOpt], repeatable=["http"],
+                                  types={p[0]: p[4] for p in self.optParameters if len(p) > 4})
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+        super().parseOptions(options)
 
     def opt_http(self, endpoint):
         """
@@ -105,6 +130,14 @@ class Options(usage.Options):
         for name in ("consul-token-file", "consul-ca"):
             if self[name] is not None:
                 _readable(name, self[name])
+        if self["provider-token-file"] is not None:
+            _readable("provider-token-file", self["provider-token-file"])
+            with open(self["provider-token-file"], encoding="utf-8") as f:
+                # An empty token must not quietly turn the check off.
+                if not f.read().strip():
+                    raise usage.UsageError(
+                        f"--provider-token-file={self['provider-token-file']} is empty; "
+                        "put the token in it, e.g. the output of: openssl rand -hex 32")
         if self["consul-ca"] and url.scheme != "https":
             raise usage.UsageError("--consul-ca needs an https:// --consul URL")
         for name in ("dns-interface", "dns-advertise"):
@@ -124,6 +157,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be 0 or more seconds")
         for name in ("max-stale", "idle-timeout"):
             _positive(name)(self[name])
+        _positive("lookup-cap", int)(self["lookup-cap"])
         if not self["http"]:
             self["http"] = ["tcp:8411:interface=127.0.0.1"]
         try:

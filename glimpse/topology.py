@@ -344,6 +344,26 @@ class Topology:
         if job is not None:
             job.last_used = self._clock.seconds()
 
+    def degraded(self):
+        """
+        The zones whose view is not kept current now: their catalog watch or
+        a job's health watch is failing.  Empty (false) when every watch is
+        fine; it holds ``None`` as well when the zone list itself cannot be
+        refreshed (the local agent is out of reach: every zone).  The DNS
+        fast path steps aside for these zones only, so that ``max-stale``
+        is applied to their lookups and a lost zone does not slow the others.
+
+        :return: a frozenset of zone names (and maybe ``None``).
+        """
+        degraded = set()
+        if self._zones_fresh.failing_since is not None:
+            degraded.update([None, *self.zones])
+        for name, zone in self.zones.items():
+            if zone.fresh.failing_since is not None or any(
+                    job.fresh.failing_since is not None for job in zone.jobs.values()):
+                degraded.add(name)
+        return frozenset(degraded)
+
     def expire_idle(self):
         """
         Drop the health watches of jobs unused for ``idle_timeout`` seconds.

@@ -26,6 +26,7 @@ def test_defaults_listen_on_loopback(tmp_path):
     """
     options = parse(state_dir=tmp_path)
     assert {k: options[k] for k in options.keys()} == {
+        "config": None,
         "consul": "http://127.0.0.1:8500",
         "consul-token-file": None,
         "consul-ca": None,
@@ -38,6 +39,8 @@ def test_defaults_listen_on_loopback(tmp_path):
         "max-stale": 300.0,
         "idle-timeout": 600.0,
         "state-dir": str(tmp_path),
+        "lookup-cap": 1000,
+        "provider-token-file": None,
         "http": ["tcp:8411:interface=127.0.0.1"],
     }
 
