@@ -43,7 +43,7 @@ venv: $(VENV)/.installed
 consul:
 	@tools/build-consul.sh
 
-test: deps
+test: deps lint
 	@consul_bin=$$(tools/build-consul.sh) && \
 	  GLIMPSE_CONSUL=$$consul_bin $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -24,6 +24,8 @@ cached keys are stored only after twisted.names decoded the same bytes to
 the same question, so a name with a zero inside a label can only miss.
 """
 
+from time import perf_counter_ns
+
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.names import dns
@@ -32,6 +34,10 @@ from glimpse.address import relative_labels
 from glimpse.answers import ADDRESS, classify
 from glimpse.dns import GlimpseDatagramProtocol
 from glimpse.dns_wire import CLASSIC_UDP_SIZE, UDP_SIZE
+
+#: What the fast path returns for a query it handed to twisted.names: true
+#: (handled) but not C{True} (answered here, and timed here).
+MISSED = "missed"
 
 #: Header counts of a plain query: QDCOUNT=1, and ARCOUNT 0 or 1 (an OPT).
 _PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
@@ -73,6 +79,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._used = set()
         self._max_entries = max_entries
         self._sendto = None
+        self._received = 0
         #: False while the local agent is out of reach: everything goes to
         #: twisted.names.
         self.enabled = True
@@ -112,6 +119,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         Answer a plain query from the cache; hand anything else to
         twisted.names.
         """
+        received = perf_counter_ns()
         entry = self._exact.get(data[12:])
         # The hottest path: the same bytes as a query answered before, with
         # the same counts, QR=0, QUERY, no AA/TC (byte 2 is 0 or 1: RD).
@@ -121,10 +129,15 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             except OSError:
                 pass  # a full socket buffer or a vanished client: UDP drops it
             entry[3] += 1
+            self.stats.observe(perf_counter_ns() - received)
             return
         try:
             if self.enabled and len(data) > 16 and not data[2] & 0xFE:
-                if self._fast(data, address):
+                self._received = received
+                handled = self._fast(data, address)
+                if handled is True:
+                    self.stats.observe(perf_counter_ns() - received)
+                if handled:
                     return
             self.controller.bytesReceived(data, self, address)
         except Exception:
@@ -175,8 +188,10 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         except Exception:
             return False  # the slow path answers FORMERR
         request.fast_key = (key, end)
+        # Timed by the factory when it answers, maybe later (first lookup).
+        request.received_ns = self._received
         self.controller.messageReceived(request, self, address)
-        return True
+        return MISSED
 
     def send_response(self, request, opt, whole, short, address):
         """

@@ -12,7 +12,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+from glimpse._cli_http import (  # noqa: F401 (EXIT_* are the CLI's public codes)
+    EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Unreachable,
+    _code_for, _error, _quote, request, table,
+)
+from glimpse.cli_provide import cmd_provide
 
 DEFAULT_AGENT = "http://127.0.0.1:8411"
 
@@ -26,70 +30,6 @@ exit codes:
 provide --config-dir: 1 when writing the file or reloading Consul failed (the
 previous file stays), 3 when Consul is unreachable, 4 for an invalid state.
 """
-
-
-class Unreachable(Exception):
-    """
-    The agent could not be asked.
-    """
-
-
-def request(method, url, body=None, headers=None, timeout=30.0):
-    """
-    One HTTP request; returns ``(status, decoded JSON or text)``.
-
-    :raises Unreachable: when no answer came.
-    """
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    headers = dict(headers or {}, Accept="application/json")
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise Unreachable(f"cannot reach the Glimpse agent at {url}: "
-                          f"{getattr(e, 'reason', e)}")
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")
-
-
-def table(rows, columns, out):
-    """
-    Print C{rows} (dicts) as an aligned table of C{columns}.
-    """
-    cells = [[str(c).upper() for c in columns]]
-    cells += [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    for r in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
-
-
-def _error(status, body, out):
-    if isinstance(body, dict) and "error" in body:
-        detail = body.get("detail")
-        if not isinstance(detail, str):
-            detail = json.dumps(detail, indent=2)
-        out.write(f"glimpse: {body['error']} (HTTP {status})\n")
-        if detail:
-            out.write(f"  {detail}\n")
-    else:
-        out.write(f"glimpse: HTTP {status}: {body}\n")
-
-
-def _code_for(status):
-    if status < 400:
-        return EXIT_OK
-    return EXIT_NOT_FOUND if status == 404 else EXIT_REFUSED
-
-
-def _quote(text):
-    return urllib.parse.quote(text, safe="*.")
 
 
 def _failing(checks):
@@ -168,71 +108,6 @@ def cmd_status(args, out, err):
         table([dict(v, zone=k) for k, v in sorted(body["zones"].items())],
               ["zone", "serving", "stale_seconds", "problem"], out)
     return EXIT_OK if body["serving"] else EXIT_NOT_FOUND
-
-
-def cmd_provide(args, out, err):
-    try:
-        if args.state == "-":
-            document = json.load(sys.stdin)
-        else:
-            with open(args.state, encoding="utf-8") as f:
-                document = json.load(f)
-    except (OSError, ValueError) as e:
-        err.write(f"glimpse: cannot read the state {args.state}: {e}\n")
-        return EXIT_USAGE
-    if args.config_dir:
-        return _provide_file(args, document, out, err)
-    headers = {}
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as f:
-                headers["Authorization"] = "Bearer " + f.read().strip()
-        except OSError as e:
-            err.write(f"glimpse: cannot read --token-file: {e}\n")
-            return EXIT_USAGE
-    url = f"{args.agent}/v1/providers/{_quote(args.provider)}"
-    if args.dry_run:
-        url += "?dry_run=true"
-    status, body = request("PUT", url, document, headers)
-    if status != 200:
-        _error(status, body, err)
-        return EXIT_REFUSED
-    if args.json:
-        json.dump(body, out, indent=2, sort_keys=True)
-        out.write("\n")
-    else:
-        verb = "would change" if body.get("dry_run") else "applied"
-        out.write(f"{verb}: {len(body['added'])} added, {len(body['changed'])} changed, "
-                  f"{len(body['removed'])} removed, {len(body['unchanged'])} unchanged\n")
-        for kind in ("added", "changed", "removed"):
-            for name in body[kind]:
-                out.write(f"  {kind[0] if kind != 'changed' else '~'} {name}\n")
-    return EXIT_OK
-
-
-def _provide_file(args, document, out, err):
-    from glimpse.fileprovider import FileProviderError, provide_to_config_dir
-    from glimpse.state import InvalidState
-    try:
-        token = None
-        if args.consul_token_file:
-            with open(args.consul_token_file, encoding="utf-8") as f:
-                token = f.read().strip() or None
-        result = provide_to_config_dir(args.provider, document, args.config_dir, args.consul,
-                                       token=token, ca=args.consul_ca)
-    except OSError as e:
-        err.write(f"glimpse: cannot read --consul-token-file: {e}\n")
-        return EXIT_USAGE
-    except InvalidState as e:
-        err.write("glimpse: invalid provider state; nothing was changed\n")
-        for problem in e.to_json():
-            err.write(f"  {problem['path']}: {problem['problem']}\n")
-        return EXIT_REFUSED
-    except FileProviderError as e:
-        err.write(f"glimpse: {e}\n")
-        return e.exit_code
-    out.write(result.message + "\n")
-    return EXIT_OK
 
 
 def _events(response):

@@ -60,10 +60,14 @@ class Response:
 
     :ivar body: the decoded JSON body (or ``None`` for an empty body).
     :ivar index: ``X-Consul-Index`` as an int, or ``None``.
+    :ivar unchanged: a blocking query ended with the index it was sent
+        (its wait ran out): the body is the same as before and was not
+        read (``body`` is ``None``).
     """
 
     body: object
     index: int = None
+    unchanged: bool = False
 
 
 def _error_for(status, endpoint, message):
@@ -101,7 +105,8 @@ class ConsulClient:
             headers["X-Consul-Token"] = [self._token]
         return headers
 
-    def request(self, method, path, params=None, body=None, timeout=None, endpoint=None):
+    def request(self, method, path, params=None, body=None, timeout=None, endpoint=None,
+                unchanged_index=None):
         """
         Send one request and decode its JSON answer.
 
@@ -110,6 +115,8 @@ class ConsulClient:
         :param body: an object sent as JSON.
         :param timeout: seconds for the whole exchange, body included.
         :param endpoint: the name this request is counted and reported under.
+        :param unchanged_index: an answer with this ``X-Consul-Index`` is
+            not decoded and comes back ``unchanged``.
         :return: a Deferred firing with a L{Response} or failing with a
             L{ConsulError}.
         """
@@ -123,12 +130,12 @@ class ConsulClient:
             kwargs["data"] = json.dumps(body).encode("utf-8")
             kwargs["headers"]["Content-Type"] = ["application/json"]
         d = self._http.request(method, url, **kwargs)
-        d.addCallback(self._read, endpoint)
+        d.addCallback(self._read, endpoint, unchanged_index)
         d.addTimeout(timeout or self._timeout, self._clock)
         d.addErrback(self._translate, endpoint)
         return d
 
-    def _read(self, response, endpoint):
+    def _read(self, response, endpoint, unchanged_index=None):
         d = response.content()
 
         def decoded(content):
@@ -136,6 +143,10 @@ class ConsulClient:
                 text = content.decode("utf-8", "replace").strip() or response.phrase.decode()
                 raise _error_for(response.code, endpoint, text)
             index = response.headers.getRawHeaders(b"x-consul-index", [None])[0]
+            if unchanged_index is not None and index and int(index) == unchanged_index:
+                # Decoding a large answer costs the reactor milliseconds;
+                # the same index means the same answer.
+                return Response(body=None, index=unchanged_index, unchanged=True)
             try:
                 body = json.loads(content) if content.strip() else None
             except ValueError:
@@ -174,7 +185,8 @@ class ConsulClient:
                 # Consul adds up to wait/16 of jitter; leave room for it
                 # before deciding the connection is dead.
                 timeout = wait + wait / 16 + self._timeout
-        return self.request("GET", path, params, timeout=timeout, endpoint=endpoint)
+        return self.request("GET", path, params, timeout=timeout, endpoint=endpoint,
+                            unchanged_index=max(1, index) if index is not None else None)
 
     def put(self, path, body=None, params=None, endpoint=None):
         """

@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from glimpse.devconsul import (
     ConsulNotFound, ConsulStartError, find_consul, start_dev_consul, wait_federated,

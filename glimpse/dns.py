@@ -10,6 +10,8 @@ answers, AA on every in-zone answer, SERVFAIL without a traceback when the
 view cannot serve, and truncation that never drops records silently.
 """
 
+from time import perf_counter_ns
+
 from twisted.internet.defer import fail, maybeDeferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -205,6 +207,7 @@ class GlimpseServerFactory(server.DNSServerFactory):
             C{send_response}).
         :param address: the client, or ``None`` over TCP.
         """
+        received = perf_counter_ns()
         request = dns.Message()
         try:
             request.fromStr(data)
@@ -216,6 +219,7 @@ class GlimpseServerFactory(server.DNSServerFactory):
                 self.stats.responses[(0, dns.EFORMAT)] += 1
                 protocol.send_response(None, None, reply, reply, address)
             return
+        request.received_ns = received
         self.messageReceived(request, protocol, address)
 
     def messageReceived(self, message, proto, address=None):
@@ -275,6 +279,9 @@ class GlimpseServerFactory(server.DNSServerFactory):
         qtype = request.queries[0].type if len(request.queries) == 1 else 0
         self.stats.responses[(qtype, rcode)] += 1
         proto.send_response(request, opt, whole, short, address)
+        received = getattr(request, "received_ns", None)
+        if received is not None:
+            self.stats.observe(perf_counter_ns() - received)
 
 
 class GlimpseDatagramProtocol(DatagramProtocol):

@@ -5,6 +5,7 @@ is not a plain query, encoding a response whole and truncated, and the
 server's counters.  Pure: nothing here does I/O.
 """
 
+import bisect
 import collections
 import io
 
@@ -34,6 +35,11 @@ ZONE_TRANSFERS = frozenset((dns.AXFR, dns.IXFR))
 META_TYPES = frozenset(range(128, 255)) - ZONE_TRANSFERS
 
 
+#: Upper bounds (ns) of the DNS latency histogram's buckets: 10 us to 5 s.
+LATENCY_BOUNDS_NS = (10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+                     5_000_000, 25_000_000, 100_000_000, 500_000_000, 5_000_000_000)
+
+
 @attrs.define
 class DNSStats:
     """
@@ -54,6 +60,19 @@ class DNSStats:
     fast_misses: int = 0
     dropped: int = 0
     truncated: int = 0
+    #: Server-side time from a query's arrival to its response being sent,
+    #: in nanoseconds: counts per bucket (``latency_bounds`` upper bounds,
+    #: then one for larger) and their sum.
+    latency_bounds: tuple = LATENCY_BOUNDS_NS
+    latency_counts: list = attrs.Factory(lambda: [0] * (len(LATENCY_BOUNDS_NS) + 1))
+    latency_sum: int = 0
+
+    def observe(self, elapsed_ns):
+        """
+        Count one response's server-side latency.
+        """
+        self.latency_counts[bisect.bisect_left(self.latency_bounds, elapsed_ns)] += 1
+        self.latency_sum += elapsed_ns
 
     def total(self):
         """

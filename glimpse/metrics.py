@@ -9,7 +9,7 @@ Glimpses in one process (tests) do not mix their figures.
 """
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from twisted.names import dns
 
 from glimpse.http._json import JSONResource
@@ -74,6 +74,7 @@ class GlimpseCollector:
                     ("truncated", "UDP responses sent truncated (TC=1)")):
                 yield CounterMetricFamily(f"glimpse_dns_{name}", help_text,
                                           value=getattr(self._dns, name, 0))
+            yield _latency_histogram(self._dns)
         if self._consul is not None:
             for attr, help_text in (("requests", "Requests sent to Consul, by endpoint"),
                                     ("errors", "Consul requests that failed, by endpoint")):
@@ -140,3 +141,18 @@ class MetricsResource(JSONResource):
     def render_GET(self, request):
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self._registry)
+
+
+def _latency_histogram(stats):
+    """
+    The DNS server's latency buckets as a Prometheus histogram (seconds,
+    cumulative buckets).
+    """
+    buckets, total = [], 0
+    for bound, count in zip(stats.latency_bounds + (float("inf"),), stats.latency_counts):
+        total += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound / 1e9), total))
+    return HistogramMetricFamily(
+        "glimpse_dns_response_duration_seconds",
+        "Server-side time from a DNS query's arrival to its response, both paths",
+        buckets=buckets, sum_value=stats.latency_sum / 1e9)

@@ -100,6 +100,10 @@ class Applier:
     def __init__(self, consul, store, clock, ack_timeout=10.0, max_writes=16):
         self._max_writes = max_writes
         self._writes = {}
+        # The registration hashes of each acknowledged state: reconciling
+        # compares against them every few seconds, and computing them for a
+        # large provider costs the reactor tens of milliseconds.
+        self._acknowledged = {}
         self._consul = consul
         self._store = store
         self._clock = clock
@@ -176,8 +180,10 @@ class Applier:
             raise
         if forget:
             self._store.delete(provider)
+            self._acknowledged.pop(provider, None)
         else:
             self._store.save(provider, state)
+            self._acknowledged[provider] = _wanted(desired)
         self._store.clear_pending(provider)
         self._count("acknowledged" if add or change or remove else "unchanged")
         if add or change or remove:
@@ -280,6 +286,12 @@ class Applier:
         """
         return self._lock(provider).run(self._reconcile, provider)
 
+    def _acknowledged_hashes(self, provider):
+        if provider not in self._acknowledged:
+            state = self._store.load(provider) or EMPTY
+            self._acknowledged[provider] = _wanted(registrations(provider, state))
+        return self._acknowledged[provider]
+
     @inlineCallbacks
     def reconcile_all(self):
         """
@@ -302,7 +314,7 @@ class Applier:
                     service["Meta"].get(META_HASH))
         todo = [p for p in sorted(names)
                 if p in pending
-                or held.get(p, {}) != _wanted(registrations(p, self._store.load(p) or EMPTY))]
+                or held.get(p, {}) != self._acknowledged_hashes(p)]
         yield gatherResults([self.reconcile(p) for p in todo], consumeErrors=True).addErrback(
             lambda f: f.value.subFailure)
         return todo

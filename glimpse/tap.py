@@ -7,7 +7,6 @@ import ipaddress
 import os
 from urllib.parse import urlsplit
 
-from twisted.application import internet, service, strports
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 

@@ -242,6 +242,8 @@ class Topology:
 
         def answer(response):
             zone.fresh.ok()
+            if response.unchanged:
+                return
             tree = catalog_tree(response.body)
             if tree != zone.tree:
                 zone.tree = tree
@@ -312,6 +314,8 @@ class Topology:
 
         def answer(response):
             job.fresh.ok()
+            if response.unchanged:
+                return
             instances = instances_from_health(response.body)
             changed = instances != job.instances
             job.instances = instances

@@ -53,7 +53,12 @@ class BlockingWatch:
         caller compares.
     :param on_error: called with each L{ConsulError}.
     :param wait: seconds each blocking query may wait on Consul's side.
-    :param min_interval: least seconds between the starts of two queries.
+    :param min_interval: seconds between the starts of two queries at the
+        sustained rate: a flapping service costs at most one query per
+        interval.
+    :param burst: queries that may start back to back after a quiet
+        spell, so that the next change after a change (one provider apply
+        often moves the index twice) is not held back by the rate limit.
     :param backoff: ``(base, cap)`` seconds for retries after errors.
     :param rand: a ``random.Random`` for jitter (tests pass a seeded one).
     """
@@ -61,7 +66,7 @@ class BlockingWatch:
     log = Logger()
 
     def __init__(self, clock, fetch, on_answer, on_error, wait=60.0,
-                 min_interval=0.1, backoff=(0.25, 5.0), rand=None):
+                 min_interval=0.1, backoff=(0.25, 5.0), rand=None, burst=3):
         self._clock = clock
         self._fetch = fetch
         self._on_answer = on_answer
@@ -76,7 +81,11 @@ class BlockingWatch:
         self._running = False
         self._pending = None
         self._delayed = None
-        self._last_start = None
+        # A token bucket: `burst` tokens, one refilled per min_interval,
+        # one taken by each query.
+        self._burst = burst
+        self._tokens = float(burst)
+        self._refilled = clock.seconds()
 
     @property
     def running(self):
@@ -109,10 +118,15 @@ class BlockingWatch:
         self._delayed = None
         if not self._running:
             return
-        self._last_start = self._clock.seconds()
+        self._refill()
+        self._tokens -= 1
         self.requests += 1
         index = self.index or None
-        d = self._fetch(index, self._wait if index else None)
+        # Spread the waits: watches started together (every job a burst of
+        # lookups touched) would otherwise all end their blocking queries
+        # in the same second, every wait, and stall the reactor together.
+        wait = self._wait * (0.75 + 0.25 * self._rand.random()) if index else None
+        d = self._fetch(index, wait)
         self._pending = d
         d.addCallbacks(self._answered, self._failed, callbackArgs=(index or 0,))
 
@@ -128,8 +142,8 @@ class BlockingWatch:
             self.log.failure("Handling a Consul answer failed; the watch goes on")
         # The rate limit: however fast Consul answers (a flapping service
         # wakes every blocking query), start at most one query per interval.
-        elapsed = self._clock.seconds() - self._last_start
-        self._schedule(max(0.0, self._min_interval - elapsed))
+        self._refill()
+        self._schedule(max(0.0, (1 - self._tokens) * self._min_interval))
 
     def _failed(self, failure):
         self._pending = None
@@ -146,6 +160,15 @@ class BlockingWatch:
         except Exception:
             self.log.failure("Handling a Consul error failed; the watch goes on")
         self._schedule(backoff_delay(self.failures, *self._backoff, self._rand))
+
+    def _refill(self):
+        now = self._clock.seconds()
+        if self._min_interval > 0:
+            gained = (now - self._refilled) / self._min_interval
+            self._tokens = min(float(self._burst), self._tokens + gained)
+        else:
+            self._tokens = float(self._burst)
+        self._refilled = now
 
     def _schedule(self, delay):
         if self._running:

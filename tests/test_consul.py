@@ -268,3 +268,16 @@ def test_request_counting(h):
     h.result(h.client.catalog_services("ams"))
     assert h.client.requests == {"health/service": 2, "catalog/services": 2}
     assert h.fake.count("health/service/") == 2
+
+
+def test_blocking_query_ending_with_the_same_index_is_not_decoded(h):
+    """
+    A blocking query whose wait ran out (same index as sent) comes back
+    marked unchanged without its body being decoded, so a quiet job costs
+    the reactor nothing when its watch wakes.
+    """
+    h.fake.set(WEB, [{"big": "answer"}], index=7)
+    d = h.client.health_service("ams", "shop--prod--web", index=7, wait=30)
+    h.fake.release()
+    result = h.result(d)
+    assert result == Response(body=None, index=7, unchanged=True)

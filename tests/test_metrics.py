@@ -50,7 +50,8 @@ def sample(samples, name, **labels):
 def test_metrics_count_dns_http_consul_and_the_view(glimpse):
     """
     After DNS queries and HTTP lookups, a scrape shows DNS responses by
-    qtype and rcode, fast-path hits, HTTP latency by route, Consul requests
+    qtype and rcode, fast-path hits, the DNS latency histogram (every
+    response, both paths), HTTP latency by route, Consul requests
     by endpoint, the watches, each zone's view age and the subscribers.
     """
     name = f"http.web.prod.shop.ams.{ZONE}"
@@ -61,7 +62,12 @@ def test_metrics_count_dns_http_consul_and_the_view(glimpse):
     samples = scrape(glimpse)
     assert sample(samples, "glimpse_dns_responses_total", qtype="SRV", rcode="NOERROR") >= 3
     assert sample(samples, "glimpse_dns_responses_total", qtype="SRV", rcode="NXDOMAIN") >= 1
-    assert ("glimpse_dns_fast_hits_total", frozenset()) in samples
+    assert sample(samples, "glimpse_dns_fast_hits_total") >= 1
+    # Every response is timed, on whichever path answered it.
+    responses = sum(v for (n, _), v in samples.items() if n == "glimpse_dns_responses_total")
+    assert sample(samples, "glimpse_dns_response_duration_seconds_count") == responses
+    assert sample(samples, "glimpse_dns_response_duration_seconds_bucket", le="+Inf") == responses
+    assert 0 < sample(samples, "glimpse_dns_response_duration_seconds_sum") < responses
     assert sample(samples, "glimpse_http_request_duration_seconds_count", route="lookup",
                   method="GET", code="200") >= 1
     assert sample(samples, "glimpse_consul_requests_total", endpoint="health/service") >= 1

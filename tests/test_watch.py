@@ -88,8 +88,9 @@ def test_next_index(previous, returned, expected):
 def test_first_fetch_then_blocks():
     """
     The first query does not block; each later one blocks on the index of
-    the previous answer, with the configured wait; every answer is
-    reported, equal ones too.
+    the previous answer, with a wait between 3/4 of the configured one and
+    all of it, varied so that watches started together do not all end
+    together; every answer is reported, equal ones too.
     """
     fetch = Fetches()
     clock, watch, answers, _ = make_watch(fetch, wait=30.0, min_interval=0.0)
@@ -98,7 +99,10 @@ def test_first_fetch_then_blocks():
     clock.advance(0)
     fetch.answer(["a"], 10)
     clock.advance(0)
-    assert fetch.calls == [(None, None), (10, 30.0), (10, 30.0)]
+    assert [index for index, _ in fetch.calls] == [None, 10, 10]
+    waits = [wait for _, wait in fetch.calls[1:]]
+    assert fetch.calls[0][1] is None
+    assert all(22.5 <= w <= 30.0 for w in waits) and waits[0] != waits[1]
     assert [a.body for a in answers] == [["a"], ["a"]]
     assert watch.requests == 3
 
@@ -136,7 +140,7 @@ def test_rate_limit_instant_answers():
     C{min_interval}.
     """
     fetch = Fetches(instant=lambda n: Response(body=[n], index=n))
-    clock, watch, answers, _ = make_watch(fetch, min_interval=0.5)
+    clock, watch, answers, _ = make_watch(fetch, min_interval=0.5, burst=1)
     watch.start()
     # Steps of 1/8 s, exact in binary, so no rounding moves a query.
     for _ in range(80):
@@ -146,13 +150,31 @@ def test_rate_limit_instant_answers():
     assert len(answers) == 21
 
 
+def test_rate_limit_allows_a_short_burst():
+    """
+    After a quiet spell a few queries may follow each other at once (so the
+    second index bump of one change is not held back), and then the rate
+    is one per C{min_interval} again.
+    """
+    fetch = Fetches(instant=lambda n: Response(body=[n], index=n))
+    clock, watch, answers, _ = make_watch(fetch, min_interval=0.5, burst=3)
+    watch.start()
+    clock.advance(0)
+    clock.advance(0)
+    assert len(fetch.calls) == 3
+    for _ in range(80):
+        clock.advance(0.125)
+    # The burst of three, then one every half second for ten seconds.
+    assert len(fetch.calls) == 23
+
+
 def test_rate_limit_waits_rest_of_interval():
     """
     An answer that came back after part of the interval waits only for the
     rest of it; one that took longer than the interval is followed at once.
     """
     fetch = Fetches()
-    clock, watch, _, _ = make_watch(fetch, min_interval=1.0)
+    clock, watch, _, _ = make_watch(fetch, min_interval=1.0, burst=1)
     watch.start()
     clock.advance(0.25)
     fetch.answer([], 1)
@@ -198,13 +220,14 @@ def test_backoff_in_loop():
     watch.start()
     fetch.answer([], 7)
     clock.advance(0)
+    expected.random()  # the blocking query after the answer drew its wait
     for failures in range(1, 6):
         fetch.error(ConsulUnavailable("health/service", "connection refused"))
         delay = backoff_delay(failures, 1.0, 4.0, expected)
         assert 1.0 <= delay <= 5.0
         clock.advance(delay - 0.001)
         assert len(fetch.pending) == 0
-        clock.advance(0.001)
+        clock.advance(0.002)  # past the delay, whatever the float rounding
         assert len(fetch.pending) == 1
         assert fetch.calls[-1] == (None, None)
     assert watch.failures == 5
@@ -279,7 +302,7 @@ def test_on_answer_exception_keeps_loop():
         fetch.answer([], 3)
     assert any("the watch goes on" in e.get("log_format", "") for e in events)
     clock.advance(0)
-    assert fetch.calls[-1] == (3, 60.0)
+    assert fetch.calls[-1][0] == 3 and 45.0 <= fetch.calls[-1][1] <= 60.0
     assert watch.running
 
 

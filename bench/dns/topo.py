@@ -78,7 +78,7 @@ def bind_zone():
     """
     head = [f"$ORIGIN {ZONE}.", f"$TTL {TTL}",
             f"@ IN SOA ns.{ZONE}. hostmaster.{ZONE}. 1 60 30 3600 {TTL}",
-            f"@ IN NS ns.{ZONE}.", f"ns IN A 127.0.0.1"]
+            f"@ IN NS ns.{ZONE}.", "ns IN A 127.0.0.1"]
     return "\n".join(head + records()) + "\n"
 
 

@@ -1,0 +1,75 @@
+"""
+What every ``glimpse`` subcommand shares: the exit codes, one blocking HTTP
+request to the agent, error messages and tables.
+"""
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+
+class Unreachable(Exception):
+    """
+    The agent could not be asked.
+    """
+
+
+def request(method, url, body=None, headers=None, timeout=30.0):
+    """
+    One HTTP request; returns ``(status, decoded JSON or text)``.
+
+    :raises Unreachable: when no answer came.
+    """
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    headers = dict(headers or {}, Accept="application/json")
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise Unreachable(f"cannot reach the Glimpse agent at {url}: "
+                          f"{getattr(e, 'reason', e)}")
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def table(rows, columns, out):
+    """
+    Print C{rows} (dicts) as an aligned table of C{columns}.
+    """
+    cells = [[str(c).upper() for c in columns]]
+    cells += [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+
+
+def _error(status, body, out):
+    if isinstance(body, dict) and "error" in body:
+        detail = body.get("detail")
+        if not isinstance(detail, str):
+            detail = json.dumps(detail, indent=2)
+        out.write(f"glimpse: {body['error']} (HTTP {status})\n")
+        if detail:
+            out.write(f"  {detail}\n")
+    else:
+        out.write(f"glimpse: HTTP {status}: {body}\n")
+
+
+def _code_for(status):
+    if status < 400:
+        return EXIT_OK
+    return EXIT_NOT_FOUND if status == 404 else EXIT_REFUSED
+
+
+def _quote(text):
+    return urllib.parse.quote(text, safe="*.")
