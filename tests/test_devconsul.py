@@ -233,5 +233,10 @@ def test_main_runs_zones_until_sigterm(consul_binary, tmp_path):
         assert not any(answers_http(url) for url in urls)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # SIGTERM first: a SIGKILL would leave its agents running.
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
