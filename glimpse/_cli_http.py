@@ -73,3 +73,26 @@ def _code_for(status):
 
 def _quote(text):
     return urllib.parse.quote(text, safe="*.")
+
+
+def fetch(method, url, err, body=None, headers=None, failed=None):
+    """
+    One request whose good answer is a 200; any other answer is printed to
+    C{err}.
+
+    :param failed: the exit code for an error answer (default: by status).
+    :return: ``(decoded body, EXIT_OK)``, or ``(None, exit code)``.
+    """
+    status, answer = request(method, url, body, headers)
+    if status != 200:
+        _error(status, answer, err)
+        return None, _code_for(status) if failed is None else failed
+    return answer, EXIT_OK
+
+
+def print_json(body, out):
+    """
+    Print a body for scripts (``--json``).
+    """
+    json.dump(body, out, indent=2, sort_keys=True)
+    out.write("\n")

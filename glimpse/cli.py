@@ -14,7 +14,7 @@ import urllib.request
 
 from glimpse._cli_http import (  # noqa: F401 (EXIT_* are the CLI's public codes)
     EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Unreachable,
-    _code_for, _error, _quote, request, table,
+    _code_for, _error, _quote, fetch, print_json, request, table,
 )
 from glimpse.cli_provide import cmd_provide
 
@@ -41,13 +41,11 @@ def cmd_lookup(args, out, err):
     url = f"{args.agent}/v1/lookup/{_quote(args.address)}"
     if args.healthy:
         url += "?healthy=true"
-    status, body = request("GET", url)
-    if status != 200:
-        _error(status, body, err)
-        return _code_for(status)
+    body, code = fetch("GET", url, err)
+    if body is None:
+        return code
     if args.json:
-        json.dump(body, out, indent=2, sort_keys=True)
-        out.write("\n")
+        print_json(body, out)
     else:
         rows = [dict(i, failing=_failing(i["checks"])) for i in body["instances"]]
         table(rows, ["instance", "service", "node", "ip", "port", "status", "healthy",
@@ -59,14 +57,12 @@ def cmd_lookup(args, out, err):
 
 def cmd_topology(args, out, err):
     path = "/".join(p for p in args.path.replace(".", "/").split("/") if p) if args.path else ""
-    status, body = request("GET", f"{args.agent}/v1/topology" + (f"/{urllib.parse.quote(path)}" if path
-                                                                     else ""))
-    if status != 200:
-        _error(status, body, err)
-        return _code_for(status)
+    suffix = f"/{urllib.parse.quote(path)}" if path else ""
+    body, code = fetch("GET", f"{args.agent}/v1/topology{suffix}", err)
+    if body is None:
+        return code
     if args.json:
-        json.dump(body, out, indent=2, sort_keys=True)
-        out.write("\n")
+        print_json(body, out)
     elif body["level"] == "instance":
         rows = [dict(c, ports=",".join(f"{k}:{v}" for k, v in sorted(c["ports"].items())))
                 for c in body["children"]]
@@ -78,13 +74,11 @@ def cmd_topology(args, out, err):
 
 
 def cmd_explain(args, out, err):
-    status, body = request("GET", f"{args.agent}/v1/explain/{_quote(args.address)}")
-    if status != 200:
-        _error(status, body, err)
-        return _code_for(status)
+    body, code = fetch("GET", f"{args.agent}/v1/explain/{_quote(args.address)}", err)
+    if body is None:
+        return code
     if args.json:
-        json.dump(body, out, indent=2, sort_keys=True)
-        out.write("\n")
+        print_json(body, out)
     else:
         if body.get("view_problem"):
             out.write(f"view: {body['view_problem']}\n")
@@ -99,8 +93,7 @@ def cmd_status(args, out, err):
         _error(status, body, err)
         return EXIT_REFUSED
     if args.json:
-        json.dump(body, out, indent=2, sort_keys=True)
-        out.write("\n")
+        print_json(body, out)
     else:
         out.write(f"serving: {'yes' if body['serving'] else 'no'}   version: "
                   f"{body['version']}   local zone: {body.get('local_zone')}   "

@@ -7,7 +7,7 @@ directory.
 import json
 import sys
 
-from glimpse._cli_http import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, _error, _quote, request
+from glimpse._cli_http import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, _quote, fetch, print_json
 
 
 def cmd_provide(args, out, err):
@@ -33,13 +33,11 @@ def cmd_provide(args, out, err):
     url = f"{args.agent}/v1/providers/{_quote(args.provider)}"
     if args.dry_run:
         url += "?dry_run=true"
-    status, body = request("PUT", url, document, headers)
-    if status != 200:
-        _error(status, body, err)
-        return EXIT_REFUSED
+    body, code = fetch("PUT", url, err, document, headers, failed=EXIT_REFUSED)
+    if body is None:
+        return code
     if args.json:
-        json.dump(body, out, indent=2, sort_keys=True)
-        out.write("\n")
+        print_json(body, out)
     else:
         verb = "would change" if body.get("dry_run") else "applied"
         out.write(f"{verb}: {len(body['added'])} added, {len(body['changed'])} changed, "
