@@ -103,6 +103,20 @@ def split_opt(message):
         return None, dns.EFORMAT  # its options do not decode
 
 
+def well_formed_name(name):
+    """
+    Whether a decoded name can be encoded again: labels of 1 to 63 bytes, at
+    most 253 bytes in all (RFC 1035 2.3.4).  twisted.names decodes labels of
+    up to 191 bytes (length bytes 0x40-0xBF, which RFC 1035 reserves) but
+    cannot encode them.
+
+    :param name: the name as L{dns.Name} holds it (``bytes``, no final dot).
+    """
+    if name == b"":
+        return True
+    return len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split(b"."))
+
+
 def request_problem(message, opt):
     """
     The rcode a request gets without looking anything up, or ``None`` when
@@ -112,6 +126,10 @@ def request_problem(message, opt):
     :param message: the decoded request, OPT already split off.
     :param opt: its OPT record or ``None``.
     """
+    if any(not well_formed_name(q.name.name) for q in message.queries):
+        # First: every other answer echoes the question, which could not be
+        # encoded again.
+        return dns.EFORMAT
     if opt is not None and opt.version > 0:
         return BADVERS
     if message.opCode != dns.OP_QUERY:

@@ -268,3 +268,37 @@ class UnreachableAgent:
         """
         self.attempts += 1
         return fail(ConnectionRefusedError("fake Consul is down"))
+
+
+def mutate_packet(rng, data):
+    """
+    One random mutation of a DNS packet, for fuzzing: flipped bits, a cut,
+    inserted bytes, a bad header byte, a compression pointer, random section
+    counts, or fresh random bytes.  Shared by the suite's fuzz test and
+    ``bench/fuzz``.
+
+    :param rng: a ``random.Random`` (seeded, so a failure can be replayed).
+    :param data: a valid packet (``bytes``).
+    :return: the mutated packet (``bytes``).
+    """
+    data = bytearray(data)
+    kind = rng.randrange(7)
+    if kind == 0 and data:
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif kind == 1 and data:
+        del data[rng.randrange(len(data)):]
+    elif kind == 2:
+        at = rng.randrange(len(data) + 1)
+        data[at:at] = rng.randbytes(rng.randint(1, 16))
+    elif kind == 3 and len(data) > 2:
+        data[rng.randrange(2, min(12, len(data)))] = rng.choice(
+            (0x00, 0x01, 0x80, 0xFF, 0x28, 0x78, 0x30))
+    elif kind == 4 and len(data) > 12:
+        at = rng.randrange(12, len(data))
+        data[at:at + 2] = bytes((0xC0 | rng.randrange(64), rng.randrange(256)))
+    elif kind == 5 and len(data) >= 12:
+        data[4:12] = rng.randbytes(8)
+    else:
+        data = bytearray(rng.randbytes(rng.randrange(600)))
+    return bytes(data)

@@ -154,6 +154,21 @@ def test_malformed_queries_get_formerr(udp):
     assert ask(udp, WEB).rCode == dns.OK
 
 
+@pytest.mark.parametrize("opcode, rd", [(dns.OP_QUERY, 0), (dns.OP_NOTIFY, 1)])
+def test_label_longer_than_63_bytes_gets_formerr(udp, opcode, rd):
+    """
+    A question whose label is 64-191 bytes long (a length byte RFC 1035
+    reserves, which twisted.names decodes but cannot encode again) gets a
+    FORMERR without the question, whatever else the query asks; the server
+    answers the next query.
+    """
+    header = struct.pack("!HBBHHHH", 77, (opcode << 3) | rd, 0, 1, 0, 0, 0)
+    question = bytes([0x50]) + b"a" * 0x50 + b"\x00" + struct.pack("!HH", dns.A, dns.IN)
+    r = decode(udp(header + question))
+    assert (r.id, r.rCode, r.queries) == (77, dns.EFORMAT, [])
+    assert ask(udp, WEB).rCode == dns.OK
+
+
 def test_edns_opt_is_echoed_with_glimpses_size(udp):
     """
     A query with an OPT record gets one back advertising Glimpse's UDP

@@ -21,6 +21,7 @@ from twisted.names import dns  # noqa: E402
 
 from glimpse.devconsul import find_consul, start_dev_consul  # noqa: E402
 from glimpse.devglimpse import start_glimpse  # noqa: E402
+from glimpse.testing import mutate_packet  # noqa: E402
 
 ZONE = "glimpse.test"
 NAME = f"http.web.prod.shop.ams.{ZONE}"
@@ -39,32 +40,6 @@ def query(name, qtype, edns=None, id=1):
 
 SEEDS = [query(n, t, e) for n in (NAME, ZONE, f"0a000001.addr.ams.{ZONE}", "example.com")
          for t in (dns.SRV, dns.A, dns.ALL_RECORDS, dns.AXFR) for e in (None, 1232)]
-
-
-def mutate(rng, data):
-    """
-    One random mutation of a valid query, or random bytes.
-    """
-    data = bytearray(data)
-    kind = rng.randrange(7)
-    if kind == 0:
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    elif kind == 1:
-        del data[rng.randrange(len(data)):]
-    elif kind == 2:
-        at = rng.randrange(len(data))
-        data[at:at] = rng.randbytes(rng.randint(1, 16))
-    elif kind == 3:
-        data[rng.randrange(2, 12)] = rng.choice((0x00, 0x01, 0x80, 0xFF, 0x28, 0x78, 0x30))
-    elif kind == 4:
-        at = rng.randrange(12, len(data))
-        data[at:at + 2] = bytes((0xC0 | rng.randrange(64), rng.randrange(256)))
-    elif kind == 5:
-        data[4:12] = rng.randbytes(8)
-    else:
-        data = bytearray(rng.randbytes(rng.randrange(1, 600)))
-    return bytes(data)
 
 
 def probe(server, attempts=10):
@@ -114,7 +89,7 @@ def main():
                 while sent < args.packets:
                     for _ in range(args.every):
                         try:
-                            flood.send(mutate(rng, rng.choice(SEEDS)))
+                            flood.send(mutate_packet(rng, rng.choice(SEEDS)))
                         except OSError:
                             pass  # ECONNREFUSED from an earlier packet: it is counted below
                         sent += 1
