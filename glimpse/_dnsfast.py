@@ -80,6 +80,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._max_entries = max_entries
         self._sendto = None
         self._received = 0
+        self._dead = (frozenset(), frozenset())
         #: False while the local agent is out of reach: everything goes to
         #: twisted.names.
         self.enabled = True
@@ -206,7 +207,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     def _store(self, key, end, request, whole, short):
         qend = end + 5
         rcode = whole[3] & 0x0F
-        if rcode not in (dns.OK, dns.ENAME) or len(short) < qend:
+        if rcode not in (dns.OK, dns.ENAME, dns.ESERVER) or len(short) < qend:
             return
         # Only when the response's question is byte for byte the query's
         # (apart from case): then copying the query's question is exact.
@@ -214,7 +215,11 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 or whole[end:qend] != key[end - 12: qend - 12]):
             return
         zone = self._zone(request)
-        if zone in self._degraded:
+        # A lost zone's answers are kept too: its stale ones until max-stale,
+        # then its SERVFAILs, so that its queries cost the other zones no
+        # more than a healthy zone's; tick() drops them as its state moves.
+        # Any other SERVFAIL (a first fetch that timed out) is not kept.
+        if rcode == dns.ESERVER and zone not in self._degraded:
             return
         if len(self._cache) >= self._max_entries:
             self._cache.clear()
@@ -262,10 +267,31 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 if entry[5] is not None:
                     self._used.add(entry[5])
 
+    def _prune(self, degraded, recovered):
+        # Called every tick while a zone is degraded: it walks the cached
+        # answers (a stall with many of them) only when a zone or job has
+        # crossed max-stale, or recovered, since the last walk.
+        topology = self._topology
+        dead_zones = frozenset(z for z in degraded if z in topology.zones
+                               and topology.zone_problem(z) is not None)
+        dead_jobs = frozenset((z, name) for z in degraded if z in topology.zones
+                              for name in topology.zones[z].jobs
+                              if topology.job_problem(z, name) is not None)
+        if not recovered and (dead_zones, dead_jobs) == self._dead:
+            return
+        self._dead = (dead_zones, dead_jobs)
+        args = (recovered, dead_zones, dead_jobs)
+        self._cache = {key: entry for key, entry in self._cache.items()
+                       if _keep(entry[7], entry[6], entry[5][1], *args)}
+        self._exact = {key: entry for key, entry in self._exact.items()
+                       if _keep(entry[6], entry[5], entry[4][1], *args)}
+
     def tick(self):
         """
-        Keep the jobs of recent hits watched, and step aside while any watch
-        is failing (the slow path then applies ``max-stale``).
+        Keep the jobs of recent hits watched; step aside entirely while the
+        local agent is out of reach; and drop the answers of a lost zone (or
+        job) once it is past ``max-stale`` (so ``max-stale`` holds to within
+        a tick), and all of a zone's answers when it recovers.
         """
         self.flush_stats()
         used, self._used = self._used, set()
@@ -282,12 +308,20 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             return
         self.enabled = True
         degraded = frozenset(degraded or ())
-        if degraded - self._degraded:
-            self._cache = {key: entry for key, entry in self._cache.items()
-                           if entry[7] not in degraded}
-            self._exact = {key: entry for key, entry in self._exact.items()
-                           if entry[6] not in degraded}
+        recovered = self._degraded - degraded
+        if degraded or recovered:
+            self._prune(degraded, recovered)
         self._degraded = degraded
+
+
+def _keep(zone, job, rcode, recovered, dead_zones, dead_jobs):
+    # A recovered zone's answers may be SERVFAILs: all go.  A lost zone's
+    # (or job's) SERVFAILs stay only while it is past max-stale, and its
+    # stale answers only until then.
+    if zone in recovered:
+        return False
+    dead = zone in dead_zones or (job is not None and job in dead_jobs)
+    return dead if rcode == dns.ESERVER else not dead
 
 
 def _heads(response):

@@ -259,6 +259,18 @@ class Topology:
 
     # Lookups
 
+    def job_problem(self, zone_name, service_name):
+        """
+        Why a watched job's view cannot serve now (older than max-stale, or
+        never loaded), or ``None`` (also for a job that is not watched).
+        """
+        zone = self.zones.get(zone_name)
+        job = zone.jobs.get(service_name) if zone is not None else None
+        if job is None:
+            return None
+        return job.fresh.problem(self._clock.seconds(), self.max_stale,
+                                 f"{service_name} in {zone_name}")
+
     def zone_problem(self, zone_name):
         """
         Why lookups in a zone cannot be served now, or ``None``.
@@ -354,8 +366,8 @@ class Topology:
         a job's health watch is failing.  Empty (false) when every watch is
         fine; it holds ``None`` as well when the zone list itself cannot be
         refreshed (the local agent is out of reach: every zone).  The DNS
-        fast path steps aside for these zones only, so that ``max-stale``
-        is applied to their lookups and a lost zone does not slow the others.
+        fast path checks these zones' (and their jobs') ``max-stale`` every
+        second, so a lost zone is answered as cheaply as the others.
 
         :return: a frozenset of zone names (and maybe ``None``).
         """
