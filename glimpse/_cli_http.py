@@ -96,3 +96,33 @@ def print_json(body, out):
     """
     json.dump(body, out, indent=2, sort_keys=True)
     out.write("\n")
+
+
+def sse_events(lines, comments=None):
+    """
+    The Server-Sent Events of a stream: ``(event, id, data)`` for each, the
+    data decoded as JSON.
+
+    :param lines: the stream's lines (``bytes``), e.g. an HTTP response.
+    :param comments: a list to append comment lines (heartbeats) to, or
+        ``None`` to skip them.
+    """
+    kind, event_id, data = "message", None, []
+    for raw in lines:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield kind, event_id, json.loads("\n".join(data))
+            kind, data = "message", []
+        elif line.startswith(":"):
+            if comments is not None:
+                comments.append(line)
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                kind = value
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)

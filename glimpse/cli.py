@@ -14,7 +14,7 @@ import urllib.request
 
 from glimpse._cli_http import (  # noqa: F401 (EXIT_* are the CLI's public codes)
     EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Unreachable,
-    _code_for, _error, _quote, fetch, print_json, request, table,
+    _code_for, _error, _quote, fetch, print_json, request, sse_events, table,
 )
 from glimpse.cli_provide import cmd_provide
 
@@ -103,30 +103,6 @@ def cmd_status(args, out, err):
     return EXIT_OK if body["serving"] else EXIT_NOT_FOUND
 
 
-def _events(response):
-    """
-    The Server-Sent Events of a response: ``(event, id, data)``.
-    """
-    kind, event_id, data = "message", None, []
-    for raw in response:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield kind, event_id, json.loads("\n".join(data))
-            kind, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                kind = value
-            elif name == "id":
-                event_id = value
-            elif name == "data":
-                data.append(value)
-
-
 def _describe(kind, data):
     if kind == "snapshot":
         lines = [f"snapshot: {len(data['instances'])} instance(s)"]
@@ -158,7 +134,7 @@ def cmd_watch(args, out, err):
         raise Unreachable(f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}")
     seen = 0
     with response:
-        for kind, event_id, data in _events(response):
+        for kind, event_id, data in sse_events(response):
             if args.json:
                 out.write(json.dumps({"event": kind, "id": event_id, "data": data},
                                      sort_keys=True) + "\n")

@@ -4,12 +4,12 @@ straight on the agent (as a provider's would be), and a blocking
 Server-Sent Events reader.
 """
 
-import json
 import socket
 import threading
 import urllib.parse
 import urllib.request
 
+from glimpse._cli_http import sse_events
 from glimpse.devglimpse import http_json
 
 
@@ -82,25 +82,9 @@ class EventReader:
         self._thread.start()
 
     def _read(self):
-        kind, event_id, data = "message", None, []
         try:
-            for raw in self._response:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if not line:
-                    if data:
-                        self.events.append((kind, event_id, json.loads("\n".join(data))))
-                    kind, data = "message", []
-                elif line.startswith(":"):
-                    self.comments.append(line)
-                else:
-                    name, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if name == "event":
-                        kind = value
-                    elif name == "id":
-                        event_id = value
-                    elif name == "data":
-                        data.append(value)
+            for event in sse_events(self._response, self.comments):
+                self.events.append(event)
         except Exception:
             # Hanging up (close) ends the read with whatever http.client
             # raises then; the events read so far are what counts.
