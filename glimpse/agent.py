@@ -12,6 +12,7 @@ from treq.client import HTTPClient
 from glimpse.answers import ZoneIdentity
 from glimpse.consul import ConsulClient
 from glimpse._dnsfast import FastDatagramProtocol
+from glimpse._dnsport import FastUDPServer
 from glimpse.dns import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.root import make_root
 from glimpse.providers import Applier, ReconcileService
@@ -96,9 +97,10 @@ def build_agent(reactor, options):
     interface, port = options["dns-interface"], options["dns-port"]
     # The fast path answers plain queries from pre-encoded answers and hands
     # the rest to the factory (twisted.names); counters in factory.stats.
+    # Its port hands it the read loop (Twisted's costs more per datagram
+    # than a pre-encoded answer does).
     dns_udp = FastDatagramProtocol(factory, topology, reactor)
-    internet.UDPServer(port, dns_udp, interface=interface,
-                       reactor=reactor).setServiceParent(top)
+    FastUDPServer(port, dns_udp, interface, reactor).setServiceParent(top)
     internet.TCPServer(port, factory, interface=interface,
                        reactor=reactor).setServiceParent(top)
 

@@ -67,12 +67,13 @@ class DNSStats:
     latency_counts: list = attrs.Factory(lambda: [0] * (len(LATENCY_BOUNDS_NS) + 1))
     latency_sum: int = 0
 
-    def observe(self, elapsed_ns):
+    def observe(self, elapsed_ns, count=1):
         """
-        Count one response's server-side latency.
+        Count C{count} responses' server-side latency (answers sent together
+        in one batch share theirs).
         """
-        self.latency_counts[bisect.bisect_left(self.latency_bounds, elapsed_ns)] += 1
-        self.latency_sum += elapsed_ns
+        self.latency_counts[bisect.bisect_left(self.latency_bounds, elapsed_ns)] += count
+        self.latency_sum += elapsed_ns * count
 
     def total(self):
         """

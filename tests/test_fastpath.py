@@ -8,7 +8,10 @@ import itertools
 import pytest
 from twisted.names import dns
 
-from dns_stub import decode, demo_view, exchange, instance, query_bytes, servers
+from glimpse import _mmsg
+
+from dns_stub import (
+    SocketPair, decode, demo_view, exchange, exchange_socket, instance, query_bytes, servers)
 
 WEB = b"http.web.prod.shop.ams.glimpse.test"
 NAMES = [
@@ -51,6 +54,26 @@ def test_fast_path_answers_byte_for_byte_like_twisted_names(count):
     fast.flush_stats()
     assert factory.stats.fast_hits > 1000
     assert fast.cache_size() > 100
+
+
+def test_batched_reads_answer_byte_for_byte_like_twisted_names():
+    """
+    Read from a real socket (in batches, with recvmmsg/sendmmsg on Linux),
+    every query of the corpus gets the same bytes as from twisted.names, on
+    the first ask and when answered again from its pre-encoded bytes.
+    """
+    view = demo_view(40)
+    _, slow, slow_wire, _ = servers(view)
+    with SocketPair() as pair:
+        factory, fast, _, _ = servers(view, fast=True, transport=pair)
+        for data in corpus():
+            expected = exchange(slow, slow_wire, data)
+            for _ in range(2):
+                assert exchange_socket(fast, pair, data, wait=expected is not None) == expected
+        fast.flush_stats()
+        # Batched wherever the system has recvmmsg (Linux, as in CI).
+        assert (fast._batch is not None) == _mmsg.available
+    assert factory.stats.fast_hits > 1000
 
 
 def test_a_differently_cased_query_hits_and_echoes_its_case():
