@@ -11,6 +11,9 @@ DEBS := unbound bind9-dnsutils dnsperf wrk
 # `make run ZONES=2` runs the two-zone demo.
 ZONES ?= 1
 PYTEST_ARGS ?=
+# Run a Python script with GLIMPSE_CONSUL set to the cached (or just built)
+# Consul: the tests, the demo and every benchmark.
+WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bin $(PY)
 
 .PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz lint clean
 
@@ -44,12 +47,10 @@ consul:
 	@tools/build-consul.sh
 
 test: deps lint
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) -m pytest $(PYTEST_ARGS)
+	@$(WITH_CONSUL) -m pytest $(PYTEST_ARGS)
 
 run: deps
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) -m glimpse.demo --zones $(ZONES)
+	@$(WITH_CONSUL) -m glimpse.demo --zones $(ZONES)
 
 lint: venv
 	$(PY) -m pyflakes glimpse tests bench
@@ -59,31 +60,26 @@ clean:
 
 # Zone isolation: ams lookup p99 before and during an outage of fra.
 bench-zones: deps
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/zones/bench_zones.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) bench/zones/bench_zones.py $(BENCH_ARGS)
 
 # Provider acknowledgement: 50 instances x 3 ports, and a 1-instance change,
 # p50/p99 against the same registrations sent straight to Consul.
 bench-providers: deps
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/providers/bench_providers.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) bench/providers/bench_providers.py $(BENCH_ARGS)
 
 # DNS: Glimpse against unbound, stock twisted.names and Consul's DNS with
 # dnsperf (qps, latency, CPU/query, Consul requests per 1,000 queries),
 # change -> DNS visibility, RSS with 100,000 instances.
 bench-dns: deps
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/dns/run.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) bench/dns/run.py $(BENCH_ARGS)
 
 # 1,000,000 malformed packets at a running Glimpse: 0 crashes, normal
 # queries answered throughout.
 bench-fuzz: deps
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/fuzz/run.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) bench/fuzz/run.py $(BENCH_ARGS)
 
 # HTTP: GET /v1/lookup on Glimpse vs Consul's /v1/health/service vs a trivial
 # twisted.web resource (wrk); 1,000 SSE subscribers: Consul change -> last
 # subscriber's event p50/p99, and the Consul requests made.
 bench-http: deps
-	@consul_bin=$$(tools/build-consul.sh) && \
-	  GLIMPSE_CONSUL=$$consul_bin $(PY) bench/http/run.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) bench/http/run.py $(BENCH_ARGS)
