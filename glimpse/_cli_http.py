@@ -19,14 +19,17 @@ class Unreachable(Exception):
 
 def request(method, url, body=None, headers=None, timeout=30.0):
     """
-    One HTTP request; returns ``(status, decoded JSON or text)``.
+    One HTTP request; returns ``(status, decoded JSON or text)`` whatever
+    the status (``None`` for an empty body).  C{body} is sent as JSON;
+    C{headers} given override the JSON ``Accept`` and ``Content-Type``.
 
     :raises Unreachable: when no answer came.
     """
     data = None if body is None else json.dumps(body).encode("utf-8")
-    headers = dict(headers or {}, Accept="application/json")
+    headers = dict(headers or {})
+    headers.setdefault("Accept", "application/json")
     if data is not None:
-        headers["Content-Type"] = "application/json"
+        headers.setdefault("Content-Type", "application/json")
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
@@ -36,6 +39,8 @@ def request(method, url, body=None, headers=None, timeout=30.0):
     except (urllib.error.URLError, OSError) as e:
         raise Unreachable(f"cannot reach the Glimpse agent at {url}: "
                           f"{getattr(e, 'reason', e)}")
+    if not raw:
+        return status, None
     try:
         return status, json.loads(raw)
     except ValueError:

@@ -3,19 +3,17 @@ Run ``twistd -n glimpse`` as a child process, for ``make run``, the
 integration tests and the benchmarks.  Stdlib only.
 """
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import attrs
 
+from glimpse._cli_http import Unreachable, request
 from glimpse.devconsul import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,20 +27,13 @@ class GlimpseStartError(Exception):
 
 def http_json(method, url, body=None, timeout=10.0, headers=None):
     """
-    One HTTP request with a JSON body; returns ``(status, decoded body)``
-    whatever the status.
+    The CLI's request (L{glimpse._cli_http.request}), raising C{OSError}
+    when the agent cannot be reached, as the wait loops here expect.
     """
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, raw.decode("utf-8", "replace")
+        return request(method, url, body, headers=headers, timeout=timeout)
+    except Unreachable as e:
+        raise OSError(str(e)) from e
 
 
 @attrs.define
