@@ -63,11 +63,13 @@ class Response:
     :ivar unchanged: a blocking query ended with the index it was sent
         (its wait ran out): the body is the same as before and was not
         read (``body`` is ``None``).
+    :ivar content: the raw body (``None`` when C{unchanged}).
     """
 
     body: object
     index: int = None
     unchanged: bool = False
+    content: bytes = attrs.field(default=None, repr=False, eq=False)
 
 
 def _error_for(status, endpoint, message):
@@ -98,6 +100,8 @@ class ConsulClient:
         self.requests = {}
         #: Requests that failed (error status or no answer), by endpoint.
         self.errors = {}
+        #: The last agent/services answer per filter: ``(content, body)``.
+        self._services = {}
 
     def _headers(self):
         headers = {"Accept": ["application/json"]}
@@ -106,7 +110,7 @@ class ConsulClient:
         return headers
 
     def request(self, method, path, params=None, body=None, timeout=None, endpoint=None,
-                unchanged_index=None):
+                unchanged_index=None, reuse=None):
         """
         Send one request and decode its JSON answer.
 
@@ -117,6 +121,9 @@ class ConsulClient:
         :param endpoint: the name this request is counted and reported under.
         :param unchanged_index: an answer with this ``X-Consul-Index`` is
             not decoded and comes back ``unchanged``.
+        :param reuse: ``(content, body)`` of an earlier answer: an answer
+            with the same raw content is not decoded again, and comes back
+            with that C{body}.
         :return: a Deferred firing with a L{Response} or failing with a
             L{ConsulError}.
         """
@@ -130,12 +137,12 @@ class ConsulClient:
             kwargs["data"] = json.dumps(body).encode("utf-8")
             kwargs["headers"]["Content-Type"] = ["application/json"]
         d = self._http.request(method, url, **kwargs)
-        d.addCallback(self._read, endpoint, unchanged_index)
+        d.addCallback(self._read, endpoint, unchanged_index, reuse)
         d.addTimeout(timeout or self._timeout, self._clock)
         d.addErrback(self._translate, endpoint)
         return d
 
-    def _read(self, response, endpoint, unchanged_index=None):
+    def _read(self, response, endpoint, unchanged_index=None, reuse=None):
         d = response.content()
 
         def decoded(content):
@@ -147,11 +154,14 @@ class ConsulClient:
                 # Decoding a large answer costs the reactor milliseconds;
                 # the same index means the same answer.
                 return Response(body=None, index=unchanged_index, unchanged=True)
-            try:
-                body = json.loads(content) if content.strip() else None
-            except ValueError:
-                raise ConsulError(endpoint, "the answer was not JSON", response.code)
-            return Response(body=body, index=int(index) if index else None)
+            if reuse is not None and content == reuse[0]:
+                body = reuse[1]
+            else:
+                try:
+                    body = json.loads(content) if content.strip() else None
+                except ValueError:
+                    raise ConsulError(endpoint, "the answer was not JSON", response.code)
+            return Response(body=body, index=int(index) if index else None, content=content)
 
         return d.addCallback(decoded)
 
@@ -233,10 +243,20 @@ class ConsulClient:
     def agent_services(self, filter_expr=None):
         """
         The services registered on the local agent, ``{id: service}``.
+
+        An answer byte for byte the same as the last one for the same
+        filter (every reconcile round, usually) is not decoded again: the
+        same decoded services come back, so callers must not change them.
+        Decoding thousands of registrations would stall the reactor for
+        milliseconds (a DNS latency spike) every round.
         """
-        return self.get(
-            "agent/services", {"filter": filter_expr}, endpoint="agent/services"
-        ).addCallback(lambda r: r.body or {})
+        def keep(response):
+            self._services[filter_expr] = (response.content, response.body or {})
+            return response.body or {}
+
+        return self.request(
+            "GET", "agent/services", {"filter": filter_expr}, endpoint="agent/services",
+            reuse=self._services.get(filter_expr)).addCallback(keep)
 
     def register(self, definition):
         """

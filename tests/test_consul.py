@@ -106,6 +106,23 @@ def test_endpoints(h):
     assert h.fake.requests[-1].args == {"filter": 'Meta["glimpse-provider"] == "p"'}
 
 
+def test_an_unchanged_agent_services_answer_is_not_decoded_again(h):
+    """
+    The reconcile round asks for the agent's services every few seconds:
+    an answer byte for byte the same as the last is not decoded again (the
+    same services object comes back; decoding thousands would stall the
+    DNS), while a changed one is, and filters are kept apart.
+    """
+    h.fake.set("agent/services", {"x": {"ID": "x"}})
+    first = h.result(h.client.agent_services("f"))
+    again = h.result(h.client.agent_services("f"))
+    assert again is first
+    other = h.result(h.client.agent_services("g"))
+    assert other == first and other is not first
+    h.fake.set("agent/services", {"x": {"ID": "x"}, "y": {"ID": "y"}})
+    assert h.result(h.client.agent_services("f")) == {"x": {"ID": "x"}, "y": {"ID": "y"}}
+
+
 def test_service_name_quoted(h):
     """
     A service name is one path segment, whatever characters it holds.
