@@ -9,6 +9,7 @@ port 53 can be bound before twistd drops privileges.
 
 from twisted.application import service
 from twisted.internet import udp
+from twisted.logger import Logger
 
 #: Datagrams read per readiness event before the reactor gets its turn:
 #: about a millisecond of queries.
@@ -21,11 +22,17 @@ class FastUDPPort(udp.Port):
     protocol's C{read_datagrams(socket, max_size, budget)}.
     """
 
+    _log = Logger()
+
     def doRead(self):
         """
-        Let the protocol drain up to L{READ_BUDGET} datagrams.
+        Let the protocol drain up to L{READ_BUDGET} datagrams.  Nothing it
+        raises may reach the reactor, which would stop the port.
         """
-        self.protocol.read_datagrams(self.socket, self.maxPacketSize, READ_BUDGET)
+        try:
+            self.protocol.read_datagrams(self.socket, self.maxPacketSize, READ_BUDGET)
+        except Exception:
+            self._log.failure("Reading DNS datagrams failed")
 
 
 class FastUDPServer(service.Service):

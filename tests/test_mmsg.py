@@ -9,6 +9,7 @@ import socket
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
 
 from glimpse import _mmsg
 from glimpse._dnsport import FastUDPServer
@@ -133,7 +134,8 @@ def test_the_dns_port_hands_its_socket_to_the_protocol():
     """
     The DNS server's UDP port binds at privileged start (before twistd drops
     privileges), and each time it is readable its protocol reads the socket
-    itself; stopping closes it.
+    itself; a failing read is logged and does not stop the port; stopping
+    closes it.
     """
     class Reader:
         def __init__(self):
@@ -159,6 +161,13 @@ def test_the_dns_port_hands_its_socket_to_the_protocol():
     _wait_readable(port.socket)
     port.doRead()
     assert reader.reads == [b"query"]
+    # A read that fails is logged, and the port keeps listening.
+    errors = []
+    port._log = Logger(observer=errors.append)
+    reader.read_datagrams = lambda *args: 1 / 0
+    port.doRead()
+    assert [e["log_failure"].type for e in errors] == [ZeroDivisionError]
+    assert port in reactor.readers
     service.stopService()
     reactor.advance(0)
     assert service.port is None and port not in reactor.readers
