@@ -34,14 +34,18 @@ debs:
 	  fi; \
 	fi
 
-$(VENV)/.installed: setup.cfg pyproject.toml requirements-test.txt
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-test.txt
+
+$(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
+# Every time: whatever requirements-test.txt names and the venv lacks (about
+# a second when nothing is missing), so an older .venv is brought up to date.
 venv: $(VENV)/.installed
+	@$(PY) -m pip install -q -r requirements-test.txt
 
 consul:
 	@tools/build-consul.sh
