@@ -85,7 +85,8 @@ def build_agent(reactor, options):
     consul = ConsulClient(http_client(reactor, options["consul-ca"]), options["consul"],
                           reactor, token=read_token(options["consul-token-file"]))
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
-                        idle_timeout=options["idle-timeout"])
+                        idle_timeout=options["idle-timeout"],
+                        zones_interval=options.get("zones-interval", 30.0))
     TopologyService(topology).setServiceParent(top)
 
     identity = ZoneIdentity(

@@ -71,6 +71,10 @@ class Options(usage.Options):
          "after that, SERVFAIL and HTTP 503.", float],
         ["idle-timeout", None, 600.0,
          "Seconds a job's health watch is kept without lookups.", float],
+        ["zones-interval", None, 30.0,
+         "Seconds between refreshes of the zone list (Consul's datacenters): a new "
+         "zone is answered after at most one, a zone that left Consul dropped after two.",
+         float],
         ["state-dir", None, "/var/lib/glimpse",
          "Directory where providers' acknowledged states are kept."],
         ["lookup-cap", None, 1000,
@@ -154,7 +158,7 @@ class Options(usage.Options):
         for name in ("dns-ttl", "negative-ttl"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must be 0 or more seconds")
-        for name in ("max-stale", "idle-timeout"):
+        for name in ("max-stale", "idle-timeout", "zones-interval"):
             _positive(name)(self[name])
         _positive("lookup-cap", int)(self["lookup-cap"])
         if not self["http"]:

@@ -155,6 +155,9 @@ class Topology:
         self._sweeper = LoopingCall(self.expire_idle)
         self._sweeper.clock = clock
         self._reachable = None
+        #: Zones missing from the last zone list (dropped if still missing
+        #: from the next).
+        self._unlisted = set()
 
     # Lifecycle
 
@@ -214,6 +217,7 @@ class Topology:
             for name in names:
                 if name not in self.zones:
                     self._add_zone(name)
+            self._drop_gone_zones(set(names))
 
         def failed(failure):
             if not failure.check(ConsulError):
@@ -230,6 +234,25 @@ class Topology:
     def _retry_zones(self):
         if not self._zones_fresh.loaded and self._zones_loop.running:
             self._refresh_zones()
+
+    def _drop_gone_zones(self, listed):
+        # A zone Consul no longer lists (its servers left the WAN pool, or
+        # were reaped) is dropped after two refreshes in a row without it:
+        # its watches stop and its names become unknown (NXDOMAIN, 404).
+        # A zone that is down but has not left stays listed, and is kept.
+        for name in list(self.zones):
+            if name in listed or name == self.local_zone:
+                self._unlisted.discard(name)
+            elif name not in self._unlisted:
+                self._unlisted.add(name)
+            else:
+                self._unlisted.discard(name)
+                zone = self.zones.pop(name)
+                zone.watch.stop()
+                for job in zone.jobs.values():
+                    job.watch.stop()
+                self.log.info("Zone {zone} left Consul: dropped", zone=name)
+                self._changed(name, None)
 
     def _new_watch(self, fetch, on_answer, on_error):
         return BlockingWatch(self._clock, fetch, on_answer, on_error,

@@ -38,6 +38,7 @@ def test_defaults_listen_on_loopback(tmp_path):
         "negative-ttl": 5,
         "max-stale": 300.0,
         "idle-timeout": 600.0,
+        "zones-interval": 30.0,
         "state-dir": str(tmp_path),
         "lookup-cap": 1000,
         "provider-token-file": None,

@@ -123,6 +123,37 @@ def test_zones_learned(h):
     assert h.changes == [("ams", None)]
 
 
+def test_a_zone_that_leaves_consul_is_dropped():
+    """
+    A new zone is watched at the next refresh of the zone list; one that
+    Consul stops listing (its servers left) is kept through one refresh and
+    dropped at the second: its names become unknown, listeners hear of it,
+    and nothing more is asked about it.  The local zone is never dropped.
+    """
+    h = Harness(zones_interval=5.0)
+    h.advance(1)
+    h.fake.set("catalog/datacenters", ["ams", "fra"])
+    h.advance(5)
+    assert set(h.topology.zones) == {"ams", "fra"}
+    h.fake.set("catalog/datacenters", ["fra"])
+    h.advance(5)
+    assert set(h.topology.zones) == {"ams", "fra"}
+    h.fake.set("catalog/datacenters", ["ams"])
+    h.advance(5)
+    assert set(h.topology.zones) == {"ams", "fra"}
+    h.advance(5)
+    assert set(h.topology.zones) == {"ams"}
+    assert h.changes[-1] == ("fra", None)
+    with pytest.raises(KeyError):
+        h.topology.zone_problem("fra")
+    asked = len([r for r in h.fake.requests if r.args.get("dc") == "fra"])
+    assert asked > 0
+    h.advance(130)
+    assert len([r for r in h.fake.requests if r.args.get("dc") == "fra"]) == asked
+    assert h.topology.zone_problem("ams") is None
+    h.topology.stop()
+
+
 def test_first_lookup_waits_then_cached(h):
     """
     The first lookup of a job waits for one fetch from Consul; after that,

@@ -20,8 +20,8 @@ from twisted.web.resource import Resource
 from glimpse._dnsfast import FastDatagramProtocol
 from glimpse.answers import ZoneIdentity
 from glimpse.consul import ConsulClient
-from glimpse.devconsul import ConsulStartError
-from glimpse.devglimpse import start_glimpse
+from glimpse.devconsul import ConsulStartError, start_dev_consul
+from glimpse.devglimpse import http_json, start_glimpse
 from glimpse.dns import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.zones import ZonesResource
 from glimpse.testing import FakeConsul
@@ -387,3 +387,31 @@ def test_a_lost_zone_leaves_the_others_on_the_fast_path():
     assert fast_hits(lambda: ask_zone("fra")) == ([dns.OK] * 3, 3)
     topology.stop()
     proto.stopProtocol()
+
+
+def test_a_zone_that_leaves_consul_becomes_unknown(consul_binary, tmp_path_factory):
+    """
+    When a zone's servers leave the WAN pool (``consul leave``), the other
+    zones' Glimpse stops answering for it within two zone-list refreshes:
+    its apex goes from NOERROR to NXDOMAIN, and ``/v1/zones`` no longer
+    lists it.  (A zone that is merely down stays, served stale then
+    SERVFAIL: see above.)
+    """
+    workdir = str(tmp_path_factory.mktemp("leaving"))
+    with (start_dev_consul(consul_binary, "ams", workdir=workdir) as ams,
+          start_dev_consul(consul_binary, "lis", join_wan=ams, workdir=workdir) as lis):
+        glimpse = start_glimpse(ams.url, ZONE, ["--zones-interval=0.5"],
+                                workdir=str(tmp_path_factory.mktemp("g-leaving")))
+        try:
+            def zones():
+                return {z["zone"] for z in glimpse.get("/v1/zones")[1]["zones"]}
+
+            wait_until(lambda: zones() == {"ams", "lis"}, what="lis listed")
+            assert ask(glimpse.dns, f"lis.{ZONE}", dns.SOA).rCode == dns.OK
+            status, _ = http_json("PUT", f"{lis.url}/v1/agent/leave", timeout=60)
+            assert status == 200
+            wait_until(lambda: zones() == {"ams"}, what="lis dropped")
+            assert ask(glimpse.dns, f"lis.{ZONE}", dns.SOA).rCode == dns.ENAME
+            assert ask(glimpse.dns, f"ams.{ZONE}", dns.SOA).rCode == dns.OK
+        finally:
+            glimpse.stop()
