@@ -10,7 +10,10 @@ latency (from dnsperf's per-query lines), server CPU µs per query (from
 /proc/<pid>/stat over the run) and each as a ratio to unbound; then the
 Consul requests per 1,000 Glimpse queries (from Consul's own metrics), the
 provider change -> DNS visibility over 200 changes, and the RSS of a view
-of 100,000 instances.  ``--duration`` sets seconds per run.
+of 100,000 instances.  ``--duration`` sets seconds per run; each
+saturating run is repeated (``--repeat``) and its medians printed, with the
+spread of CPU per query, since one run on a shared 2-core machine can be
+off by 15%.
 """
 
 import argparse
@@ -117,6 +120,20 @@ def dnsperf(port, path, duration, pid, rate=None):
     }
 
 
+def medians(runs):
+    """
+    One result of several runs of the same measurement: the median of each
+    figure, the counts summed, and the CPU per query of every run.
+    """
+    def median(key):
+        return sorted(r[key] for r in runs)[len(runs) // 2]
+
+    return {"qps": median("qps"), "mean_ms": median("mean_ms"), "cpu_us": median("cpu_us"),
+            "cpu_runs": sorted(r["cpu_us"] for r in runs),
+            "completed": sum(r["completed"] for r in runs),
+            "lost": sum(r["lost"] for r in runs), "codes": runs[-1]["codes"]}
+
+
 def consul_requests(agent):
     """
     ``(view, all)``: finished catalog/health requests, and all HTTP API
@@ -197,7 +214,9 @@ def change_visibility(glimpse, changes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per dnsperf run")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per dnsperf run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="saturating runs per server and workload (medians printed)")
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--latency-rate", type=int, default=2000,
                         help="offered qps of the p99 latency runs")
@@ -224,8 +243,9 @@ def main():
                 port, pid = servers[server]
                 kind = "consul" if server == "consul" else "glimpse"
                 before, started = consul_requests(agent), time.monotonic()
-                results[(server, qtype, count)] = r = dnsperf(
-                    port, files[(kind, qtype, count)], args.duration, pid)
+                results[(server, qtype, count)] = r = medians(
+                    [dnsperf(port, files[(kind, qtype, count)], args.duration, pid)
+                     for _ in range(args.repeat)])
                 r["p99_ms"] = dnsperf(port, files[(kind, qtype, count)], 2, pid,
                                       rate=args.latency_rate)["p99_ms"]
                 if server == "glimpse":
@@ -260,8 +280,8 @@ def report(results):
     """
     Print the dnsperf figures, each with its ratio to unbound.
     """
-    print("qps, mean latency and CPU: saturating runs (dnsperf -c 4 -q 100); p99: runs at "
-          "a fixed offered load (--latency-rate)")
+    print("qps, mean latency and CPU: medians of saturating runs (dnsperf -c 4 -q 100); p99: "
+          "runs at a fixed offered load (--latency-rate)")
     print(f"{'workload':<14}{'server':<9}{'qps':>9}{'x unb':>7}{'mean ms':>9}{'x unb':>7}"
           f"{'p99 ms':>8}{'x unb':>7}{'CPU us/q':>10}{'x unb':>7}  rcodes")
     for qtype, count in WORKLOADS:
@@ -274,6 +294,10 @@ def report(results):
                   f"{r['p99_ms']:>8.3f}{r['p99_ms'] / base['p99_ms']:>7.2f}"
                   f"{r['cpu_us']:>10.2f}{r['cpu_us'] / base['cpu_us']:>7.2f}  "
                   f"{r['codes']}" + (f" lost {r['lost']}" if r["lost"] else ""))
+    for qtype, count in WORKLOADS:
+        print(f"CPU us/query of every run, {qtype} x{count}: " + "; ".join(
+            f"{server} " + " ".join(f"{c:.2f}" for c in results[(server, qtype, count)]["cpu_runs"])
+            for server in ("glimpse", "unbound")))
     for qtype, count in WORKLOADS:
         g = results[("glimpse", qtype, count)]
         print(f"Glimpse {qtype} x{count}: {g['qps'] / results[('twisted', qtype, count)]['qps']:.1f}"
