@@ -5,7 +5,8 @@ HTTP API, each given the one reactor.
 
 from twisted.application import internet, service, strports
 from twisted.internet.ssl import Certificate
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import (
+    Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory)
 from twisted.web.server import Site
 from treq.client import HTTPClient
 
@@ -47,12 +48,22 @@ class TopologyService(service.Service):
         self.topology.stop()
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    # Twisted logs "Starting factory" / "Stopping factory" for every new
+    # connection: with hundreds of blocking queries, a line a second.
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietClientFactory
+
+
 def http_client(reactor, consul_ca=None):
     """
-    A treq client for Consul: persistent connections, and TLS verified
-    against the system's trust store or C{consul_ca}.
+    A treq client for Consul: persistent connections (not logged one by
+    one), and TLS verified against the system's trust store or C{consul_ca}.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = _QuietPool(reactor, persistent=True)
     # Blocking queries each hold a connection; let them all stay open.
     pool.maxPersistentPerHost = 64
     pool.retryAutomatically = False
