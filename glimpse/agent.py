@@ -16,6 +16,7 @@ from glimpse._dnsfast import FastDatagramProtocol
 from glimpse._dnsport import FastUDPServer
 from glimpse.dns import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.root import make_root
+from glimpse.metrics import LagProbe
 from glimpse.providers import Applier, ReconcileService
 from glimpse.store import ProviderStore
 from glimpse.topology import Topology
@@ -120,11 +121,13 @@ def build_agent(reactor, options):
     # At start and every few seconds: roll back an apply a crash cut short,
     # and restore the acknowledged states after a Consul agent restart.
     ReconcileService(applier, reactor).setServiceParent(top)
+    lag = LagProbe(reactor)
+    lag.setServiceParent(top)
     site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor,
                                provider_token=read_token(options.get("provider-token-file")),
                                consul=consul, dns_stats=factory.stats,
                                dns_flush=dns_udp.flush_stats,
-                               lookup_cap=options.get("lookup-cap", 1000)))
+                               lookup_cap=options.get("lookup-cap", 1000), lag=lag))
     for endpoint in options["http"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
 

@@ -8,8 +8,11 @@ collector on a L{CollectorRegistry} made here: no global registry, so two
 Glimpses in one process (tests) do not mix their figures.
 """
 
+import bisect
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from twisted.application import service
 from twisted.names import dns
 
 from glimpse.http._json import JSONResource
@@ -41,10 +44,12 @@ class GlimpseCollector:
     :param applier: the L{glimpse.providers.Applier}, or ``None``.
     :param dns_flush: a callable bringing C{dns_stats} up to date, or
         ``None``.
+    :param lag: a L{LagProbe}, or ``None``.
     """
 
     def __init__(self, topology, clock, consul=None, dns_stats=None, hub=None, applier=None,
-                 dns_flush=None):
+                 dns_flush=None, lag=None):
+        self._lag = lag
         self._dns_flush = dns_flush
         self._topology = topology
         self._clock = clock
@@ -103,6 +108,11 @@ class GlimpseCollector:
             yield GaugeMetricFamily("glimpse_subjects",
                                     "Distinct answers followed by streams and long-polls",
                                     value=len(self._hub.subjects))
+        if self._lag is not None:
+            yield _histogram("glimpse_reactor_lag_seconds",
+                             "How much later than due the reactor ran a timer due every 0.1 s "
+                             "(an event-loop stall delays every answer as much)",
+                             self._lag.bounds, self._lag.counts, self._lag.total)
         applies = getattr(self._applier, "applies", None)
         if applies is not None:
             family = CounterMetricFamily("glimpse_provider_applies",
@@ -111,6 +121,57 @@ class GlimpseCollector:
             for outcome, count in sorted(applies.items()):
                 family.add_metric([outcome], count)
             yield family
+
+
+class LagProbe(service.Service):
+    """
+    How late the reactor runs a timer: one is due every C{interval}
+    seconds, and how much later than due it ran is counted.  A stall of the
+    event loop (a large answer decoded in one go, a slow listener) delays
+    every DNS and HTTP answer by as much, so this is where it shows.
+
+    :param clock: ``IReactorTime``.
+    :param interval: seconds between probes.
+    :ivar counts: probes per bucket (``bounds`` in seconds, then larger).
+    :ivar total: the lags added up, seconds.
+    """
+
+    bounds = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+    def __init__(self, clock, interval=0.1):
+        self._clock = clock
+        self._interval = interval
+        self._call = None
+        self._due = None
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def startService(self):
+        """
+        Start probing.
+        """
+        super().startService()
+        self._schedule(self._clock.seconds())
+
+    def stopService(self):
+        """
+        Stop probing.
+        """
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self, now):
+        self._due = now + self._interval
+        self._call = self._clock.callLater(self._interval, self._probe)
+
+    def _probe(self):
+        now = self._clock.seconds()
+        lag = max(0.0, now - self._due)
+        self.counts[bisect.bisect_left(self.bounds, lag)] += 1
+        self.total += lag
+        self._schedule(now)
 
 
 def make_registry(collector):
@@ -145,14 +206,20 @@ class MetricsResource(JSONResource):
 
 def _latency_histogram(stats):
     """
-    The DNS server's latency buckets as a Prometheus histogram (seconds,
-    cumulative buckets).
+    The DNS server's latency buckets as a Prometheus histogram (seconds).
     """
-    buckets, total = [], 0
-    for bound, count in zip(stats.latency_bounds + (float("inf"),), stats.latency_counts):
-        total += count
-        buckets.append(("+Inf" if bound == float("inf") else repr(bound / 1e9), total))
-    return HistogramMetricFamily(
+    return _histogram(
         "glimpse_dns_response_duration_seconds",
         "Server-side time from a DNS query's arrival to its response, both paths",
-        buckets=buckets, sum_value=stats.latency_sum / 1e9)
+        tuple(bound / 1e9 for bound in stats.latency_bounds), stats.latency_counts,
+        stats.latency_sum / 1e9)
+
+
+def _histogram(name, help_text, bounds, counts, total):
+    # Plain per-bucket counts (the last one above every bound) as a
+    # Prometheus histogram: cumulative buckets, in seconds.
+    buckets, running = [], 0
+    for bound, count in zip(bounds + (float("inf"),), counts):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=total)

@@ -103,7 +103,8 @@ METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 
 def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=None,
-              dns_stats=None, dns_flush=None, lookup_cap=1000, stream_buffer=1 << 20, heartbeat=5.0):
+              dns_stats=None, dns_flush=None, lookup_cap=1000, stream_buffer=1 << 20, heartbeat=5.0,
+              lag=None):
     """
     Build the whole tree.
 
@@ -116,6 +117,7 @@ def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=No
     :param lookup_cap: most instances a wildcard lookup returns.
     :param stream_buffer: bytes an event stream holds for a slow client.
     :param heartbeat: seconds between event streams' heartbeat comments.
+    :param lag: a L{glimpse.metrics.LagProbe}, for metrics.
     :return: the root resource; its ``hub`` and ``registry`` are kept for
         tests and benchmarks.
     """
@@ -125,7 +127,7 @@ def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=No
     hub = Hub(topology, clock, heartbeat=heartbeat)
     registry, latency = make_registry(GlimpseCollector(
         topology, clock, consul=consul, dns_stats=dns_stats, hub=hub, applier=applier,
-        dns_flush=dns_flush))
+        dns_flush=dns_flush, lag=lag))
     ctx = Context(topology, hub, checks, dns_zone, cap=lookup_cap, stream_buffer=stream_buffer)
     root = Root(clock, latency)
     root.hub, root.registry = hub, registry
