@@ -25,6 +25,8 @@ from time import perf_counter_ns
 
 #: Room for any socket address Glimpse listens with (sockaddr_in6 is 28).
 _NAME_SIZE = 32
+#: Neither call may ever block the reactor, whatever the socket's mode.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 
 
 class _IOVec(ctypes.Structure):
@@ -126,7 +128,7 @@ class BatchSocket:
         in_slots, out_slots = self._in_slots, self._out_slots
         in_hdrs, out_hdrs = ctypes.addressof(self._in_hdrs), ctypes.addressof(self._out_hdrs)
         while budget > 0:
-            count = self._recv(self._fd, in_hdrs, min(batch, budget), 0, None)
+            count = self._recv(self._fd, in_hdrs, min(batch, budget), _DONTWAIT, None)
             if count <= 0:
                 return timings  # EAGAIN: drained; any other error shows again on the next read
             received = perf_counter_ns()
@@ -160,7 +162,7 @@ class BatchSocket:
         # and the rest are sent.
         done = 0
         while done < count:
-            n = self._send(self._fd, hdrs + done * 64, count - done, 0)
+            n = self._send(self._fd, hdrs + done * 64, count - done, _DONTWAIT)
             if n < 0 and ctypes.get_errno() == errno.EINTR:
                 continue
             done += n if n > 0 else 1

@@ -6,6 +6,7 @@ the sender's address, and nothing a client sends is read past its slot.
 
 import select
 import socket
+import threading
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
@@ -65,6 +66,26 @@ def test_each_sender_gets_its_own_answers_and_the_rest_go_to_the_slow_path(serve
     assert all(elapsed > 0 for elapsed, _ in timings)
     a.close()
     b.close()
+
+
+def test_a_blocking_socket_never_blocks_the_read():
+    """
+    Even on a socket left in blocking mode, a read returns with what is
+    there (two datagrams of a batch of 64) instead of waiting for more.
+    """
+    server, client = _socket(), _socket()
+    server.setblocking(True)
+    client.sendto(b"one", server.getsockname())
+    client.sendto(b"two", server.getsockname())
+    _wait_readable(server)
+    seen = []
+    reader = threading.Thread(target=_mmsg.BatchSocket(server).serve, daemon=True,
+                              args=(seen.append, lambda *_: None, 100))
+    reader.start()
+    reader.join(5)  # a read that waits for a full batch would still be waiting
+    assert not reader.is_alive() and seen == [b"one", b"two"]
+    server.close()
+    client.close()
 
 
 def test_ipv6_senders_are_answered_and_addressed():
