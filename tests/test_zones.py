@@ -408,7 +408,9 @@ def test_a_zone_that_leaves_consul_becomes_unknown(consul_binary, tmp_path_facto
                 return {z["zone"] for z in body["zones"]} if status == 200 else set()
 
             wait_until(lambda: zones() == {"ams", "lis"}, what="lis listed")
-            assert ask(glimpse.dns, f"lis.{ZONE}", dns.SOA).rCode == dns.OK
+            # Listed first, served once its catalog is loaded.
+            wait_until(lambda: ask(glimpse.dns, f"lis.{ZONE}", dns.SOA).rCode == dns.OK,
+                       what="lis served")
             status, _ = http_json("PUT", f"{lis.url}/v1/agent/leave", timeout=60)
             assert status == 200
             wait_until(lambda: zones() == {"ams"}, what="lis dropped")
