@@ -78,6 +78,10 @@ def test_put_state_answers_srv_and_a_over_udp_and_tcp(glimpse):
     name = f"http.web.prod.shop.ams.{ZONE}"
     expected = {(f"7f000101.addr.ams.{ZONE}", 8080), (f"7f000102.addr.ams.{ZONE}", 8081)}
     wait_until(lambda: srv_targets(srv(glimpse, name)) == expected, what="both SRV answers")
+    # The job's health answer may show one port's registrations before the
+    # other's: wait for both ports before checking every answer.
+    wait_until(lambda: a_addresses(ask(glimpse.dns, f"admin.web.prod.shop.ams.{ZONE}", dns.A))
+               == {"127.0.1.1", "127.0.1.2"}, what="both A answers on admin")
     for tcp in (False, True):
         response = srv(glimpse, name.upper(), tcp=tcp)
         assert response.rCode == dns.OK and response.auth and not response.recAv
