@@ -1,6 +1,6 @@
 """
-Helpers for the integration tests: blocking DNS queries and waiting on
-conditions with a deadline.
+Helpers for the tests: blocking DNS queries, waiting on conditions with a
+deadline, and the result of a Deferred that has fired.
 """
 
 import socket
@@ -8,6 +8,18 @@ import struct
 import time
 
 from twisted.names import dns
+
+
+def result_of(d):
+    """
+    What a Deferred fired with (it must have fired), raising its failure.
+    """
+    out = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
 
 
 def wait_until(condition, timeout=15.0, interval=0.05, what="the condition"):

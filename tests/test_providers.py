@@ -24,6 +24,7 @@ from glimpse.providers import Applier, NotAcknowledged, ReconcileService
 from glimpse.state import NoSuchCheck, registrations, validate_state
 from glimpse.store import ProviderStore
 from glimpse.tap import Options
+from support import result_of
 
 
 def state(*names, ttl=False):
@@ -117,18 +118,6 @@ def applier(consul, tmp_path):
     clock = Clock()
     consul.clock = clock
     return Applier(consul, ProviderStore(str(tmp_path)), clock, ack_timeout=5)
-
-
-def result_of(d):
-    """
-    What a Deferred fired with (it must have fired), raising its failure.
-    """
-    out = []
-    d.addBoth(out.append)
-    assert out, "the Deferred has not fired"
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
 
 
 def test_same_provider_applies_in_arrival_order(applier, consul):

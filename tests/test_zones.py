@@ -26,7 +26,7 @@ from glimpse.dns import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.zones import ZonesResource
 from glimpse.testing import FakeConsul
 from glimpse.topology import Topology
-from support import a_addresses, ask, make_query, srv_targets, wait_until
+from support import a_addresses, ask, make_query, result_of, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 MAX_STALE = 4
@@ -205,19 +205,10 @@ class ZonesHarness:
     def get(self, path=""):
         d = self.api.get(f"http://glimpse/{path}")
         self.api.flush()
-        response = self.successResultOf(d)
+        response = result_of(d)
         d = treq.json_content(response)
         self.api.flush()
-        return response.code, self.successResultOf(d)
-
-    @staticmethod
-    def successResultOf(d):
-        results = []
-        d.addBoth(results.append)
-        assert results, "no result"
-        if hasattr(results[0], "raiseException"):
-            results[0].raiseException()
-        return results[0]
+        return response.code, result_of(d)
 
 
 def test_zones_shows_age_and_reachability():
@@ -274,9 +265,9 @@ def test_no_zones_yet_is_a_503_with_the_reason():
     api = StubTreq(ZonesResource(topology, clock))
     d = api.get("http://glimpse/")
     api.flush()
-    response = ZonesHarness.successResultOf(d)
+    response = result_of(d)
     assert response.code == 503
-    body = ZonesHarness.successResultOf(treq.json_content(response))
+    body = result_of(treq.json_content(response))
     assert body["error"] == "no zones known yet" and "agent down" in body["detail"]
     topology.stop()
 
