@@ -143,7 +143,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if self._batch is None and _mmsg.available and isinstance(sock, socket.socket):
             self._batch = _mmsg.BatchSocket(sock, max_size)
         if self._batch is not None:
-            for elapsed, count in self._batch.serve(self._hit, self._other, budget):
+            for elapsed, count in self._batch.serve(self._hit, self.datagramReceived, budget):
                 self.stats.observe(elapsed, count)
             return
         recvfrom, sendto, clock, hit = sock.recvfrom, sock.sendto, perf_counter_ns, self._hit
@@ -173,9 +173,6 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             entry[1] += 1
             return data[:2] + entry[0][data[2]]
         return None
-
-    def _other(self, data, address):
-        self._datagram(data, address, perf_counter_ns())
 
     def datagramReceived(self, data, address):
         """

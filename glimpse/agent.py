@@ -98,7 +98,7 @@ def build_agent(reactor, options):
                           reactor, token=read_token(options["consul-token-file"]))
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
                         idle_timeout=options["idle-timeout"],
-                        zones_interval=options.get("zones-interval", 30.0))
+                        zones_interval=options["zones-interval"])
     TopologyService(topology).setServiceParent(top)
 
     identity = ZoneIdentity(
