@@ -76,8 +76,9 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._cache = {}
         #: The same answers under the exact bytes after the flags (counts,
         #: question and OPT as sent): one slice and one lookup answer a
-        #: repeated query.  ``[rests, hits, stat_key, job, zone, tc]``: rests
-        #: are the response after its ID, with RD clear and with RD set.
+        #: repeated query.  ``[tails, hits, stat_key, job, zone, tc]``: tails
+        #: are the response after its ID, with RD clear and with RD set, as
+        #: L{glimpse._mmsg.tail}s.
         self._exact = {}
         self._used = set()
         self._max_entries = max_entries
@@ -143,7 +144,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if self._batch is None and _mmsg.available and isinstance(sock, socket.socket):
             self._batch = _mmsg.BatchSocket(sock, max_size)
         if self._batch is not None:
-            for elapsed, count in self._batch.serve(self._hit, self.datagramReceived, budget):
+            for elapsed, count in self._batch.serve(self._exact, self.datagramReceived, budget):
                 self.stats.observe(elapsed, count)
             return
         recvfrom, sendto, clock, hit = sock.recvfrom, sock.sendto, perf_counter_ns, self._hit
@@ -171,7 +172,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         entry = self._exact.get(data[4:])
         if entry is not None and data[2] < 2:
             entry[1] += 1
-            return data[:2] + entry[0][data[2]]
+            return data[:2] + entry[0][data[2]][0]
         return None
 
     def datagramReceived(self, data, address):
@@ -230,8 +231,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         # again (through datagramReceived, not the read loop).
         seen = self._exact.get(exact)
         hits = 1 + (seen[1] if seen is not None else 0)
-        self._exact[exact] = [(heads[0] + body, heads[1] + body), hits, stat_key, job, zone,
-                              truncated]
+        self._exact[exact] = [(_mmsg.tail(heads[0] + body), _mmsg.tail(heads[1] + body)), hits,
+                              stat_key, job, zone, truncated]
         try:
             self._sendto(data[:2] + heads[data[2] & 1] + body, address)
         except OSError:

@@ -3,14 +3,18 @@ Datagrams in batches on Linux: ``recvmmsg(2)`` reads up to a batch of
 datagrams in one system call and ``sendmmsg(2)`` sends the answers in one
 more, where Python's socket module makes two calls per datagram, parses an
 address tuple for every ``sendto`` and formats one for every ``recvfrom``.
-Each answer goes back to the address it came from without that address
-ever becoming a Python object.
 
-All memory the kernel reads or writes is allocated once here, in fixed
-slots, and every length handed to the kernel is bounded by its slot, so
-nothing a client sends can make the kernel write past a buffer: a datagram
-longer than a slot is truncated by the kernel, as ``recvfrom`` with the
-same size would, and an answer longer than a slot is left to the caller.
+An answer is never assembled in Python: the kernel gathers it from two
+pieces, the query's own first two bytes (its ID, where the query was read)
+and a pre-encoded L{Tail} (the rest of the answer, where it already is in
+memory), and sends it to the address the query came from, as read; so an
+answered datagram costs one bytes object (its lookup key) and a few stores.
+
+All memory the kernel writes is allocated once here, in fixed slots, and
+every length handed to it is bounded by its slot, so nothing a client sends
+can make the kernel write past a buffer: a datagram longer than a slot is
+truncated by the kernel, as ``recvfrom`` with the same size would.  What the
+kernel reads for an answer is held alive until it is sent.
 
 Where ``recvmmsg`` is missing (not Linux, or a libc without it),
 L{available} is false and callers read datagram by datagram.
@@ -25,6 +29,8 @@ from time import perf_counter_ns
 
 #: Room for any socket address Glimpse listens with (sockaddr_in6 is 28).
 _NAME_SIZE = 32
+#: The size of a sender's address, per socket family.
+_ADDRESS_SIZE = {socket.AF_INET: 16, socket.AF_INET6: 28}
 #: Neither call may ever block the reactor, whatever the socket's mode.
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 
@@ -60,6 +66,20 @@ _CALLS = _libc_calls()
 #: Whether batched I/O can be used on this system.
 available = _CALLS is not None and ctypes.sizeof(ctypes.c_void_p) == 8
 
+_bytes_address = ctypes.pythonapi.PyBytes_AsString
+_bytes_address.argtypes, _bytes_address.restype = [ctypes.py_object], ctypes.c_void_p
+
+
+def tail(data):
+    """
+    A pre-encoded answer's bytes after its ID, ready to be sent from where
+    they are: ``(data, address, length)``.  Whoever holds the tuple holds
+    the bytes, so the address stays valid.
+
+    :param data: bytes.
+    """
+    return (data, _bytes_address(data), len(data))
+
 
 class BatchSocket:
     """
@@ -76,57 +96,66 @@ class BatchSocket:
         self._size, self._batch = size, batch
         self._recv, self._send = _CALLS
         self._in = ctypes.create_string_buffer(batch * size)
-        self._out = ctypes.create_string_buffer(batch * size)
         self._names = ctypes.create_string_buffer(batch * _NAME_SIZE)
-        in_iov, out_iov = (_IOVec * batch)(), (_IOVec * batch)()
+        # Each answer is two pieces: the query's ID and the answer's tail.
+        in_iov, out_iov = (_IOVec * batch)(), (_IOVec * (2 * batch))()
         self._in_hdrs, self._out_hdrs = (_MMsgHdr * batch)(), (_MMsgHdr * batch)()
-        in_base, out_base = ctypes.addressof(self._in), ctypes.addressof(self._out)
-        self._names_base = ctypes.addressof(self._names)
+        in_base, names_base = ctypes.addressof(self._in), ctypes.addressof(self._names)
+        # A socket's senders all have its family's address size, which the
+        # kernel writes back into msg_namelen: it never needs resetting.
+        address_size = _ADDRESS_SIZE.get(sock.family, _NAME_SIZE)
         for i in range(batch):
             in_iov[i].base, in_iov[i].len = in_base + i * size, size
-            out_iov[i].base = out_base + i * size
             hdr = self._in_hdrs[i].hdr
-            hdr.name, hdr.namelen = self._names_base + i * _NAME_SIZE, _NAME_SIZE
+            hdr.name, hdr.namelen = names_base + i * _NAME_SIZE, _NAME_SIZE
             hdr.iov, hdr.iovlen = ctypes.addressof(in_iov[i]), 1
             out = self._out_hdrs[i].hdr
-            out.iov, out.iovlen = ctypes.addressof(out_iov[i]), 1
+            out.namelen = address_size
+            out.iov, out.iovlen = ctypes.addressof(out_iov[2 * i]), 2
+            out_iov[2 * i].len = 2
         self._iovs = (in_iov, out_iov)  # the headers point into these
+        self._address_size = address_size
         # Views to read and write the kernel's structures without a ctypes
-        # call per field: each mmsghdr is 64 bytes (16 uint32s, 8 uint64s).
+        # call per field: each mmsghdr is 64 bytes (16 uint32s, 8 uint64s),
+        # each iovec 16 (2 uint64s).
         self._in_bytes = memoryview(self._in).cast("B")
-        self._out_bytes = memoryview(self._out).cast("B")
         self._in_u32 = memoryview(self._in_hdrs).cast("B").cast("I")
-        self._out_u32 = memoryview(self._out_hdrs).cast("B").cast("I")
         self._out_u64 = memoryview(self._out_hdrs).cast("B").cast("Q")
         self._names_bytes = memoryview(self._names).cast("B")
-        self._out_iov_u64 = memoryview(out_iov).cast("B").cast("Q")
-        # Per slot, where its fields are in those views, so that nothing is
-        # computed per datagram: for reading, the datagram's start, msg_len,
-        # msg_namelen and the name's address; for answering, the start, the
-        # iovec's length, msg_name and msg_namelen.
-        self._in_slots = [(i * size, i * 16 + 14, i * 16 + 2, self._names_base + i * _NAME_SIZE)
+        self._out_iov = memoryview(out_iov).cast("B").cast("Q")
+        # Per slot, where its fields are, so that nothing is computed per
+        # datagram: for reading, the datagram's start, its msg_len, its
+        # sender's address and its ID's address; for answering, msg_name,
+        # and the two iovecs' bases and the second's length.
+        self._in_slots = [(i * size, i * 16 + 14, names_base + i * _NAME_SIZE, in_base + i * size)
                           for i in range(batch)]
-        self._out_slots = [(i * size, i * 2 + 1, i * 8, i * 16 + 2) for i in range(batch)]
-        assert ctypes.sizeof(_MMsgHdr) == 64
+        self._out_slots = [(i * 8, i * 4, i * 4 + 2, i * 4 + 3) for i in range(batch)]
+        #: The tails being sent, held until they are.
+        self._held = [None] * batch
+        assert ctypes.sizeof(_MMsgHdr) == 64 and ctypes.sizeof(_IOVec) == 16
 
-    def serve(self, answer, other, budget):
+    def serve(self, answers, other, budget):
         """
-        Read up to C{budget} datagrams; send C{answer(data)} back for each
-        that has one (bytes), in one ``sendmmsg`` per batch; give the others
-        (and any whose answer would not fit a slot) to
-        C{other(data, address)}.
+        Read up to C{budget} datagrams and answer those it can, in one
+        ``sendmmsg`` per batch; give the others to C{other(data, address)}.
+
+        A datagram is answered when its bytes after the first four are a key
+        of C{answers} (keys are never empty) and its third byte is 0 or 1
+        (in DNS: a query, RD clear or set): the answer is the datagram's first two bytes then
+        C{answers[key][0][third byte]}, a L{tail}; and C{answers[key][1]},
+        a count, goes up by one.
 
         :return: ``[(elapsed_ns, count), ...]``: per batch, how many
             answers were sent and the time from reading the batch to their
             being sent.
         """
         timings = []
-        size, batch = self._size, self._batch
+        get, held = answers.get, self._held
         in_bytes, in_u32 = self._in_bytes, self._in_u32
-        out_bytes, out_u32, out_u64 = self._out_bytes, self._out_u32, self._out_u64
-        out_iov = self._out_iov_u64
+        out_u64, out_iov = self._out_u64, self._out_iov
         in_slots, out_slots = self._in_slots, self._out_slots
         in_hdrs, out_hdrs = ctypes.addressof(self._in_hdrs), ctypes.addressof(self._out_hdrs)
+        batch = self._batch
         while budget > 0:
             count = self._recv(self._fd, in_hdrs, min(batch, budget), _DONTWAIT, None)
             if count <= 0:
@@ -135,21 +164,20 @@ class BatchSocket:
             budget -= count
             sent = 0
             for i in range(count):
-                start, length_at, namelen_at, name = in_slots[i]
-                data = in_bytes[start:start + in_u32[length_at]].tobytes()
-                namelen = in_u32[namelen_at]
-                # msg_namelen is the slot's size again for the next read.
-                in_u32[namelen_at] = _NAME_SIZE
-                response = answer(data)
-                if response is None or len(response) > size:
-                    other(data, self._address(i, namelen))
+                start, length_at, name, head = in_slots[i]
+                end = start + in_u32[length_at]
+                entry = get(in_bytes[start + 4:end].tobytes())
+                if entry is None or in_bytes[start + 2] > 1:
+                    other(in_bytes[start:end].tobytes(), self._address(i))
                     continue
-                at, iov_len_at, name_at, out_namelen_at = out_slots[sent]
-                out_bytes[at:at + len(response)] = response
-                out_iov[iov_len_at] = len(response)
-                # The answer goes to the query's own address, as read.
+                entry[1] += 1
+                # Held: C{other} may drop the entry before the batch is sent.
+                held[sent] = piece = entry[0][in_bytes[start + 2]]
+                name_at, head_at, tail_at, tail_length_at = out_slots[sent]
                 out_u64[name_at] = name
-                out_u32[out_namelen_at] = namelen
+                out_iov[head_at] = head
+                out_iov[tail_at] = piece[1]
+                out_iov[tail_length_at] = piece[2]
                 sent += 1
             if sent:
                 self._send_all(out_hdrs, sent)
@@ -167,11 +195,11 @@ class BatchSocket:
                 continue
             done += n if n > 0 else 1
 
-    def _address(self, i, namelen):
+    def _address(self, i):
         # The sender as the socket module gives it: (host, port) for IPv4,
         # (host, port, flowinfo, scope_id) for IPv6.
         start = i * _NAME_SIZE
-        name = self._names_bytes[start:start + namelen].tobytes()
+        name = self._names_bytes[start:start + self._address_size].tobytes()
         if self._family == socket.AF_INET6:
             port, flowinfo = struct.unpack_from("!HI", name, 2)
             scope_id, = struct.unpack_from("=I", name, 24)

@@ -4,8 +4,10 @@ datagram is answered to its own sender, the rest reach the slow path with
 the sender's address, and nothing a client sends is read past its slot.
 """
 
+import os
 import select
 import socket
+import struct
 import threading
 
 import pytest
@@ -44,19 +46,33 @@ def _replies(sock, count):
     return got
 
 
-def _serve_until(batch, count, answer, other):
+def _query(ident, payload, flags=1):
+    """
+    A datagram of the shape L{_mmsg.BatchSocket.serve} answers: an ID, a
+    flags byte (0 or 1 is answerable), a byte, and the key.
+    """
+    return struct.pack("!HBB", ident, flags, 0) + payload
+
+
+def _answers(*payloads):
+    """
+    Answers to each payload: its upper-cased self, after a byte telling the
+    query's flags (RD clear or set).
+    """
+    return {p: [(_mmsg.tail(b"\x00" + p.upper()), _mmsg.tail(b"\x01" + p.upper())), 0]
+            for p in payloads}
+
+
+def _serve_until(batch, count, answers, others):
     """
     Serve until C{count} datagrams were read (loopback may hand them over a
-    little later than they were sent), at most 100 per read.
+    little later than they were sent), at most 100 per read; the slow ones
+    are appended to C{others} as ``(data, address)``.
     """
-    seen, timings = [], []
-
-    def answer_and_count(data):
-        seen.append(data)
-        return answer(data)
-
-    wait_until(lambda: timings.extend(batch.serve(answer_and_count, other, 100))
-               or len(seen) >= count, timeout=5, what=f"{count} datagrams")
+    timings = []
+    wait_until(lambda: timings.extend(batch.serve(answers, lambda *a: others.append(a), 100))
+               or sum(n for _, n in timings) + len(others) >= count,
+               timeout=5, what=f"{count} datagrams")
     return timings
 
 
@@ -70,25 +86,57 @@ def server():
 def test_each_sender_gets_its_own_answers_and_the_rest_go_to_the_slow_path(server):
     """
     Datagrams from two clients read in one go: the answered ones go back to
-    their own sender, the unanswered ones reach C{other} with the sender's
-    address as the socket module gives it.
+    their own sender, with their own ID and the tail for their flags byte,
+    and each answer counts a hit; the unknown ones, and known ones with
+    another flags byte, reach C{other} with the sender's address as the
+    socket module gives it.
     """
     a, b = _socket(), _socket()
     for i in range(5):
-        a.sendto(b"a%d" % i, server.getsockname())
-        b.sendto(b"b%d" % i, server.getsockname())
-    b.sendto(b"slow", server.getsockname())
-    others = []
-    timings = _serve_until(_mmsg.BatchSocket(server, batch=4), 11,
-                           lambda data: None if data == b"slow" else data.upper(),
-                           lambda data, address: others.append((data, address)))
-    assert sorted(_replies(a, 5)) == [b"A%d" % i for i in range(5)]
-    assert sorted(_replies(b, 5)) == [b"B%d" % i for i in range(5)]
-    assert others == [(b"slow", b.getsockname())]
+        a.sendto(_query(i, b"alpha", flags=i % 2), server.getsockname())
+        b.sendto(_query(100 + i, b"beta"), server.getsockname())
+    b.sendto(_query(7, b"slow"), server.getsockname())
+    b.sendto(_query(8, b"beta", flags=0x81), server.getsockname())
+    answers, others = _answers(b"alpha", b"beta"), []
+    timings = _serve_until(_mmsg.BatchSocket(server, batch=4), 12, answers, others)
+    assert sorted(_replies(a, 5)) == [struct.pack("!HB", i, i % 2) + b"ALPHA" for i in range(5)]
+    assert sorted(_replies(b, 5)) == [struct.pack("!HB", 100 + i, 1) + b"BETA" for i in range(5)]
+    assert others == [(_query(7, b"slow"), b.getsockname()),
+                      (_query(8, b"beta", flags=0x81), b.getsockname())]
+    assert answers[b"alpha"][1] == answers[b"beta"][1] == 5
     assert sum(count for _, count in timings) == 10
     assert all(elapsed > 0 for elapsed, _ in timings)
     a.close()
     b.close()
+
+
+def test_an_answer_dropped_while_its_batch_is_served_is_still_sent_whole(server):
+    """
+    The slow path may empty the answers while a batch is being served (the
+    cache is full, or the view changed): the answers already taken from them
+    are still sent as they were, not from memory since freed and reused.
+    """
+    client = _socket()
+    for i, key in enumerate([b"one", b"two", b"slow"]):
+        client.sendto(_query(i, key), server.getsockname())
+    answers = {key: [(None, _mmsg.tail(os.urandom(1000))), 0] for key in [b"one", b"two"]}
+    expected = [struct.pack("!H", i) + answers[key][0][1][0]
+                for i, key in enumerate([b"one", b"two"])]
+    reused = []
+
+    def other(data, address):
+        answers.clear()  # the last references to the answers' bytes
+        reused.extend(b"Z" * 1000 for _ in range(100))
+
+    batch = _mmsg.BatchSocket(server)
+
+    def served():
+        batch.serve(answers, other, 100)
+        return reused
+
+    wait_until(served, timeout=5, what="the slow datagram")
+    assert sorted(_replies(client, 2)) == sorted(expected)
+    client.close()
 
 
 def test_a_blocking_socket_never_blocks_the_read():
@@ -102,7 +150,7 @@ def test_a_blocking_socket_never_blocks_the_read():
     _wait_readable(server)
     seen = []
     reader = threading.Thread(target=_mmsg.BatchSocket(server).serve, daemon=True,
-                              args=(seen.append, lambda *_: None, 100))
+                              args=({}, lambda data, address: seen.append(data), 100))
     reader.start()
     reader.join(5)  # a read that waits for a full batch would still be waiting
     assert not reader.is_alive() and seen == [b"one"]
@@ -119,14 +167,12 @@ def test_ipv6_senders_are_answered_and_addressed():
         server, client = _socket(socket.AF_INET6, "::1"), _socket(socket.AF_INET6, "::1")
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    client.sendto(b"q", server.getsockname())
-    client.sendto(b"slow", server.getsockname())
+    client.sendto(_query(1, b"q"), server.getsockname())
+    client.sendto(_query(2, b"slow"), server.getsockname())
     others = []
-    _serve_until(_mmsg.BatchSocket(server), 2,
-                 lambda data: None if data == b"slow" else b"answer",
-                 lambda data, address: others.append(address))
-    assert _replies(client, 1) == [b"answer"]
-    assert others == [client.getsockname()]
+    _serve_until(_mmsg.BatchSocket(server), 2, _answers(b"q"), others)
+    assert _replies(client, 1) == [b"\x00\x01\x01Q"]
+    assert [address for _, address in others] == [client.getsockname()]
     server.close()
     client.close()
 
@@ -142,33 +188,26 @@ def test_the_budget_leaves_the_rest_for_the_next_read(server):
     _wait_readable(server)
     batch = _mmsg.BatchSocket(server, batch=3)
     seen = []
-    batch.serve(lambda data: seen.append(data), lambda *_: None, budget=4)
+    batch.serve({}, lambda data, address: seen.append((data, address)), budget=4)
     assert 0 < len(seen) <= 4
-    _serve_until(batch, 10 - len(seen), lambda data: seen.append(data), lambda *_: None)
-    assert sorted(seen) == sorted(b"%d" % i for i in range(10))
+    _serve_until(batch, 10, {}, seen)
+    assert sorted(data for data, _ in seen) == sorted(b"%d" % i for i in range(10))
     client.close()
 
 
-def test_long_datagrams_are_cut_at_the_slot_and_long_answers_left_to_the_caller(server):
+def test_long_datagrams_are_cut_at_the_slot_and_answers_are_not(server):
     """
     A datagram longer than a slot arrives cut to the slot's size (as
-    recvfrom with that size gives it); an answer longer than a slot is not
-    sent but handed to the slow path, which can send it whole.
+    recvfrom with that size gives it); an answer longer than a slot is sent
+    whole (it is sent from where it is, not copied into a slot).
     """
     client = _socket()
     client.sendto(b"x" * 300, server.getsockname())
-    client.sendto(b"big", server.getsockname())
-    got, others = [], []
-
-    def answer(data):
-        got.append(data)
-        return b"y" * 200 if data == b"big" else b"ok"
-
-    _serve_until(_mmsg.BatchSocket(server, size=128), 2,
-                 answer, lambda data, address: others.append(data))
-    assert got[0] == b"x" * 128
-    assert others == [b"big"]
-    assert _replies(client, 1) == [b"ok"]
+    client.sendto(_query(3, b"big"), server.getsockname())
+    answers, others = {b"big": [(None, _mmsg.tail(b"y" * 200)), 0]}, []
+    _serve_until(_mmsg.BatchSocket(server, size=128), 2, answers, others)
+    assert [data for data, _ in others] == [b"x" * 128]
+    assert _replies(client, 1) == [b"\x00\x03" + b"y" * 200]
     client.close()
 
 
