@@ -74,11 +74,10 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self.stats = controller.stats
         self._topology = topology
         self._cache = {}
-        #: The same answers under the exact bytes after the flags (counts,
-        #: question and OPT as sent): one slice and one lookup answer a
-        #: repeated query.  ``[tails, hits, stat_key, job, zone, tc]``: tails
-        #: are the response after its ID, with RD clear and with RD set, as
-        #: L{glimpse._mmsg.tail}s.
+        #: The same answers under the exact bytes after the ID (flags,
+        #: counts, question and OPT as sent): one slice and one lookup answer
+        #: a repeated query.  ``[tail, hits, stat_key, job, zone, tc]``: the
+        #: tail is the response after its ID, as a L{glimpse._mmsg.tail}.
         self._exact = {}
         self._used = set()
         self._max_entries = max_entries
@@ -127,8 +126,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         Answer up to C{budget} datagrams waiting on C{sock}: the loop
         L{glimpse._dnsport.FastUDPPort} runs each time its socket is
         readable.  A query with the same bytes as one answered before (apart
-        from its ID and RD bit) is answered right here from its pre-encoded
-        response; everything else goes on to L{datagramReceived}.
+        from its ID) is answered right here from its pre-encoded response;
+        everything else goes on to L{datagramReceived}.
 
         On Linux the datagrams are read and answered in batches (one
         ``recvmmsg`` and one ``sendmmsg`` per batch, L{glimpse._mmsg});
@@ -166,13 +165,11 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
 
     def _hit(self, data):
         # The pre-encoded response, with the query's ID, to a query with the
-        # same bytes after the flags (counts, question, OPT) as one answered
-        # before, and QR=0, QUERY, no AA/TC (byte 2 is 0 or 1: RD); else
-        # None.
-        entry = self._exact.get(data[4:])
-        if entry is not None and data[2] < 2:
+        # same bytes after the ID as a plain one answered before; else None.
+        entry = self._exact.get(data[2:])
+        if entry is not None:
             entry[1] += 1
-            return data[:2] + entry[0][data[2]][0]
+            return data[:2] + entry[0][0]
         return None
 
     def datagramReceived(self, data, address):
@@ -226,15 +223,15 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if len(self._exact) >= self._max_entries:
             self.flush_stats()
             self._exact.clear()
-        exact = data[4:]
+        exact = data[2:]
         # Hits not yet flushed are kept when the same bytes came this way
         # again (through datagramReceived, not the read loop).
         seen = self._exact.get(exact)
         hits = 1 + (seen[1] if seen is not None else 0)
-        self._exact[exact] = [(_mmsg.tail(heads[0] + body), _mmsg.tail(heads[1] + body)), hits,
-                              stat_key, job, zone, truncated]
+        rest = heads[data[2]] + body
+        self._exact[exact] = [_mmsg.tail(rest), hits, stat_key, job, zone, truncated]
         try:
-            self._sendto(data[:2] + heads[data[2] & 1] + body, address)
+            self._sendto(data[:2] + rest, address)
         except OSError:
             pass
         return True

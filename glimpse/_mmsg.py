@@ -95,17 +95,22 @@ class BatchSocket:
         self._family = sock.family
         self._size, self._batch = size, batch
         self._recv, self._send = _CALLS
-        self._in = ctypes.create_string_buffer(batch * size)
+        # Slots a cache line further apart than their size: the first bytes
+        # of a batch's datagrams, read one after the other, would otherwise
+        # all fall in the same cache set (8 KiB apart).
+        self._stride = stride = size + 64
+        self._in = ctypes.create_string_buffer(batch * stride)
         self._names = ctypes.create_string_buffer(batch * _NAME_SIZE)
         # Each answer is two pieces: the query's ID and the answer's tail.
         in_iov, out_iov = (_IOVec * batch)(), (_IOVec * (2 * batch))()
         self._in_hdrs, self._out_hdrs = (_MMsgHdr * batch)(), (_MMsgHdr * batch)()
-        in_base, names_base = ctypes.addressof(self._in), ctypes.addressof(self._names)
+        self._in_base = in_base = ctypes.addressof(self._in)
+        self._names_base = names_base = ctypes.addressof(self._names)
         # A socket's senders all have its family's address size, which the
         # kernel writes back into msg_namelen: it never needs resetting.
         address_size = _ADDRESS_SIZE.get(sock.family, _NAME_SIZE)
         for i in range(batch):
-            in_iov[i].base, in_iov[i].len = in_base + i * size, size
+            in_iov[i].base, in_iov[i].len = in_base + i * stride, size
             hdr = self._in_hdrs[i].hdr
             hdr.name, hdr.namelen = names_base + i * _NAME_SIZE, _NAME_SIZE
             hdr.iov, hdr.iovlen = ctypes.addressof(in_iov[i]), 1
@@ -118,18 +123,20 @@ class BatchSocket:
         # Views to read and write the kernel's structures without a ctypes
         # call per field: each mmsghdr is 64 bytes (16 uint32s, 8 uint64s),
         # each iovec 16 (2 uint64s).
-        self._in_bytes = memoryview(self._in).cast("B")
         self._in_u32 = memoryview(self._in_hdrs).cast("B").cast("I")
         self._out_u64 = memoryview(self._out_hdrs).cast("B").cast("Q")
         self._names_bytes = memoryview(self._names).cast("B")
         self._out_iov = memoryview(out_iov).cast("B").cast("Q")
         # Per slot, where its fields are, so that nothing is computed per
-        # datagram: for reading, the datagram's start, its msg_len, its
-        # sender's address and its ID's address; for answering, msg_name,
-        # and the two iovecs' bases and the second's length.
-        self._in_slots = [(i * size, i * 16 + 14, names_base + i * _NAME_SIZE, in_base + i * size)
-                          for i in range(batch)]
-        self._out_slots = [(i * 8, i * 4, i * 4 + 2, i * 4 + 3) for i in range(batch)]
+        # datagram: for reading, the datagram's start and its msg_len; for
+        # answering, the tail's iovec (base and length).
+        self._in_slots = [(i * stride, i * 16 + 14) for i in range(batch)]
+        self._out_slots = [(i * 4 + 2, i * 4 + 3) for i in range(batch)]
+        # Answer k goes to the sender of datagram k, with its ID: true of
+        # every answer of a batch with no slow datagram, so it is set once
+        # here and only re-pointed (and set back) after a slow one.
+        for k in range(batch):
+            self._point(k, k)
         #: The tails being sent, held until they are.
         self._held = [None] * batch
         assert ctypes.sizeof(_MMsgHdr) == 64 and ctypes.sizeof(_IOVec) == 16
@@ -139,11 +146,10 @@ class BatchSocket:
         Read up to C{budget} datagrams and answer those it can, in one
         ``sendmmsg`` per batch; give the others to C{other(data, address)}.
 
-        A datagram is answered when its bytes after the first four are a key
-        of C{answers} (keys are never empty) and its third byte is 0 or 1
-        (in DNS: a query, RD clear or set): the answer is the datagram's first two bytes then
-        C{answers[key][0][third byte]}, a L{tail}; and C{answers[key][1]},
-        a count, goes up by one.
+        A datagram is answered when its bytes after the first two (in DNS,
+        the ID) are a key of C{answers}: the answer is those two bytes then
+        C{answers[key][0]}, a L{tail}; and C{answers[key][1]}, a count, goes
+        up by one.
 
         :return: ``[(elapsed_ns, count), ...]``: per batch, how many
             answers were sent and the time from reading the batch to their
@@ -151,8 +157,9 @@ class BatchSocket:
         """
         timings = []
         get, held = answers.get, self._held
-        in_bytes, in_u32 = self._in_bytes, self._in_u32
-        out_u64, out_iov = self._out_u64, self._out_iov
+        # A slice of the char array is bytes, made in one step (a
+        # memoryview's slice and then its bytes take three times as long).
+        in_buf, in_u32, out_iov = self._in, self._in_u32, self._out_iov
         in_slots, out_slots = self._in_slots, self._out_slots
         in_hdrs, out_hdrs = ctypes.addressof(self._in_hdrs), ctypes.addressof(self._out_hdrs)
         batch = self._batch
@@ -162,27 +169,36 @@ class BatchSocket:
                 return timings  # EAGAIN: drained; any other error shows again on the next read
             received = perf_counter_ns()
             budget -= count
-            sent = 0
+            sent, moved = 0, False
             for i in range(count):
-                start, length_at, name, head = in_slots[i]
+                start, length_at = in_slots[i]
                 end = start + in_u32[length_at]
-                entry = get(in_bytes[start + 4:end].tobytes())
-                if entry is None or in_bytes[start + 2] > 1:
-                    other(in_bytes[start:end].tobytes(), self._address(i))
+                entry = get(in_buf[start + 2:end])
+                if entry is None:
+                    other(in_buf[start:end], self._address(i))
                     continue
                 entry[1] += 1
                 # Held: C{other} may drop the entry before the batch is sent.
-                held[sent] = piece = entry[0][in_bytes[start + 2]]
-                name_at, head_at, tail_at, tail_length_at = out_slots[sent]
-                out_u64[name_at] = name
-                out_iov[head_at] = head
+                held[sent] = piece = entry[0]
+                tail_at, tail_length_at = out_slots[sent]
                 out_iov[tail_at] = piece[1]
                 out_iov[tail_length_at] = piece[2]
+                if sent != i:
+                    self._point(sent, i)
+                    moved = True
                 sent += 1
             if sent:
                 self._send_all(out_hdrs, sent)
                 timings.append((perf_counter_ns() - received, sent))
+            if moved:
+                for k in range(sent):
+                    self._point(k, k)
         return timings
+
+    def _point(self, k, i):
+        # Answer k goes to the sender of datagram i, with that one's ID.
+        self._out_u64[k * 8] = self._names_base + i * _NAME_SIZE
+        self._out_iov[k * 4] = self._in_base + i * self._stride
 
     def _send_all(self, hdrs, count):
         # sendmmsg stops at the first datagram it cannot send: that one is

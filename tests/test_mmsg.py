@@ -46,21 +46,19 @@ def _replies(sock, count):
     return got
 
 
-def _query(ident, payload, flags=1):
+def _query(ident, payload):
     """
-    A datagram of the shape L{_mmsg.BatchSocket.serve} answers: an ID, a
-    flags byte (0 or 1 is answerable), a byte, and the key.
+    A datagram of the shape L{_mmsg.BatchSocket.serve} answers: an ID, then
+    the key.
     """
-    return struct.pack("!HBB", ident, flags, 0) + payload
+    return struct.pack("!H", ident) + payload
 
 
 def _answers(*payloads):
     """
-    Answers to each payload: its upper-cased self, after a byte telling the
-    query's flags (RD clear or set).
+    Answers to each payload: its upper-cased self.
     """
-    return {p: [(_mmsg.tail(b"\x00" + p.upper()), _mmsg.tail(b"\x01" + p.upper())), 0]
-            for p in payloads}
+    return {p: [_mmsg.tail(p.upper()), 0] for p in payloads}
 
 
 def _serve_until(batch, count, answers, others):
@@ -86,23 +84,22 @@ def server():
 def test_each_sender_gets_its_own_answers_and_the_rest_go_to_the_slow_path(server):
     """
     Datagrams from two clients read in one go: the answered ones go back to
-    their own sender, with their own ID and the tail for their flags byte,
-    and each answer counts a hit; the unknown ones, and known ones with
-    another flags byte, reach C{other} with the sender's address as the
-    socket module gives it.
+    their own sender, with their own ID, and each answer counts a hit; the
+    unknown ones reach C{other} with the sender's address as the socket
+    module gives it.
     """
     a, b = _socket(), _socket()
     for i in range(5):
-        a.sendto(_query(i, b"alpha", flags=i % 2), server.getsockname())
+        a.sendto(_query(i, b"alpha"), server.getsockname())
         b.sendto(_query(100 + i, b"beta"), server.getsockname())
     b.sendto(_query(7, b"slow"), server.getsockname())
-    b.sendto(_query(8, b"beta", flags=0x81), server.getsockname())
+    b.sendto(_query(8, b"Beta"), server.getsockname())
     answers, others = _answers(b"alpha", b"beta"), []
     timings = _serve_until(_mmsg.BatchSocket(server, batch=4), 12, answers, others)
-    assert sorted(_replies(a, 5)) == [struct.pack("!HB", i, i % 2) + b"ALPHA" for i in range(5)]
-    assert sorted(_replies(b, 5)) == [struct.pack("!HB", 100 + i, 1) + b"BETA" for i in range(5)]
+    assert sorted(_replies(a, 5)) == [_query(i, b"ALPHA") for i in range(5)]
+    assert sorted(_replies(b, 5)) == [_query(100 + i, b"BETA") for i in range(5)]
     assert others == [(_query(7, b"slow"), b.getsockname()),
-                      (_query(8, b"beta", flags=0x81), b.getsockname())]
+                      (_query(8, b"Beta"), b.getsockname())]
     assert answers[b"alpha"][1] == answers[b"beta"][1] == 5
     assert sum(count for _, count in timings) == 10
     assert all(elapsed > 0 for elapsed, _ in timings)
@@ -119,9 +116,8 @@ def test_an_answer_dropped_while_its_batch_is_served_is_still_sent_whole(server)
     client = _socket()
     for i, key in enumerate([b"one", b"two", b"slow"]):
         client.sendto(_query(i, key), server.getsockname())
-    answers = {key: [(None, _mmsg.tail(os.urandom(1000))), 0] for key in [b"one", b"two"]}
-    expected = [struct.pack("!H", i) + answers[key][0][1][0]
-                for i, key in enumerate([b"one", b"two"])]
+    answers = {key: [_mmsg.tail(os.urandom(1000)), 0] for key in [b"one", b"two"]}
+    expected = [_query(i, answers[key][0][0]) for i, key in enumerate([b"one", b"two"])]
     reused = []
 
     def other(data, address):
@@ -171,7 +167,7 @@ def test_ipv6_senders_are_answered_and_addressed():
     client.sendto(_query(2, b"slow"), server.getsockname())
     others = []
     _serve_until(_mmsg.BatchSocket(server), 2, _answers(b"q"), others)
-    assert _replies(client, 1) == [b"\x00\x01\x01Q"]
+    assert _replies(client, 1) == [_query(1, b"Q")]
     assert [address for _, address in others] == [client.getsockname()]
     server.close()
     client.close()
@@ -204,10 +200,10 @@ def test_long_datagrams_are_cut_at_the_slot_and_answers_are_not(server):
     client = _socket()
     client.sendto(b"x" * 300, server.getsockname())
     client.sendto(_query(3, b"big"), server.getsockname())
-    answers, others = {b"big": [(None, _mmsg.tail(b"y" * 200)), 0]}, []
+    answers, others = {b"big": [_mmsg.tail(b"y" * 200), 0]}, []
     _serve_until(_mmsg.BatchSocket(server, size=128), 2, answers, others)
     assert [data for data, _ in others] == [b"x" * 128]
-    assert _replies(client, 1) == [b"\x00\x03" + b"y" * 200]
+    assert _replies(client, 1) == [_query(3, b"y" * 200)]
     client.close()
 
 
