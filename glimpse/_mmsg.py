@@ -6,7 +6,7 @@ address tuple for every ``sendto`` and formats one for every ``recvfrom``.
 
 An answer is never assembled in Python: the kernel gathers it from two
 pieces, the query's own first two bytes (its ID, where the query was read)
-and a pre-encoded L{Tail} (the rest of the answer, where it already is in
+and a pre-encoded L{tail} (the rest of the answer, where it already is in
 memory), and sends it to the address the query came from, as read; so an
 answered datagram costs one bytes object (its lookup key) and a few stores.
 
@@ -62,12 +62,20 @@ def _libc_calls():
     return recv, send
 
 
-_CALLS = _libc_calls()
-#: Whether batched I/O can be used on this system.
-available = _CALLS is not None and ctypes.sizeof(ctypes.c_void_p) == 8
+def _bytes_address_call():
+    try:
+        call = ctypes.pythonapi.PyBytes_AsString  # CPython's
+    except AttributeError:
+        return None
+    call.argtypes, call.restype = [ctypes.py_object], ctypes.c_void_p
+    return call
 
-_bytes_address = ctypes.pythonapi.PyBytes_AsString
-_bytes_address.argtypes, _bytes_address.restype = [ctypes.py_object], ctypes.c_void_p
+
+_CALLS = _libc_calls()
+_bytes_address = _bytes_address_call()
+#: Whether batched I/O can be used on this system.
+available = (_CALLS is not None and _bytes_address is not None
+             and ctypes.sizeof(ctypes.c_void_p) == 8)
 
 
 def tail(data):
@@ -78,7 +86,7 @@ def tail(data):
 
     :param data: bytes.
     """
-    return (data, _bytes_address(data), len(data))
+    return (data, _bytes_address(data) if available else 0, len(data))
 
 
 class BatchSocket:
