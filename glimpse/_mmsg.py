@@ -142,9 +142,10 @@ class BatchSocket:
         self._out_slots = [(i * 4 + 2, i * 4 + 3) for i in range(batch)]
         # Answer k goes to the sender of datagram k, with its ID: true of
         # every answer of a batch with no slow datagram, so it is set once
-        # here and only re-pointed (and set back) after a slow one.
-        for k in range(batch):
-            self._point(k, k)
+        # here and only re-pointed after a slow one (answers 0 to _moved - 1
+        # are set back before the next batch).
+        self._moved = batch
+        self._point_back()
         #: The tails being sent, held until they are.
         self._held = [None] * batch
         assert ctypes.sizeof(_MMsgHdr) == 64 and ctypes.sizeof(_IOVec) == 16
@@ -177,7 +178,9 @@ class BatchSocket:
                 return timings  # EAGAIN: drained; any other error shows again on the next read
             received = perf_counter_ns()
             budget -= count
-            sent, moved = 0, False
+            if self._moved:
+                self._point_back()
+            sent = 0
             for i in range(count):
                 start, length_at = in_slots[i]
                 end = start + in_u32[length_at]
@@ -193,20 +196,24 @@ class BatchSocket:
                 out_iov[tail_length_at] = piece[2]
                 if sent != i:
                     self._point(sent, i)
-                    moved = True
+                    self._moved = sent + 1
                 sent += 1
             if sent:
                 self._send_all(out_hdrs, sent)
                 timings.append((perf_counter_ns() - received, sent))
-            if moved:
-                for k in range(sent):
-                    self._point(k, k)
         return timings
 
     def _point(self, k, i):
         # Answer k goes to the sender of datagram i, with that one's ID.
         self._out_u64[k * 8] = self._names_base + i * _NAME_SIZE
         self._out_iov[k * 4] = self._in_base + i * self._stride
+
+    def _point_back(self):
+        # Done before the next batch rather than after this one, so that a
+        # batch cut short by an exception cannot leave answers misdirected.
+        for k in range(self._moved):
+            self._point(k, k)
+        self._moved = 0
 
     def _send_all(self, hdrs, count):
         # sendmmsg stops at the first datagram it cannot send: that one is

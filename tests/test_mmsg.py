@@ -135,6 +135,39 @@ def test_an_answer_dropped_while_its_batch_is_served_is_still_sent_whole(server)
     client.close()
 
 
+def test_a_batch_cut_short_by_an_exception_leaves_no_answer_misdirected(server):
+    """
+    When the slow path raises in the middle of a batch (after an answer was
+    moved up past a slow datagram), the next batch's answers still go to
+    their own senders, with their own IDs.
+    """
+    a, b = _socket(), _socket()
+    a.sendto(_query(1, b"slow"), server.getsockname())
+    b.sendto(_query(2, b"hit"), server.getsockname())
+    a.sendto(_query(3, b"raise"), server.getsockname())
+    _wait_readable(server)
+    batch, answers = _mmsg.BatchSocket(server), _answers(b"hit")
+
+    def other(data, address):
+        if data.endswith(b"raise"):
+            raise RuntimeError("the slow path failed")
+
+    def raised():
+        try:
+            batch.serve(answers, other, 100)
+        except RuntimeError:
+            return True
+        return False
+
+    wait_until(raised, timeout=5, what="the slow path's exception")
+    a.sendto(_query(4, b"hit"), server.getsockname())
+    _serve_until(batch, 1, answers, [])
+    assert _replies(a, 1) == [_query(4, b"HIT")]
+    assert not select.select([b], [], [], 0.2)[0], "b got an answer meant for a"
+    a.close()
+    b.close()
+
+
 def test_a_blocking_socket_never_blocks_the_read():
     """
     Even on a socket left in blocking mode, a read returns with what is
