@@ -12,8 +12,10 @@ left out).  The next query with the key gets those bytes with its own ID,
 RD bit and question bytes copied in (so a 0x20-randomised name comes back
 as it was asked; the records' owner names are compression pointers into the
 question, so they echo it too), whole when it fits the client's size, else
-the pre-encoded truncated form.  Every change of the view empties the cache
-(answers are encoded once per view change, not per query); while any watch
+the pre-encoded truncated form.  A change of a job drops that job's answers
+and every answer carrying the SOA (whose serial it moves), a change of a
+zone's catalog drops them all (answers are encoded once per view change, not
+per query; the other jobs' answers stay); while any watch
 is failing the fast path steps aside for that watch's zone (for every zone
 when the local agent is out of reach), so that ``max-stale`` is applied by
 the slow path exactly, and a lost zone does not slow down the others.
@@ -79,6 +81,12 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         #: a repeated query.  ``[tail, hits, stat_key, job, zone, tc]``: the
         #: tail is the response after its ID, as a L{glimpse._mmsg.tail}.
         self._exact = {}
+        #: Which answers a change of the view drops: the keys (``("c", key)``
+        #: in the cache, ``("e", key)`` in the exact answers) of those made of
+        #: one job's records alone, by job; and of every other (negative
+        #: answers carry the SOA, whose serial every change moves).
+        self._by_job = {}
+        self._others = set()
         self._used = set()
         self._max_entries = max_entries
         self._sendto = None
@@ -215,14 +223,15 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if entry is None:
             stats.fast_misses += 1
             return self._miss(data, address, key, end)
-        whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone = entry
+        whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone, owner = entry
         truncated = whole_size > limit
         if truncated:
             heads, tail = short_heads, short_tail
         body = data[12:qend] + tail
         if len(self._exact) >= self._max_entries:
-            self.flush_stats()
-            self._exact.clear()
+            self._clear()
+            self._cache[key] = entry
+            self._note("c", key, owner)
         exact = data[2:]
         # Hits not yet flushed are kept when the same bytes came this way
         # again (through datagramReceived, not the read loop).
@@ -230,6 +239,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         hits = 1 + (seen[1] if seen is not None else 0)
         rest = heads[data[2]] + body
         self._exact[exact] = [_mmsg.tail(rest), hits, stat_key, job, zone, truncated]
+        self._note("e", exact, owner)
         try:
             self._sendto(data[:2] + rest, address)
         except OSError:
@@ -276,10 +286,31 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if rcode == dns.ESERVER and zone not in self._degraded:
             return
         if len(self._cache) >= self._max_entries:
-            self._cache.clear()
+            self._clear()
+        job = self._job(request)
+        # An answer with records (ANCOUNT) and no authority (NSCOUNT: the
+        # SOA of a negative answer) is made of its job's records alone.
+        alone = rcode == dns.OK and whole[6:8] != b"\0\0" and whole[8:10] == b"\0\0"
+        owner = job if alone else None
         self._cache[key] = (
             len(whole), _heads(whole), whole[qend:], _heads(short), short[qend:],
-            (request.queries[0].type, rcode), self._job(request), zone)
+            (request.queries[0].type, rcode), job, zone, owner)
+        self._note("c", key, owner)
+
+    def _note(self, kind, key, owner):
+        # Index a kept answer for _view_changed.
+        if owner is None:
+            self._others.add((kind, key))
+        else:
+            self._by_job.setdefault(owner, set()).add((kind, key))
+
+    def _clear(self):
+        # Drop every kept answer (their hits counted first).
+        self.flush_stats()
+        self._cache.clear()
+        self._exact.clear()
+        self._by_job.clear()
+        self._others = set()
 
     def _zone(self, request):
         # The zone label of a name (None at the apex): what a cached answer
@@ -299,9 +330,17 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         return (parsed.zone, parsed.address.consul_service)
 
     def _view_changed(self, zone, name):
+        # A job's change drops that job's answers and every answer not made
+        # of one job's records (the SOA serial moved); the answers of every
+        # other job stay.  A zone's catalog change drops everything.
+        if name is None:
+            self._clear()
+            return
         self.flush_stats()
-        self._cache.clear()
-        self._exact.clear()
+        dropped, self._others = self._others, set()
+        dropped.update(self._by_job.pop((zone, name), ()))
+        for kind, key in dropped:
+            (self._cache if kind == "c" else self._exact).pop(key, None)
 
     def flush_stats(self):
         """
@@ -355,8 +394,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if degraded is True or (degraded and None in degraded):
             # The local agent itself is out of reach: every answer may be
             # stale, and the slow path applies max-stale to each.
-            self._cache.clear()
-            self._exact.clear()
+            self._clear()
             self.enabled = False
             self._degraded = frozenset()
             return

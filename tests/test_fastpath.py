@@ -103,6 +103,32 @@ def test_a_change_of_the_view_is_answered_at_once():
     assert [a.payload.dottedQuad() for a in r.answers] == ["10.7.7.7"]
 
 
+def test_a_change_of_one_job_keeps_the_answers_of_the_others():
+    """
+    A change of one job drops that job's answers and every answer carrying
+    the SOA (its serial moved), and no other: the other jobs' answers keep
+    coming from the cache, and every answer after the change is current.
+    """
+    view = demo_view(2)
+    view.set_job("ams", "shop", "prod", "api", [instance("10.6.6.6")])
+    factory, fast, wire, _ = servers(view, fast=True)
+    api, nope = b"http.api.prod.shop.ams.glimpse.test", b"nope.web.prod.shop.ams.glimpse.test"
+
+    def ask(name):
+        return decode(exchange(fast, wire, query_bytes(name, dns.A)))
+
+    for name in (WEB, api, nope):
+        ask(name)
+    misses = factory.stats.fast_misses
+    view.set_job("ams", "shop", "prod", "web", [instance("10.7.7.7")], ports=("http",))
+    assert [a.payload.dottedQuad() for a in ask(WEB).answers] == ["10.7.7.7"]
+    negative = ask(nope)
+    assert negative.rCode == dns.ENAME and negative.authority[0].payload.serial == view.serial
+    assert factory.stats.fast_misses == misses + 2
+    assert [a.payload.dottedQuad() for a in ask(api).answers] == ["10.6.6.6"]
+    assert factory.stats.fast_misses == misses + 2  # from the cache
+
+
 def test_fast_path_steps_aside_while_a_watch_fails():
     """
     While a watch is failing, the cache is emptied and queries go through
