@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.names import dns
 
 from glimpse import _mmsg
+from glimpse._dnscache import KeptAnswers
 from glimpse.address import relative_labels
 from glimpse.answers import ADDRESS, classify
 from glimpse.dns import GlimpseDatagramProtocol
@@ -60,11 +61,13 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
 
     :param controller: the L{glimpse.dns.GlimpseServerFactory}; its
         C{stats} count fast hits and misses as well.
-    :param topology: the L{glimpse.topology.Topology} whose changes empty
-        the cache and whose jobs the hits keep watched.
+    :param topology: the L{glimpse.topology.Topology} whose changes drop
+        kept answers (L{glimpse._dnscache.KeptAnswers}) and whose jobs the
+        hits keep watched.
     :param clock: ``IReactorTime`` for the housekeeping tick.
-    :param max_entries: the cache is emptied when it would grow past this
-        (a flood of made-up names cannot take memory without bound).
+    :param max_entries: the kept answers are dropped when they would grow
+        past this (a flood of made-up names cannot take memory without
+        bound).
     :param tick: seconds between housekeeping rounds (keeping the jobs of
         hits watched, stepping aside while a watch fails).
     """
@@ -75,20 +78,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         super().__init__(controller)
         self.stats = controller.stats
         self._topology = topology
-        self._cache = {}
-        #: The same answers under the exact bytes after the ID (flags,
-        #: counts, question and OPT as sent): one slice and one lookup answer
-        #: a repeated query.  ``[tail, hits, stat_key, job, zone, tc]``: the
-        #: tail is the response after its ID, as a L{glimpse._mmsg.tail}.
-        self._exact = {}
-        #: Which answers a change of the view drops: the keys (``("c", key)``
-        #: in the cache, ``("e", key)`` in the exact answers) of those made of
-        #: one job's records alone, by job; and of every other (negative
-        #: answers carry the SOA, whose serial every change moves).
-        self._by_job = {}
-        self._others = set()
+        self._kept = KeptAnswers(max_entries, self.flush_stats)
         self._used = set()
-        self._max_entries = max_entries
         self._sendto = None
         #: The L{glimpse._mmsg.BatchSocket} on the port's socket, once read.
         self._batch = None
@@ -103,7 +94,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
         self._tick = tick
-        topology.add_listener(self._view_changed)
+        topology.add_listener(self._kept.changed)
 
     def startProtocol(self):
         """
@@ -127,7 +118,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         """
         How many pre-encoded answers are kept.
         """
-        return len(self._cache)
+        return len(self._kept.by_key)
 
     def read_datagrams(self, sock, max_size=8192, budget=256):
         """
@@ -151,7 +142,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if self._batch is None and _mmsg.available and isinstance(sock, socket.socket):
             self._batch = _mmsg.BatchSocket(sock, max_size)
         if self._batch is not None:
-            for elapsed, count in self._batch.serve(self._exact, self.datagramReceived, budget):
+            timings = self._batch.serve(self._kept.exact, self.datagramReceived, budget)
+            for elapsed, count in timings:
                 self.stats.observe(elapsed, count)
             return
         recvfrom, sendto, clock, hit = sock.recvfrom, sock.sendto, perf_counter_ns, self._hit
@@ -174,7 +166,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     def _hit(self, data):
         # The pre-encoded response, with the query's ID, to a query with the
         # same bytes after the ID as a plain one answered before; else None.
-        entry = self._exact.get(data[2:])
+        entry = self._kept.exact.get(data[2:])
         if entry is not None:
             entry[1] += 1
             return data[:2] + entry[0][0]
@@ -218,7 +210,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 CLASSIC_UDP_SIZE if limit < CLASSIC_UDP_SIZE else limit)
         else:
             return False
-        entry = self._cache.get(key)
+        entry = self._kept.by_key.get(key)
         stats = self.stats
         if entry is None:
             stats.fast_misses += 1
@@ -228,18 +220,9 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if truncated:
             heads, tail = short_heads, short_tail
         body = data[12:qend] + tail
-        if len(self._exact) >= self._max_entries:
-            self._clear()
-            self._cache[key] = entry
-            self._note("c", key, owner)
-        exact = data[2:]
-        # Hits not yet flushed are kept when the same bytes came this way
-        # again (through datagramReceived, not the read loop).
-        seen = self._exact.get(exact)
-        hits = 1 + (seen[1] if seen is not None else 0)
         rest = heads[data[2]] + body
-        self._exact[exact] = [_mmsg.tail(rest), hits, stat_key, job, zone, truncated]
-        self._note("e", exact, owner)
+        self._kept.keep_exact(data[2:], _mmsg.tail(rest), stat_key, job, zone, truncated,
+                              owner)
         try:
             self._sendto(data[:2] + rest, address)
         except OSError:
@@ -285,32 +268,14 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         # Any other SERVFAIL (a first fetch that timed out) is not kept.
         if rcode == dns.ESERVER and zone not in self._degraded:
             return
-        if len(self._cache) >= self._max_entries:
-            self._clear()
         job = self._job(request)
         # An answer with records (ANCOUNT) and no authority (NSCOUNT: the
         # SOA of a negative answer) is made of its job's records alone.
         alone = rcode == dns.OK and whole[6:8] != b"\0\0" and whole[8:10] == b"\0\0"
         owner = job if alone else None
-        self._cache[key] = (
+        self._kept.keep(key, (
             len(whole), _heads(whole), whole[qend:], _heads(short), short[qend:],
-            (request.queries[0].type, rcode), job, zone, owner)
-        self._note("c", key, owner)
-
-    def _note(self, kind, key, owner):
-        # Index a kept answer for _view_changed.
-        if owner is None:
-            self._others.add((kind, key))
-        else:
-            self._by_job.setdefault(owner, set()).add((kind, key))
-
-    def _clear(self):
-        # Drop every kept answer (their hits counted first).
-        self.flush_stats()
-        self._cache.clear()
-        self._exact.clear()
-        self._by_job.clear()
-        self._others = set()
+            (request.queries[0].type, rcode), job, zone, owner), owner)
 
     def _zone(self, request):
         # The zone label of a name (None at the apex): what a cached answer
@@ -329,19 +294,6 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             return None
         return (parsed.zone, parsed.address.consul_service)
 
-    def _view_changed(self, zone, name):
-        # A job's change drops that job's answers and every answer not made
-        # of one job's records (the SOA serial moved); the answers of every
-        # other job stay.  A zone's catalog change drops everything.
-        if name is None:
-            self._clear()
-            return
-        self.flush_stats()
-        dropped, self._others = self._others, set()
-        dropped.update(self._by_job.pop((zone, name), ()))
-        for kind, key in dropped:
-            (self._cache if kind == "c" else self._exact).pop(key, None)
-
     def flush_stats(self):
         """
         Add the hits counted on the pre-encoded answers to C{stats} (done
@@ -349,7 +301,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         at most a tick), and note their jobs as used.
         """
         stats = self.stats
-        for entry in self._exact.values():
+        for entry in self._kept.exact.values():
             hits = entry[1]
             if hits:
                 entry[1] = 0
@@ -374,10 +326,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             return
         self._dead = (dead_zones, dead_jobs)
         args = (recovered, dead_zones, dead_jobs)
-        self._cache = {key: entry for key, entry in self._cache.items()
-                       if _keep(entry[7], entry[6], entry[5][1], *args)}
-        self._exact = {key: entry for key, entry in self._exact.items()
-                       if _keep(entry[4], entry[3], entry[2][1], *args)}
+        self._kept.prune(lambda zone, job, rcode: _keep(zone, job, rcode, *args))
 
     def tick(self):
         """
@@ -394,7 +343,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if degraded is True or (degraded and None in degraded):
             # The local agent itself is out of reach: every answer may be
             # stale, and the slow path applies max-stale to each.
-            self._clear()
+            self._kept.clear()
             self.enabled = False
             self._degraded = frozenset()
             return

@@ -172,7 +172,7 @@ def test_the_cache_is_bounded():
     """
     view = demo_view()
     factory, fast, wire, clock = servers(view, fast=True)
-    fast._max_entries = 50
+    fast._kept.max_entries = 50
     for i in range(500):
         exchange(fast, wire, query_bytes(b"n%d.ams.glimpse.test" % i))
     assert fast.cache_size() <= 50
