@@ -101,7 +101,7 @@ class BatchSocket:
     def __init__(self, sock, size=8192, batch=64):
         self._fd = sock.fileno()
         self._family = sock.family
-        self._size, self._batch = size, batch
+        self._batch = batch
         self._recv, self._send = _CALLS
         # Slots a cache line further apart than their size: the first bytes
         # of a batch's datagrams, read one after the other, would otherwise
@@ -133,7 +133,6 @@ class BatchSocket:
         # each iovec 16 (2 uint64s).
         self._in_u32 = memoryview(self._in_hdrs).cast("B").cast("I")
         self._out_u64 = memoryview(self._out_hdrs).cast("B").cast("Q")
-        self._names_bytes = memoryview(self._names).cast("B")
         self._out_iov = memoryview(out_iov).cast("B").cast("Q")
         # Per slot, where its fields are, so that nothing is computed per
         # datagram: for reading, the datagram's start and its msg_len; for
@@ -230,7 +229,7 @@ class BatchSocket:
         # The sender as the socket module gives it: (host, port) for IPv4,
         # (host, port, flowinfo, scope_id) for IPv6.
         start = i * _NAME_SIZE
-        name = self._names_bytes[start:start + self._address_size].tobytes()
+        name = self._names[start:start + self._address_size]
         if self._family == socket.AF_INET6:
             port, flowinfo = struct.unpack_from("!HI", name, 2)
             scope_id, = struct.unpack_from("=I", name, 24)
