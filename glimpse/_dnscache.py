@@ -37,17 +37,15 @@ class KeptAnswers:
         self._by_job = {}
         self._others = set()
 
-    def keep(self, key, entry, owner):
+    def keep(self, key, entry):
         """
-        Keep C{entry} under C{key}.
-
-        :param owner: the job ``(zone, Consul service)`` whose records alone
-            make the answer, or ``None``.
+        Keep C{entry} under C{key}.  Its C{owner} is the job ``(zone, Consul
+        service)`` whose records alone make the answer, or ``None``.
         """
         if len(self.by_key) >= self.max_entries:
             self.clear()
         self.by_key[key] = entry
-        self._note("k", key, owner)
+        self._note("k", key, entry[8])
 
     def keep_exact(self, exact, tail, stat_key, job, zone, truncated, owner):
         """

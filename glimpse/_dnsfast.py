@@ -275,7 +275,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         owner = job if alone else None
         self._kept.keep(key, (
             len(whole), _heads(whole), whole[qend:], _heads(short), short[qend:],
-            (request.queries[0].type, rcode), job, zone, owner), owner)
+            (request.queries[0].type, rcode), job, zone, owner))
 
     def _zone(self, request):
         # The zone label of a name (None at the apex): what a cached answer

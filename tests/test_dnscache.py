@@ -8,19 +8,19 @@ from glimpse._dnscache import KeptAnswers
 WEB, API = ("ams", "shop--prod--web"), ("ams", "shop--prod--api")
 
 
-def _entry(job, rcode=0):
+def _entry(job, rcode=0, owner=True):
     # (whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone, owner)
-    return (0, None, b"", None, b"", (1, rcode), job, job[0], job)
+    return (0, None, b"", None, b"", (1, rcode), job, job[0], job if owner else None)
 
 
 def _kept(max_entries=100):
     drops = []
     kept = KeptAnswers(max_entries, before_drop=lambda: drops.append(1))
-    kept.keep(b"web", _entry(WEB), WEB)
+    kept.keep(b"web", _entry(WEB))
     kept.keep_exact(b"web!", (b"", 0, 0), (1, 0), WEB, "ams", False, WEB)
-    kept.keep(b"api", _entry(API), API)
+    kept.keep(b"api", _entry(API))
     kept.keep_exact(b"api!", (b"", 0, 0), (1, 0), API, "ams", False, API)
-    kept.keep(b"nope", _entry(WEB, rcode=3), None)
+    kept.keep(b"nope", _entry(WEB, rcode=3, owner=False))
     kept.keep_exact(b"nope!", (b"", 0, 0), (1, 3), WEB, "ams", False, None)
     return kept, drops
 
@@ -55,7 +55,7 @@ def test_a_full_map_empties_both_and_a_later_change_still_finds_what_came_after(
     dropped by its job's change.
     """
     kept, _ = _kept(max_entries=3)
-    kept.keep(b"web2", _entry(WEB), WEB)
+    kept.keep(b"web2", _entry(WEB))
     assert sorted(kept.by_key) == [b"web2"] and not kept.exact
     kept.keep_exact(b"web2!", (b"", 0, 0), (1, 0), WEB, "ams", False, WEB)
     kept.changed(*WEB)
