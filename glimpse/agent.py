@@ -15,6 +15,7 @@ from glimpse.consul import ConsulClient
 from glimpse._dnsfast import FastDatagramProtocol
 from glimpse._dnsport import FastUDPServer
 from glimpse.dns import GlimpseResolver, GlimpseServerFactory
+from glimpse.gcpauses import GCPauses
 from glimpse.http.root import make_root
 from glimpse.metrics import LagProbe
 from glimpse.providers import Applier, ReconcileService
@@ -123,13 +124,18 @@ def build_agent(reactor, options):
     ReconcileService(applier, reactor).setServiceParent(top)
     lag = LagProbe(reactor)
     lag.setServiceParent(top)
+    gc_pauses = GCPauses()
     site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor,
                                provider_token=read_token(options.get("provider-token-file")),
                                consul=consul, dns_stats=factory.stats,
                                dns_flush=dns_udp.flush_stats,
-                               lookup_cap=options.get("lookup-cap", 1000), lag=lag))
+                               lookup_cap=options.get("lookup-cap", 1000), lag=lag,
+                               gc_pauses=gc_pauses))
     for endpoint in options["http"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    # Last, so that it starts after the others: what they made as they
+    # started is frozen too.
+    gc_pauses.setServiceParent(top)
 
     top.topology, top.consul, top.dns_factory = topology, consul, factory
     top.dns_udp = dns_udp

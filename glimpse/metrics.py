@@ -45,11 +45,13 @@ class GlimpseCollector:
     :param dns_flush: a callable bringing C{dns_stats} up to date, or
         ``None``.
     :param lag: a L{LagProbe}, or ``None``.
+    :param gc_pauses: a L{glimpse.gcpauses.GCPauses}, or ``None``.
     """
 
     def __init__(self, topology, clock, consul=None, dns_stats=None, hub=None, applier=None,
-                 dns_flush=None, lag=None):
+                 dns_flush=None, lag=None, gc_pauses=None):
         self._lag = lag
+        self._gc = gc_pauses
         self._dns_flush = dns_flush
         self._topology = topology
         self._clock = clock
@@ -113,6 +115,17 @@ class GlimpseCollector:
                              "How much later than due the reactor ran a timer due every 0.1 s "
                              "(an event-loop stall delays every answer as much)",
                              self._lag.bounds, self._lag.counts, self._lag.total)
+        if self._gc is not None:
+            pauses = HistogramMetricFamily(
+                "glimpse_gc_pause_seconds",
+                "How long each garbage collection stopped the process (every answer waits "
+                "meanwhile), by generation (2: full)", labels=["generation"])
+            for generation, (counts, total) in enumerate(zip(self._gc.counts, self._gc.totals)):
+                pauses.add_metric([str(generation)], _buckets(self._gc.bounds, counts), total)
+            yield pauses
+            yield GaugeMetricFamily("glimpse_gc_frozen_objects",
+                                    "Objects made at startup, left out of garbage collections",
+                                    value=self._gc.frozen)
         applies = getattr(self._applier, "applies", None)
         if applies is not None:
             family = CounterMetricFamily("glimpse_provider_applies",
@@ -216,10 +229,15 @@ def _latency_histogram(stats):
 
 
 def _histogram(name, help_text, bounds, counts, total):
+    return HistogramMetricFamily(name, help_text, buckets=_buckets(bounds, counts),
+                                 sum_value=total)
+
+
+def _buckets(bounds, counts):
     # Plain per-bucket counts (the last one above every bound) as a
-    # Prometheus histogram: cumulative buckets, in seconds.
+    # Prometheus histogram's cumulative buckets, in seconds.
     buckets, running = [], 0
     for bound, count in zip(bounds + (float("inf"),), counts):
         running += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
-    return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=total)
+    return buckets

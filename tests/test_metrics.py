@@ -77,6 +77,8 @@ def test_metrics_count_dns_http_consul_and_the_view(glimpse):
     assert sample(samples, "glimpse_zone_serving", zone="ams") == 1
     assert ("glimpse_subscribers", frozenset()) in samples
     assert ("glimpse_reactor_lag_seconds_count", frozenset()) in samples
+    assert sample(samples, "glimpse_gc_frozen_objects") > 10000
+    assert ("glimpse_gc_pause_seconds_count", frozenset({("generation", "2")})) in samples
 
 
 def test_provider_applies_are_counted(glimpse):

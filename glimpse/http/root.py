@@ -104,7 +104,7 @@ METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=None,
               dns_stats=None, dns_flush=None, lookup_cap=1000, stream_buffer=1 << 20, heartbeat=5.0,
-              lag=None):
+              lag=None, gc_pauses=None):
     """
     Build the whole tree.
 
@@ -118,6 +118,7 @@ def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=No
     :param stream_buffer: bytes an event stream holds for a slow client.
     :param heartbeat: seconds between event streams' heartbeat comments.
     :param lag: a L{glimpse.metrics.LagProbe}, for metrics.
+    :param gc_pauses: a L{glimpse.gcpauses.GCPauses}, for metrics.
     :return: the root resource; its ``hub`` and ``registry`` are kept for
         tests and benchmarks.
     """
@@ -127,7 +128,7 @@ def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=No
     hub = Hub(topology, clock, heartbeat=heartbeat)
     registry, latency = make_registry(GlimpseCollector(
         topology, clock, consul=consul, dns_stats=dns_stats, hub=hub, applier=applier,
-        dns_flush=dns_flush, lag=lag))
+        dns_flush=dns_flush, lag=lag, gc_pauses=gc_pauses))
     ctx = Context(topology, hub, checks, dns_zone, cap=lookup_cap, stream_buffer=stream_buffer)
     root = Root(clock, latency)
     root.hub, root.registry = hub, registry
