@@ -130,7 +130,9 @@ class ConsulClient:
         endpoint = endpoint or path.split("?")[0]
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
         url = f"{self._base}/v1/{path}"
-        kwargs = {"headers": self._headers()}
+        # Consul never redirects, and a redirect followed would take the ACL
+        # token to wherever it points.
+        kwargs = {"headers": self._headers(), "allow_redirects": False}
         if params:
             kwargs["params"] = {k: v for k, v in params.items() if v is not None}
         if body is not None:
@@ -149,6 +151,12 @@ class ConsulClient:
             if response.code >= 400:
                 text = content.decode("utf-8", "replace").strip() or response.phrase.decode()
                 raise _error_for(response.code, endpoint, text)
+            if response.code >= 300:
+                where = response.headers.getRawHeaders(b"location", [b"nowhere"])[0]
+                raise ConsulError(
+                    endpoint, f"answered with a redirect to {where.decode('ascii', 'replace')}, "
+                    "which Glimpse does not follow (the ACL token would go along): point "
+                    "--consul at the Consul agent itself", response.code)
             index = response.headers.getRawHeaders(b"x-consul-index", [None])[0]
             if unchanged_index is not None and index and int(index) == unchanged_index:
                 # Decoding a large answer costs the reactor milliseconds;

@@ -196,6 +196,33 @@ def test_not_json(h):
         "catalog/datacenters", "the answer was not JSON", 200)
 
 
+def test_redirect_not_followed_and_token_not_sent_along():
+    """
+    Consul never redirects: a redirect (a proxy, a wrong --consul) is an
+    error saying so, and nothing is asked where it points, so the ACL
+    token does not go to another host.
+    """
+    asked = []
+
+    class Redirecting(FakeConsul):
+        def render(self, request):
+            asked.append((request.getHeader("host"), request.getHeader("x-consul-token")))
+            request.setResponseCode(302)
+            request.setHeader("location", "http://elsewhere.example/v1/catalog/datacenters")
+            return b""
+
+    stub = StubTreq(Redirecting())
+    client = ConsulClient(stub, "http://consul", Clock(), token="s3cr3t")
+    results = []
+    client.datacenters().addErrback(results.append)
+    stub.flush()
+    error = results[0].value
+    assert type(error) is ConsulError and error.status == 302
+    assert "http://elsewhere.example/v1/catalog/datacenters" in error.message
+    assert "not follow" in error.message
+    assert asked == [("consul", "s3cr3t")]
+
+
 def test_connection_refused():
     """
     When the agent cannot be reached the request fails with
