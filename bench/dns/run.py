@@ -12,8 +12,9 @@ Consul requests per 1,000 Glimpse queries (from Consul's own metrics), the
 provider change -> DNS visibility over 200 changes, and the RSS of a view
 of 100,000 instances; and for cached SRV, each target of issue #3 with its
 figure.  ``--duration`` sets seconds per run; each saturating run is
-repeated (``--repeat``) and its medians printed, with the spread of CPU per
-query, since one run on a shared 2-core machine can be off by 15%.
+repeated (``--repeat``, the servers taking turns) and its medians printed,
+with the spread of CPU per query, since one run on a shared 2-core machine
+can be off by 20%.
 """
 
 import argparse
@@ -215,7 +216,7 @@ def change_visibility(glimpse, changes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per dnsperf run")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=5,
                         help="saturating runs per server and workload (medians printed)")
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--latency-rate", type=int, default=2000,
@@ -239,24 +240,33 @@ def main():
                 dnsperf(port, files[(kind, qtype, count)], 1, pid)
         results, glimpse_queries, view_delta, all_delta, idle_delta = {}, 0, 0, 0, 0
         for qtype, count in WORKLOADS:
+            runs, glimpse_seconds = {server: [] for server in SERVERS}, 0.0
+            # The servers take turns, run after run: this VM's speed drifts
+            # by 20% over minutes, and each server then meets the same drift.
+            for _ in range(args.repeat):
+                for server in SERVERS:
+                    port, pid = servers[server]
+                    kind = "consul" if server == "consul" else "glimpse"
+                    before, started = consul_requests(agent), time.monotonic()
+                    runs[server].append(dnsperf(port, files[(kind, qtype, count)], args.duration,
+                                                pid))
+                    if server == "glimpse":
+                        after = consul_requests(agent)
+                        glimpse_seconds += time.monotonic() - started
+                        view_delta += after[0] - before[0]
+                        all_delta += after[1] - before[1]
             for server in SERVERS:
                 port, pid = servers[server]
                 kind = "consul" if server == "consul" else "glimpse"
-                before, started = consul_requests(agent), time.monotonic()
-                results[(server, qtype, count)] = r = medians(
-                    [dnsperf(port, files[(kind, qtype, count)], args.duration, pid)
-                     for _ in range(args.repeat)])
+                results[(server, qtype, count)] = r = medians(runs[server])
                 r["p99_ms"] = dnsperf(port, files[(kind, qtype, count)], 2, pid,
                                       rate=args.latency_rate)["p99_ms"]
-                if server == "glimpse":
-                    after = consul_requests(agent)
-                    glimpse_queries += r["completed"]
-                    view_delta += after[0] - before[0]
-                    all_delta += after[1] - before[1]
-                    # The same time without queries: what the watches ask
-                    # anyway (each blocking query ends after its wait).
-                    time.sleep(time.monotonic() - started)
-                    idle_delta += consul_requests(agent)[0] - after[0]
+            glimpse_queries += results[("glimpse", qtype, count)]["completed"]
+            # As long without queries: what the watches ask anyway (each
+            # blocking query ends after its wait).
+            idle_before = consul_requests(agent)[0]
+            time.sleep(glimpse_seconds)
+            idle_delta += consul_requests(agent)[0] - idle_before
         report(results)
         print(f"\nConsul requests per 1,000 Glimpse queries (Consul's own metrics, over the "
               f"Glimpse runs, {glimpse_queries} queries): catalog+health "
