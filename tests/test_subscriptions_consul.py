@@ -78,6 +78,33 @@ def test_stream_sends_snapshot_then_changes_with_ids(consul, glimpse):
         reader.close()
 
 
+def test_a_stream_on_an_address_yet_to_exist_gets_it_when_it_appears(consul, glimpse):
+    """
+    A deploy can follow its new job before it is registered: the stream
+    says the address does not exist (an unavailable event, status 404,
+    saying why), stays open, and sends the snapshot when it appears.
+    """
+    reader = EventReader(f"{glimpse.url}/v1/watch/http.fresh.prod.shop.ams")
+    tree = EventReader(f"{glimpse.url}/v1/watch/topology/ams/shop/prod/fresh")
+    try:
+        wait_until(lambda: reader.events and tree.events, what="the first events")
+        kind, _, data = reader.events[0]
+        assert kind == "unavailable" and data["status"] == 404
+        assert "http.fresh.prod.shop.ams" in data["error"] and data["detail"]
+        assert tree.events[0][0] == "unavailable" and tree.events[0][2]["status"] == 404
+        register(consul.url, "fresh", "fresh-1", "http", 8100, "127.0.9.100")
+        wait_until(lambda: any(k == "snapshot" for k, _, _ in reader.events)
+                   and any(k == "snapshot" for k, _, _ in tree.events),
+                   what="the snapshots once the job exists")
+        kind, _, snapshot = reader.events[-1]
+        assert kind == "snapshot"
+        assert [i["instance"] for i in snapshot["instances"]] == ["fresh-1"]
+    finally:
+        reader.close()
+        tree.close()
+        deregister(consul.url, service_id("fresh", "fresh-1", "http"))
+
+
 def test_reconnect_with_last_event_id_gets_only_what_was_missed(consul, glimpse):
     """
     A client reconnecting with Last-Event-ID gets the events it missed and

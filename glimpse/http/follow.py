@@ -217,6 +217,11 @@ def stream(request, hub, followed, limit):
     """
     Render a ``text/event-stream`` of C{followed}: a snapshot (or, with a
     known ``Last-Event-ID``, the events missed), then changes as they come.
+
+    What does not exist (yet) is followed too: the stream starts with an
+    ``unavailable`` event of status 404, and a snapshot follows when it
+    appears (a deploy waiting for its new job).  Only bad input ends the
+    request at once, with its 400.
     """
     last_id = request.getHeader(b"last-event-id")
     subject = followed.subject(hub)
@@ -227,8 +232,8 @@ def stream(request, hub, followed, limit):
     def ready(subject):
         if request._disconnected or request.finished:
             return
-        if subject.error is not None and subject.error[0] in (400, 404):
-            # Nothing to follow there: say so, as a GET would.
+        if subject.error is not None and subject.error[0] == 400:
+            # Nothing could ever be there: say so, as a GET would.
             finish(request, subject.error[0], subject.error[1])
             hub.forget_if_idle(subject, errors_only=True)
             return

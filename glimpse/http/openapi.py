@@ -85,8 +85,9 @@ _LEVELS = [_label("zone", "a zone (Consul datacenter)"), _label("product", "a pr
 _STREAM = {"description": "A text/event-stream: 'snapshot' (the whole answer), then 'add', "
                           "'remove', 'update' per item, 'summary' (the answer without its "
                           "items) when the rest changed, 'unavailable' while the view "
-                          "cannot serve, 'close' with a reason before Glimpse ends the stream; "
-                          "heartbeat comments every few seconds",
+                          "cannot serve or what is followed does not exist (yet: status 404; "
+                          "a 'snapshot' follows when it appears), 'close' with a reason before "
+                          "Glimpse ends the stream; heartbeat comments every few seconds",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
 COUNTS = {"type": "object", "required": ["instances", "passing", "warning", "critical"],
