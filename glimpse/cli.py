@@ -114,6 +114,8 @@ def _describe(kind, data):
         sign = "+" if kind == "add" else "~"
         return f"{sign} {data['id']} {data['ip']}:{data['port']} {data['status']}" + (
             f" (failing: {_failing(data['checks'])})" if data["status"] != "passing" else "")
+    if kind == "unavailable" and data.get("status") == 404:
+        return f"not there (yet): {data.get('error')}; waiting for it"
     return f"{kind}: {json.dumps(data)}"
 
 
@@ -184,7 +186,8 @@ def parser():
             "passing / warning / critical.")
     s.add_argument("path", metavar="PATH", nargs="?", default="",
                    help="zone[/product[/env[/job]]] (default: every zone)")
-    s = add("watch", cmd_watch, "Follow an address: print its instances, then each change.")
+    s = add("watch", cmd_watch, "Follow an address: print its instances, then each change "
+            "(an address that does not exist yet is waited for).")
     s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
     s.add_argument("--healthy", action="store_true", help="only the instances DNS serves")
     s.add_argument("--count", type=int, default=0, metavar="N",

@@ -119,6 +119,18 @@ def test_watch_prints_the_snapshot(glimpse):
     assert json.loads(out.splitlines()[0])["event"] == "snapshot"
 
 
+def test_watch_of_an_address_yet_to_exist_says_it_waits(glimpse):
+    """
+    ``glimpse watch`` on an address that does not exist says so and that it
+    waits for it, instead of failing.
+    """
+    code, out, _ = run("--agent", glimpse.url, "watch", "http.later.prod.shop.ams",
+                       "--count", "1")
+    assert code == 0
+    assert out.startswith("not there (yet): no address 'http.later.prod.shop.ams'")
+    assert "waiting for it" in out
+
+
 def test_provide_puts_the_state_and_reports_changes(glimpse, tmp_path):
     """
     ``glimpse provide`` applies a state file through the agent and says
