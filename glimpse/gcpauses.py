@@ -14,11 +14,12 @@ startup made) and measures each collection's pause, by generation,
 for ``/metrics``.
 """
 
-import bisect
 import gc
 import time
 
 from twisted.application import service
+
+from glimpse.metrics import Stalls
 
 
 class GCPauses(service.Service):
@@ -28,19 +29,15 @@ class GCPauses(service.Service):
 
     :param timer: seconds, monotonic (tests pass a fake).
     :param collector: the ``gc`` module (tests pass a fake).
-    :ivar counts: per generation, collections per bucket (``bounds`` in
-        seconds, then larger).
-    :ivar totals: per generation, the pauses added up, seconds.
+    :ivar pauses: per generation, the L{glimpse.metrics.Stalls} its
+        collections made.
     """
-
-    bounds = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
     def __init__(self, timer=time.perf_counter, collector=gc):
         self._timer = timer
         self._gc = collector
         self._started = None
-        self.counts = [[0] * (len(self.bounds) + 1) for _ in range(3)]
-        self.totals = [0.0] * 3
+        self.pauses = [Stalls() for _ in range(3)]
         self.frozen = 0
 
     def startService(self):
@@ -68,8 +65,5 @@ class GCPauses(service.Service):
         if phase == "start":
             self._started = self._timer()
         elif self._started is not None:
-            pause = self._timer() - self._started
+            self.pauses[info["generation"]].add(self._timer() - self._started)
             self._started = None
-            generation = info["generation"]
-            self.counts[generation][bisect.bisect_left(self.bounds, pause)] += 1
-            self.totals[generation] += pause

@@ -114,14 +114,16 @@ class GlimpseCollector:
             yield _histogram("glimpse_reactor_lag_seconds",
                              "How much later than due the reactor ran a timer due every 0.1 s "
                              "(an event-loop stall delays every answer as much)",
-                             self._lag.bounds, self._lag.counts, self._lag.total)
+                             self._lag.lags.bounds, self._lag.lags.counts,
+                             self._lag.lags.total)
         if self._gc is not None:
             pauses = HistogramMetricFamily(
                 "glimpse_gc_pause_seconds",
                 "How long each garbage collection stopped the process (every answer waits "
                 "meanwhile), by generation (2: full)", labels=["generation"])
-            for generation, (counts, total) in enumerate(zip(self._gc.counts, self._gc.totals)):
-                pauses.add_metric([str(generation)], _buckets(self._gc.bounds, counts), total)
+            for generation, stalls in enumerate(self._gc.pauses):
+                pauses.add_metric([str(generation)], _buckets(stalls.bounds, stalls.counts),
+                                  stalls.total)
             yield pauses
             yield GaugeMetricFamily("glimpse_gc_frozen_objects",
                                     "Objects made at startup, left out of garbage collections",
@@ -136,6 +138,29 @@ class GlimpseCollector:
             yield family
 
 
+class Stalls:
+    """
+    How long the process stood still, counted per bucket: each stall in
+    the first bucket whose bound (seconds) it does not pass, or the last.
+
+    :ivar counts: stalls per bucket (``bounds``, then larger).
+    :ivar total: the stalls added up, seconds.
+    """
+
+    bounds = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+    def __init__(self):
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def add(self, seconds):
+        """
+        Count one stall of C{seconds}.
+        """
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+
 class LagProbe(service.Service):
     """
     How late the reactor runs a timer: one is due every C{interval}
@@ -145,19 +170,15 @@ class LagProbe(service.Service):
 
     :param clock: ``IReactorTime``.
     :param interval: seconds between probes.
-    :ivar counts: probes per bucket (``bounds`` in seconds, then larger).
-    :ivar total: the lags added up, seconds.
+    :ivar lags: the L{Stalls} the probes counted.
     """
-
-    bounds = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
     def __init__(self, clock, interval=0.1):
         self._clock = clock
         self._interval = interval
         self._call = None
         self._due = None
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
+        self.lags = Stalls()
 
     def startService(self):
         """
@@ -181,9 +202,7 @@ class LagProbe(service.Service):
 
     def _probe(self):
         now = self._clock.seconds()
-        lag = max(0.0, now - self._due)
-        self.counts[bisect.bisect_left(self.bounds, lag)] += 1
-        self.total += lag
+        self.lags.add(max(0.0, now - self._due))
         self._schedule(now)
 
 

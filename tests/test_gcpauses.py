@@ -44,7 +44,7 @@ def test_startup_objects_are_left_out_of_collections():
         del cycle
         gc.collect()
         assert gone() is None
-        assert sum(pauses.counts[2]) == 1 and pauses.totals[2] > 0
+        assert sum(pauses.pauses[2].counts) == 1 and pauses.pauses[2].total > 0
     finally:
         pauses.stopService()
     assert gc.get_freeze_count() == 0 and pauses.frozen == 0
