@@ -44,11 +44,19 @@ grep -q "Mozilla Public License, version 2.0" "$src/LICENSE" \
     || die "$src/LICENSE is not MPL-2.0; refusing to build a Consul release under another licence"
 
 tmp="$bin.tmp.$$"
+# A failed or interrupted build leaves no half-written binary behind.
+trap 'rm -f "$tmp"' EXIT
 if ! CGO_ENABLED=0 go build -trimpath -ldflags='-s -w -checklinkname=0' -o "$tmp" github.com/hashicorp/consul >&2; then
     rm -f "$tmp"
     die "go build failed (output above). Try: go clean -modcache, then make consul again; or set GLIMPSE_CONSUL=/path/to/consul"
 fi
-"$tmp" version | head -1 | grep -q "Consul v$VERSION" || die "the built binary does not report Consul v$VERSION"
+# Read the whole output before matching it: `version | head -1` under
+# pipefail failed whenever consul was still writing when head exited (SIGPIPE).
+reported="$("$tmp" version)" || die "the built binary failed to run: $tmp version"
+case "$reported" in
+    "Consul v$VERSION"*) ;;
+    *) die "the built binary does not report Consul v$VERSION (it says: ${reported%%$'\n'*})" ;;
+esac
 mv "$tmp" "$bin"
 echo "$key" > "$out/key"
 echo "$bin"
