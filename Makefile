@@ -54,7 +54,7 @@ test: deps lint
 	@$(WITH_CONSUL) -m pytest $(PYTEST_ARGS)
 
 run: deps
-	@$(WITH_CONSUL) -m glimpse.demo --zones $(ZONES)
+	@$(WITH_CONSUL) -m glimpse.dev.demo --zones $(ZONES)
 
 lint: venv
 	$(PY) -m pyflakes glimpse tests bench

@@ -10,17 +10,17 @@ from twisted.web.client import (
 from twisted.web.server import Site
 from treq.client import HTTPClient
 
-from glimpse.answers import ZoneIdentity
+from glimpse.dns.answers import ZoneIdentity
 from glimpse.consul import ConsulClient
-from glimpse._dnsfast import FastDatagramProtocol
-from glimpse._dnsport import FastUDPServer
-from glimpse.dns import GlimpseResolver, GlimpseServerFactory
-from glimpse.gcpauses import GCPauses
+from glimpse.dns.fastpath import FastDatagramProtocol
+from glimpse.dns.udpport import FastUDPServer
+from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
+from glimpse.metrics.gcpauses import GCPauses
 from glimpse.http.root import make_root
-from glimpse.metrics import LagProbe
-from glimpse.providers import Applier, ReconcileService
-from glimpse.store import ProviderStore
-from glimpse.topology import Topology
+from glimpse.metrics.registry import LagProbe
+from glimpse.providers.applier import Applier, ReconcileService
+from glimpse.providers.store import ProviderStore
+from glimpse.view.topology import Topology
 
 
 class QuietSite(Site):

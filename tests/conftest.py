@@ -4,10 +4,10 @@ Shared pytest fixtures for the Glimpse tests.
 
 import pytest
 
-from glimpse.devconsul import find_consul, start_dev_consul
+from glimpse.dev.consul import find_consul, start_dev_consul
 
 # ---------------------------------------------------------------------------
-# Consul dev agents (glimpse.devconsul).  Real agents on free loopback ports;
+# Consul dev agents (glimpse.dev.consul).  Real agents on free loopback ports;
 # a missing Consul is an error with instructions, never a skip, so that a
 # green run always means the Consul tests really ran.
 # ---------------------------------------------------------------------------
@@ -18,7 +18,7 @@ def consul_binary():
     """
     Path of the consul binary: ``$GLIMPSE_CONSUL``, or the one
     ``tools/build-consul.sh`` builds once and caches.  Errors (with the
-    :class:`glimpse.devconsul.ConsulNotFound` message) if there is none.
+    :class:`glimpse.dev.consul.ConsulNotFound` message) if there is none.
     """
     return find_consul()
 

@@ -1,6 +1,6 @@
 """
 Doubles for the DNS unit tests: a view holding instances in memory (the
-same interface L{glimpse.topology.Topology} offers the DNS), a datagram
+same interface L{glimpse.view.topology.Topology} offers the DNS), a datagram
 transport that records what is sent, and helpers building servers on them.
 """
 
@@ -11,11 +11,11 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from glimpse._dnsfast import FastDatagramProtocol
-from glimpse.answers import ZoneIdentity
-from glimpse.dns import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
-from glimpse.model import Check, Instance
-from glimpse.topology import Unavailable
+from glimpse.dns.fastpath import FastDatagramProtocol
+from glimpse.dns.answers import ZoneIdentity
+from glimpse.dns.server import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
+from glimpse.view.model import Check, Instance
+from glimpse.view.topology import Unavailable
 
 DNS_ZONE = "glimpse.test"
 
@@ -172,7 +172,7 @@ class QueueSocket:
 class SocketPair:
     """
     Real loopback UDP sockets (port 0) as a fast path's transport: its read
-    loop then reads and answers in batches (L{glimpse._mmsg}) as it does
+    loop then reads and answers in batches (L{glimpse.dns.mmsg}) as it does
     behind its port, and every answer reaches C{client}.
     """
 

@@ -9,8 +9,8 @@ import threading
 import urllib.parse
 import urllib.request
 
-from glimpse._cli_http import sse_events
-from glimpse.devglimpse import http_json
+from glimpse.cli.client import sse_events
+from glimpse.dev.twistd import http_json
 
 
 def service_id(job, instance, port_name, product="shop", env="prod"):

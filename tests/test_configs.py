@@ -22,8 +22,8 @@ import pytest
 from twisted.python.usage import UsageError
 
 from glimpse.config import ConfigError, config_path, with_config
-from glimpse.devconsul import free_ports, start_dev_consul
-from glimpse.devglimpse import REPO, http_json
+from glimpse.dev.consul import free_ports, start_dev_consul
+from glimpse.dev.twistd import REPO, http_json
 from glimpse.tap import Options
 from support import wait_until
 
@@ -280,7 +280,7 @@ def test_shipped_provider_states_are_valid():
     Every example provider state under ``etc/examples/`` is one Glimpse
     accepts.
     """
-    from glimpse.state import InvalidState, validate_state
+    from glimpse.providers.state import InvalidState, validate_state
     examples = sorted((ETC / "examples").glob("*.json"))
     assert examples
     for path in examples:

@@ -10,9 +10,9 @@ import urllib.parse
 
 import pytest
 
-from glimpse.devconsul import start_dev_consul
-from glimpse.devglimpse import start_glimpse
-from glimpse.state import registrations, validate_state
+from glimpse.dev.consul import start_dev_consul
+from glimpse.dev.twistd import start_glimpse
+from glimpse.providers.state import registrations, validate_state
 from support import wait_until
 
 ZONE = "glimpse.test"

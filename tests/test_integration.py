@@ -9,7 +9,7 @@ import threading
 import pytest
 from twisted.names import dns
 
-from glimpse.devglimpse import start_glimpse
+from glimpse.dev.twistd import start_glimpse
 from support import a_addresses, ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"

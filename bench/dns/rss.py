@@ -16,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.names import dns  # noqa: E402
 
-from glimpse._dnsfast import FastDatagramProtocol  # noqa: E402
-from glimpse.answers import ZoneIdentity  # noqa: E402
-from glimpse.dns import GlimpseResolver, GlimpseServerFactory  # noqa: E402
-from glimpse.model import instances_from_health  # noqa: E402
-from glimpse.topology import JobView, Topology, ZoneView  # noqa: E402
+from glimpse.dns.fastpath import FastDatagramProtocol  # noqa: E402
+from glimpse.dns.answers import ZoneIdentity  # noqa: E402
+from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory  # noqa: E402
+from glimpse.view.model import instances_from_health  # noqa: E402
+from glimpse.view.topology import JobView, Topology, ZoneView  # noqa: E402
 
 JOBS, PER_JOB = 1000, 100
 

@@ -35,8 +35,8 @@ sys.path[:0] = [str(REPO), str(HERE)]
 from twisted.names import dns  # noqa: E402
 
 import topo  # noqa: E402
-from glimpse.devconsul import find_consul, free_ports, start_dev_consul  # noqa: E402
-from glimpse.devglimpse import start_glimpse  # noqa: E402
+from glimpse.dev.consul import find_consul, free_ports, start_dev_consul  # noqa: E402
+from glimpse.dev.twistd import start_glimpse  # noqa: E402
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 WORKLOADS = [("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000)]

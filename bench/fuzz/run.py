@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from twisted.names import dns  # noqa: E402
 
-from glimpse.devconsul import find_consul, start_dev_consul  # noqa: E402
-from glimpse.devglimpse import start_glimpse  # noqa: E402
+from glimpse.dev.consul import find_consul, start_dev_consul  # noqa: E402
+from glimpse.dev.twistd import start_glimpse  # noqa: E402
 from glimpse.testing import mutate_packet  # noqa: E402
 
 ZONE = "glimpse.test"

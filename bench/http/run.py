@@ -30,8 +30,8 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
 
-from glimpse.devconsul import find_consul, free_ports, start_dev_consul  # noqa: E402
-from glimpse.devglimpse import start_glimpse  # noqa: E402
+from glimpse.dev.consul import find_consul, free_ports, start_dev_consul  # noqa: E402
+from glimpse.dev.twistd import start_glimpse  # noqa: E402
 from http_helpers import register, set_check  # noqa: E402
 
 ADDRESS = "http.web.prod.shop.ams"

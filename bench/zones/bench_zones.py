@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from twisted.names import dns  # noqa: E402
 
-from glimpse.devconsul import find_consul, start_dev_consul  # noqa: E402
-from glimpse.devglimpse import start_glimpse  # noqa: E402
+from glimpse.dev.consul import find_consul, start_dev_consul  # noqa: E402
+from glimpse.dev.twistd import start_glimpse  # noqa: E402
 
 ZONE = "glimpse.test"
 

@@ -1,7 +1,7 @@
 """
 The bodies of the lookup, topology and explain answers, built from the
 view.  No Consul request is made here: jobs are read through
-L{glimpse.topology.Topology.instances}, which serves from the view once a
+L{glimpse.view.topology.Topology.instances}, which serves from the view once a
 job is watched.
 
 Every body has an *index*: a number derived from its content alone, so two
@@ -17,7 +17,7 @@ from twisted.internet.defer import gatherResults, maybeDeferred
 
 from glimpse.address import consul_service_name
 from glimpse.http._json import HTTPError
-from glimpse.topology import Unavailable
+from glimpse.view.topology import Unavailable
 
 #: Instance statuses in order of gravity; an instance has its worst check's.
 STATUSES = ("passing", "warning", "critical")
@@ -111,7 +111,7 @@ def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, check
     The lookup answer for an address, exact or with ``*`` labels.
 
     :param cap: at most this many instances; more make ``truncated`` true.
-    :param checks: a L{glimpse.history.CheckHistory} adding each
+    :param checks: a L{glimpse.view.history.CheckHistory} adding each
         check's ``last_change``, or ``None``.
     :return: a Deferred firing with the body, failing with an L{HTTPError}
         (404 for an exact address that does not exist, 503 when the view

@@ -1,7 +1,7 @@
 """
 What lookups and topology answers share: ``X-Glimpse-Index`` on every
 answer, long-polls (``?index=N&wait=30s``) and Server-Sent Event streams,
-all through the L{glimpse.subscriptions.Hub}.
+all through the L{glimpse.http.hub.Hub}.
 """
 
 import re
@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from glimpse.http._json import HTTPError, error_body, finish, write_json
-from glimpse.subscriptions import sse_event
+from glimpse.http.hub import sse_event
 
 log = Logger()
 

@@ -17,9 +17,9 @@ class Context:
     """
     What the lookup, topology and watch resources share.
 
-    :param topology: the L{glimpse.topology.Topology}.
-    :param hub: the L{glimpse.subscriptions.Hub}.
-    :param checks: the L{glimpse.history.CheckHistory}, or ``None``.
+    :param topology: the L{glimpse.view.topology.Topology}.
+    :param hub: the L{glimpse.http.hub.Hub}.
+    :param checks: the L{glimpse.view.history.CheckHistory}, or ``None``.
     :param dns_zone: the DNS zone.
     :param cap: most instances a wildcard lookup returns.
     :param stream_buffer: bytes a stream holds for a slow client before

@@ -22,8 +22,8 @@ from twisted.internet.defer import maybeDeferred
 from glimpse.address import label_problem
 from glimpse.consul import ConsulError
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
-from glimpse.providers import NotAcknowledged, NotApplied
-from glimpse.state import InvalidState, NoSuchCheck
+from glimpse.providers.applier import NotAcknowledged, NotApplied
+from glimpse.providers.state import InvalidState, NoSuchCheck
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_NOTE = 4096
@@ -71,7 +71,7 @@ class ProvidersResource(JSONResource):
     """
     ``/v1/providers/``: one child per provider.
 
-    :param applier: a L{glimpse.providers.Applier}.
+    :param applier: a L{glimpse.providers.applier.Applier}.
     :param token: the provider token, or ``None`` for loopback clients only.
     """
 

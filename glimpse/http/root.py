@@ -11,9 +11,9 @@ from glimpse.http._json import HTTPError, JSONResource, write_json
 from glimpse.http.lookup import Context, LookupResource
 from glimpse.http.openapi import OpenAPIResource
 from glimpse.http.topology import TopologyResource
-from glimpse.metrics import GlimpseCollector, MetricsResource, make_registry
-from glimpse.history import CheckHistory
-from glimpse.subscriptions import Hub
+from glimpse.metrics.registry import GlimpseCollector, MetricsResource, make_registry
+from glimpse.view.history import CheckHistory
+from glimpse.http.hub import Hub
 from glimpse.http.providers import ProvidersResource
 from glimpse.http.zones import ZonesResource
 
@@ -117,8 +117,8 @@ def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=No
     :param lookup_cap: most instances a wildcard lookup returns.
     :param stream_buffer: bytes an event stream holds for a slow client.
     :param heartbeat: seconds between event streams' heartbeat comments.
-    :param lag: a L{glimpse.metrics.LagProbe}, for metrics.
-    :param gc_pauses: a L{glimpse.gcpauses.GCPauses}, for metrics.
+    :param lag: a L{glimpse.metrics.registry.LagProbe}, for metrics.
+    :param gc_pauses: a L{glimpse.metrics.gcpauses.GCPauses}, for metrics.
     :return: the root resource; its ``hub`` and ``registry`` are kept for
         tests and benchmarks.
     """

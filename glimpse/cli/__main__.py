@@ -1,0 +1,8 @@
+"""
+``python -m glimpse.cli``: the ``glimpse`` command.
+"""
+
+from glimpse.cli.main import run
+
+if __name__ == "__main__":
+    run()

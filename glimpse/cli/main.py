@@ -1,0 +1,251 @@
+"""
+``glimpse``: ask the local Glimpse agent from a shell.
+
+Blocking stdlib HTTP (urllib): the CLI makes one request (or follows one
+stream) and exits with a code scripts can rely on.
+"""
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from glimpse.cli.client import (  # noqa: F401 (EXIT_* are the CLI's public codes)
+    EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Unreachable,
+    _code_for, _error, _quote, fetch, print_json, request, sse_events, table,
+)
+from glimpse.cli.provide import cmd_provide
+
+DEFAULT_AGENT = "http://127.0.0.1:8411"
+
+EPILOG = """\
+exit codes:
+  0  found / done
+  1  not found (unknown address, zone or path; no instance; status: not serving)
+  2  usage error (bad arguments, unreadable file)
+  3  the agent is unreachable
+  4  the agent refused the request (e.g. an invalid provider state; the error says why)
+provide --config-dir: 1 when writing the file or reloading Consul failed (the
+previous file stays), 3 when Consul is unreachable, 4 for an invalid state.
+"""
+
+
+def _failing(checks):
+    bad = [f"{c['name'] or c['id']}={c['status']}" for c in checks if c["status"] != "passing"]
+    return ", ".join(bad) or "-"
+
+
+def cmd_lookup(args, out, err):
+    url = f"{args.agent}/v1/lookup/{_quote(args.address)}"
+    if args.healthy:
+        url += "?healthy=true"
+    body, code = fetch("GET", url, err)
+    if body is None:
+        return code
+    if args.json:
+        print_json(body, out)
+    else:
+        rows = [dict(i, failing=_failing(i["checks"])) for i in body["instances"]]
+        table(rows, ["instance", "service", "node", "ip", "port", "status", "healthy",
+                     "failing"], out)
+        if body.get("truncated"):
+            err.write("glimpse: truncated: more instances match than the agent's --lookup-cap\n")
+    return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
+
+
+def cmd_topology(args, out, err):
+    path = "/".join(p for p in args.path.replace(".", "/").split("/") if p) if args.path else ""
+    suffix = f"/{urllib.parse.quote(path)}" if path else ""
+    body, code = fetch("GET", f"{args.agent}/v1/topology{suffix}", err)
+    if body is None:
+        return code
+    if args.json:
+        print_json(body, out)
+    elif body["level"] == "instance":
+        rows = [dict(c, ports=",".join(f"{k}:{v}" for k, v in sorted(c["ports"].items())))
+                for c in body["children"]]
+        table(rows, ["name", "node", "ip", "ports", "status", "drain"], out)
+    else:
+        table(body["children"] + [dict(body["counts"], name="(total)")],
+              ["name", "instances", "passing", "warning", "critical"], out)
+    return EXIT_OK
+
+
+def cmd_explain(args, out, err):
+    body, code = fetch("GET", f"{args.agent}/v1/explain/{_quote(args.address)}", err)
+    if body is None:
+        return code
+    if args.json:
+        print_json(body, out)
+    else:
+        if body.get("view_problem"):
+            out.write(f"view: {body['view_problem']}\n")
+        table([dict(i, in_dns="yes" if i["in_dns"] else "no") for i in body["instances"]],
+              ["instance", "node", "ip", "port", "in_dns", "rule"], out)
+    return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
+
+
+def cmd_status(args, out, err):
+    status, body = request("GET", f"{args.agent}/v1/status")
+    if not isinstance(body, dict) or "serving" not in body:
+        _error(status, body, err)
+        return EXIT_REFUSED
+    if args.json:
+        print_json(body, out)
+    else:
+        out.write(f"serving: {'yes' if body['serving'] else 'no'}   version: "
+                  f"{body['version']}   local zone: {body.get('local_zone')}   "
+                  f"watches: {body.get('watches')}\n")
+        table([dict(v, zone=k) for k, v in sorted(body["zones"].items())],
+              ["zone", "serving", "stale_seconds", "problem"], out)
+    return EXIT_OK if body["serving"] else EXIT_NOT_FOUND
+
+
+def _describe(kind, data):
+    if kind == "snapshot":
+        lines = [f"snapshot: {len(data['instances'])} instance(s)"]
+        lines += [f"  = {i['id']} {i['ip']}:{i['port']} {i['status']}" for i in data["instances"]]
+        return "\n".join(lines)
+    if kind == "remove":
+        return f"- {data['id']}"
+    if kind in ("add", "update"):
+        sign = "+" if kind == "add" else "~"
+        return f"{sign} {data['id']} {data['ip']}:{data['port']} {data['status']}" + (
+            f" (failing: {_failing(data['checks'])})" if data["status"] != "passing" else "")
+    if kind == "unavailable" and data.get("status") == 404:
+        return f"not there (yet): {data.get('error')}; waiting for it"
+    return f"{kind}: {json.dumps(data)}"
+
+
+def cmd_watch(args, out, err):
+    url = f"{args.agent}/v1/watch/{_quote(args.address)}"
+    if args.healthy:
+        url += "?healthy=true"
+    req = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
+    try:
+        response = urllib.request.urlopen(req, timeout=args.timeout)
+    except urllib.error.HTTPError as e:
+        try:
+            _error(e.code, json.loads(e.read()), err)
+        except ValueError:
+            err.write(f"glimpse: HTTP {e.code}\n")
+        return _code_for(e.code)
+    except (urllib.error.URLError, OSError) as e:
+        raise Unreachable(f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}")
+    seen = 0
+    with response:
+        for kind, event_id, data in sse_events(response):
+            if args.json:
+                out.write(json.dumps({"event": kind, "id": event_id, "data": data},
+                                     sort_keys=True) + "\n")
+            else:
+                out.write(_describe(kind, data) + "\n")
+            out.flush()
+            seen += 1
+            if kind == "close" or (args.count and seen >= args.count):
+                break
+    return EXIT_OK
+
+
+def parser():
+    """
+    The argument parser, with every subcommand's help.
+    """
+    def options(parser, default):
+        # Accepted before and after the subcommand; after wins.
+        parser.add_argument("--agent", default=DEFAULT_AGENT if default else argparse.SUPPRESS,
+                            metavar="URL",
+                            help=f"the Glimpse agent's HTTP API (default {DEFAULT_AGENT})")
+        parser.add_argument("--json", action="store_true",
+                            default=False if default else argparse.SUPPRESS,
+                            help="print the agent's JSON answer instead of a table")
+
+    common = argparse.ArgumentParser(add_help=False)
+    options(common, False)
+    p = argparse.ArgumentParser(
+        prog="glimpse", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Ask the local Glimpse agent about the service topology. Addresses are "
+                    "<service>.<job>.<env>.<product>.<zone>, e.g. http.web.prod.shop.ams.")
+    options(p, True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help_text):
+        s = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.set_defaults(func=func)
+        return s
+
+    s = add("lookup", cmd_lookup, "Every instance of an address with its health; labels but "
+            "the zone may be '*'. Exit 1 when there is none.")
+    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s.add_argument("--healthy", action="store_true",
+                   help="only the instances DNS answers with")
+    s = add("topology", cmd_topology, "The topology below PATH with counts of instances "
+            "passing / warning / critical.")
+    s.add_argument("path", metavar="PATH", nargs="?", default="",
+                   help="zone[/product[/env[/job]]] (default: every zone)")
+    s = add("watch", cmd_watch, "Follow an address: print its instances, then each change "
+            "(an address that does not exist yet is waited for).")
+    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s.add_argument("--healthy", action="store_true", help="only the instances DNS serves")
+    s.add_argument("--count", type=int, default=0, metavar="N",
+                   help="exit after N events (default: follow until interrupted)")
+    s.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up when the agent sends nothing, not even a heartbeat, this long")
+    s = add("explain", cmd_explain, "Each registered instance of an address, whether it is in "
+            "DNS answers, and the rule that decided.")
+    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s = add("provide", cmd_provide, "Make STATE.json the provider's whole state on this host "
+            "(PUT /v1/providers/NAME; with --config-dir, through the Consul agent's "
+            "config directory instead).")
+    s.add_argument("state", metavar="STATE.json", nargs="?", default="-",
+                   help="the provider state (JSON); - or nothing reads standard input")
+    s.add_argument("--provider", required=True, metavar="NAME",
+                   help="the provider's name (a DNS label)")
+    s.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    s.add_argument("--token-file", metavar="PATH",
+                   help="file with the agent's provider token (--provider-token-file)")
+    s.add_argument("--config-dir", metavar="DIR",
+                   help="write the state into this Consul agent config directory and reload "
+                        "the agent, without a Glimpse agent")
+    s.add_argument("--consul", default="http://127.0.0.1:8500", metavar="URL",
+                   help="the Consul agent to reload with --config-dir (default %(default)s)")
+    s.add_argument("--consul-token-file", metavar="PATH",
+                   help="file with the Consul ACL token for the reload (--config-dir)")
+    s.add_argument("--consul-ca", metavar="PATH",
+                   help="PEM of the CA of an https:// --consul (--config-dir)")
+    add("status", cmd_status, "Glimpse's own health: serving, zones and views' ages. "
+        "Exit 1 when it cannot serve.")
+    return p
+
+
+def main(argv=None, out=None, err=None):
+    """
+    Run the CLI; returns the exit code (the console script exits with it).
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else EXIT_OK
+    args.agent = args.agent.rstrip("/")
+    try:
+        return args.func(args, out, err)
+    except Unreachable as e:
+        err.write(f"glimpse: {e}\n")
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run():
+    """
+    The console script's entry point: exit with L{main}'s code.
+    """
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,73 @@
+"""
+``glimpse provide``: make a file the provider's whole state, through the
+agent's HTTP API or, with ``--config-dir``, the Consul agent's config
+directory.
+"""
+
+import json
+import sys
+
+from glimpse.cli.client import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, _quote, fetch, print_json
+
+
+def cmd_provide(args, out, err):
+    try:
+        if args.state == "-":
+            document = json.load(sys.stdin)
+        else:
+            with open(args.state, encoding="utf-8") as f:
+                document = json.load(f)
+    except (OSError, ValueError) as e:
+        err.write(f"glimpse: cannot read the state {args.state}: {e}\n")
+        return EXIT_USAGE
+    if args.config_dir:
+        return _provide_file(args, document, out, err)
+    headers = {}
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                headers["Authorization"] = "Bearer " + f.read().strip()
+        except OSError as e:
+            err.write(f"glimpse: cannot read --token-file: {e}\n")
+            return EXIT_USAGE
+    url = f"{args.agent}/v1/providers/{_quote(args.provider)}"
+    if args.dry_run:
+        url += "?dry_run=true"
+    body, code = fetch("PUT", url, err, document, headers, failed=EXIT_REFUSED)
+    if body is None:
+        return code
+    if args.json:
+        print_json(body, out)
+    else:
+        verb = "would change" if body.get("dry_run") else "applied"
+        out.write(f"{verb}: {len(body['added'])} added, {len(body['changed'])} changed, "
+                  f"{len(body['removed'])} removed, {len(body['unchanged'])} unchanged\n")
+        for kind in ("added", "changed", "removed"):
+            for name in body[kind]:
+                out.write(f"  {kind[0] if kind != 'changed' else '~'} {name}\n")
+    return EXIT_OK
+
+
+def _provide_file(args, document, out, err):
+    from glimpse.providers.files import FileProviderError, provide_to_config_dir
+    from glimpse.providers.state import InvalidState
+    try:
+        token = None
+        if args.consul_token_file:
+            with open(args.consul_token_file, encoding="utf-8") as f:
+                token = f.read().strip() or None
+        result = provide_to_config_dir(args.provider, document, args.config_dir, args.consul,
+                                       token=token, ca=args.consul_ca)
+    except OSError as e:
+        err.write(f"glimpse: cannot read --consul-token-file: {e}\n")
+        return EXIT_USAGE
+    except InvalidState as e:
+        err.write("glimpse: invalid provider state; nothing was changed\n")
+        for problem in e.to_json():
+            err.write(f"  {problem['path']}: {problem['problem']}\n")
+        return EXIT_REFUSED
+    except FileProviderError as e:
+        err.write(f"glimpse: {e}\n")
+        return e.exit_code
+    out.write(result.message + "\n")
+    return EXIT_OK

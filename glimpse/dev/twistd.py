@@ -1,0 +1,169 @@
+"""
+Run ``twistd -n glimpse`` as a child process, for ``make run``, the
+integration tests and the benchmarks.  Stdlib only.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+
+from glimpse.cli.client import Unreachable, request
+from glimpse.dev.consul import free_ports
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class GlimpseStartError(Exception):
+    """
+    Glimpse did not come up; the message has the tail of its log.
+    """
+
+
+def http_json(method, url, body=None, timeout=10.0, headers=None):
+    """
+    The CLI's request (L{glimpse.cli.client.request}), raising C{OSError}
+    when the agent cannot be reached, as the wait loops here expect.
+    """
+    try:
+        return request(method, url, body, headers=headers, timeout=timeout)
+    except Unreachable as e:
+        raise OSError(str(e)) from e
+
+
+@attrs.define
+class DevGlimpse:
+    """
+    A running ``twistd -n glimpse``.
+    """
+
+    consul_url: str
+    dns_zone: str
+    dns_port: int
+    http_port: int
+    state_dir: str
+    log_path: str
+    extra_args: list
+    process: subprocess.Popen = None
+
+    @property
+    def url(self):
+        """
+        Base URL of its HTTP API.
+        """
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dns(self):
+        """
+        ``(host, port)`` of its DNS server.
+        """
+        return ("127.0.0.1", self.dns_port)
+
+    def argv(self):
+        """
+        The command line that runs it.
+        """
+        return [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "--nodaemon", "--pidfile=", "--logfile=-", "glimpse",
+            f"--consul={self.consul_url}",
+            f"--dns-zone={self.dns_zone}",
+            f"--dns-port={self.dns_port}",
+            f"--http=tcp:{self.http_port}:interface=127.0.0.1",
+            f"--state-dir={self.state_dir}",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout=20.0, wait_ready=True, stdout=None):
+        """
+        Start it, and wait until its HTTP API answers.
+        """
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        out = stdout if stdout is not None else open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv(), stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        if not wait_ready:
+            return self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise GlimpseStartError(f"glimpse exited with {self.process.returncode}:\n"
+                                        + self.log_tail())
+            try:
+                http_json("GET", f"{self.url}/v1/status", timeout=1.0)
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise GlimpseStartError(f"glimpse did not answer within {timeout}s:\n" + self.log_tail())
+
+    def log_tail(self, lines=40):
+        """
+        The last lines of its log.
+        """
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout=10.0):
+        """
+        SIGTERM, then SIGKILL after C{timeout}; idempotent.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self):
+        """
+        SIGKILL, as a crash would.
+        """
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def get(self, path, **kwargs):
+        """
+        ``GET`` a path of its API: ``(status, body)``.
+        """
+        return http_json("GET", self.url + path, **kwargs)
+
+    def put(self, path, body, **kwargs):
+        """
+        ``PUT`` a JSON body to a path of its API: ``(status, body)``.
+        """
+        return http_json("PUT", self.url + path, body, **kwargs)
+
+    def delete(self, path, **kwargs):
+        """
+        ``DELETE`` a path of its API: ``(status, body)``.
+        """
+        return http_json("DELETE", self.url + path, **kwargs)
+
+
+def start_glimpse(consul_url, dns_zone="glimpse.test", extra_args=(), workdir=None,
+                  ports=None, **kwargs):
+    """
+    Start a Glimpse on free loopback ports (or C{ports}: ``(dns, http)``)
+    with its own state directory.
+    """
+    workdir = workdir or tempfile.mkdtemp(prefix="glimpse-")
+    os.makedirs(workdir, exist_ok=True)
+    dns_port, http_port = ports or free_ports(2)
+    glimpse = DevGlimpse(
+        consul_url=consul_url, dns_zone=dns_zone, dns_port=dns_port, http_port=http_port,
+        state_dir=os.path.join(workdir, "state"), log_path=os.path.join(workdir, "glimpse.log"),
+        extra_args=list(extra_args))
+    return glimpse.start(**kwargs)

@@ -1,0 +1,370 @@
+"""
+Subscriptions to answers: long-polls and Server-Sent Event streams.
+
+A *subject* is one answer (a lookup of an address, or a topology path),
+shared by everyone who follows it: however many clients wait on or stream
+one address, Glimpse recomputes it once per change of the view, from the
+view, and the view keeps one Consul watch per job.  A subject is
+recomputed only for changes of the jobs its answer reads, and it wakes its
+followers only when the answer itself differs, so churn elsewhere in the
+topology costs them nothing.
+
+Streams get a ``snapshot`` (the whole answer), then ``add`` / ``remove`` /
+``update`` events per item (instance, or topology child), and a
+``summary`` (the answer without its items) when anything else changed
+(``truncated``, a topology's total counts), each with an ``id`` of the
+form ``<subject token>-<sequence>``.  Replaying them on the snapshot gives
+the current answer.  While the view cannot serve: an ``unavailable``
+event, then a fresh ``snapshot`` once it can again.
+"""
+
+import json
+import secrets
+from collections import deque
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from glimpse.http._json import HTTPError, error_body
+from glimpse.http.bodies import body_index
+
+log = Logger()
+
+
+def sse_event(kind, data, event_id=None):
+    """
+    One Server-Sent Event, encoded.
+    """
+    lines = [f"event: {kind}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(data, sort_keys=True, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def item_events(old, new, field, key):
+    """
+    The events that turn body C{old} into C{new}: ``add`` / ``remove`` /
+    ``update`` per item, then a ``summary`` (the body without its items)
+    when anything besides the items changed; ``None`` when there is no old
+    body (a snapshot is needed).
+
+    :param field: the key of the list of items in a body.
+    :param key: the key of an item's identity.
+    """
+    if old is None or new is None:
+        return None
+    before = {i[key]: i for i in old[field]}
+    after = {i[key]: i for i in new[field]}
+    events = []
+    for name, item in after.items():
+        if name not in before:
+            events.append(("add", item))
+        elif before[name] != item:
+            events.append(("update", item))
+    events.extend(("remove", {key: name}) for name in before if name not in after)
+    rest = {k: v for k, v in new.items() if k != field}
+    if rest != {k: v for k, v in old.items() if k != field}:
+        events.append(("summary", rest))
+    return events
+
+
+def replay(snapshot, events, field, key):
+    """
+    Apply C{events} to a C{snapshot} body: what a stream's reader holds.
+    """
+    items = {i[key]: i for i in snapshot[field]}
+    for kind, data in events:
+        if kind == "snapshot":
+            snapshot, items = data, {i[key]: i for i in data[field]}
+        elif kind == "summary":
+            snapshot = dict(data, **{field: []})
+        elif kind == "remove":
+            items.pop(data[key], None)
+        else:
+            items[data[key]] = data
+    return dict(snapshot, **{field: sorted(items.values(), key=lambda i: i[key])})
+
+
+class Subject:
+    """
+    One answer that clients follow.
+
+    :param key: what identifies it in the hub.
+    :param compute: a callable returning a Deferred of the body, failing
+        with an L{HTTPError}.
+    :param matches: ``matches(zone, name)``: whether a change of the view
+        can change this answer.
+    :param field: the body's list of items; :param item_key: an item's id.
+    :param jobs: a callable returning the ``(zone, consul service)`` pairs
+        the answer reads, to keep their watches alive.
+    """
+
+    def __init__(self, key, compute, matches, field, item_key, jobs, history=1000):
+        self.key = key
+        self.token = secrets.token_hex(4)
+        self._compute = compute
+        self.matches = matches
+        self.field = field
+        self.item_key = item_key
+        self.jobs = jobs
+        self.body = None
+        self.error = None
+        self.seq = 0
+        self.log = deque(maxlen=history)
+        self.waiters = []
+        self.streams = set()
+        self.idle_since = None
+        #: Asked for since the last heartbeat (its jobs are kept watched).
+        self.used = True
+        #: The index of the current answer (or error), and the answer as
+        #: the HTTP API sends it: computed once per change, not per request.
+        self.index = None
+        self.encoded = None
+        self._running = None
+        self._again = False
+        self.ready = None
+
+    def event_id(self, seq=None):
+        """
+        The ``id:`` of the event at C{seq} (default: the latest).
+        """
+        return f"{self.token}-{self.seq if seq is None else seq}"
+
+    def refresh(self):
+        """
+        Recompute the answer (once at a time: a change during a computation
+        makes one more), then tell followers what changed.
+
+        :return: a Deferred that fires when this answer is current.
+        """
+        if self._running is not None:
+            self._again = True
+            return self._running
+        done = Deferred()
+        self._running = done
+
+        def computed(result):
+            self._settle(result, None)
+
+        def failed(failure):
+            failure.trap(HTTPError)
+            e = failure.value
+            self._settle(None, (e.code, error_body(e.error, e.detail)))
+
+        def finished(_):
+            self._running = None
+            if self._again:
+                self._again = False
+                self.refresh().chainDeferred(done)
+            else:
+                done.callback(self)
+
+        d = maybeDeferred(self._compute)
+        d.addCallbacks(computed, failed)
+        d.addErrback(lambda f: log.failure("Recomputing {key} failed", f, key=self.key))
+        d.addBoth(finished)
+        if self.ready is None:
+            self.ready = done
+        return done
+
+    def _settle(self, body, error):
+        old_body, old_index = self.body, self.index
+        index = body_index(body if error is None else error)
+        if index == old_index:
+            return
+        self.body, self.error, self.index = body, error, index
+        self.encoded = json.dumps(body if error is None else error[1], indent=2,
+                                  sort_keys=True).encode("utf-8") + b"\n"
+        if error is not None:
+            out = [("unavailable", dict(error[1], status=error[0]))]
+        else:
+            events = item_events(old_body, body, self.field, self.item_key)
+            out = [("snapshot", body)] if events is None else events
+        for kind, data in out:
+            self.seq += 1
+            self.log.append((self.seq, kind, data))
+            payload = sse_event(kind, data, self.event_id())
+            for stream in list(self.streams):
+                stream.send(payload)
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.fire(self)
+
+    def current(self):
+        """
+        A Deferred firing with this subject once its answer is current (at
+        once unless it is being recomputed).
+        """
+        d = Deferred()
+        running = self._running or self.ready
+        if running is None or running.called:
+            d.callback(self)
+        else:
+            running.addCallback(lambda s: (d.callback(s), s)[1])
+        return d
+
+    def since(self, last_id):
+        """
+        The encoded events after C{last_id}, or ``None`` when they are no
+        longer kept (or the id is not one of this subject's).
+        """
+        token, _, seq = (last_id or "").rpartition("-")
+        if token != self.token or not seq.isdigit():
+            return None
+        seq = int(seq)
+        if seq > self.seq or (self.log and seq < self.log[0][0] - 1) or (
+                not self.log and seq != self.seq):
+            return None
+        return [sse_event(k, d, self.event_id(s)) for s, k, d in self.log if s > seq]
+
+    def snapshot(self):
+        """
+        The encoded event that starts a stream: the whole answer.
+        """
+        if self.error is not None:
+            return sse_event("unavailable", dict(self.error[1], status=self.error[0]),
+                             self.event_id())
+        return sse_event("snapshot", self.body, self.event_id())
+
+    def busy(self):
+        """
+        Whether someone still follows this subject.
+        """
+        return bool(self.waiters or self.streams)
+
+
+class Waiter:
+    """
+    One long-poll: fires with the subject when its answer's index is no
+    longer C{index}, or when C{wait} seconds have passed.
+    """
+
+    def __init__(self, subject, index, wait, clock):
+        self.deferred = Deferred(lambda _: self._cancelled())
+        self._subject = subject
+        self._index = index
+        self._timer = clock.callLater(wait, self.fire, subject, True)
+
+    def fire(self, subject, timed_out=False):
+        """
+        Answer, if the answer differs or time is up; else keep waiting.
+        """
+        if self.deferred.called:
+            return
+        if not timed_out and subject.index == self._index:
+            subject.waiters.append(self)
+            return
+        if self._timer.active():
+            self._timer.cancel()
+        if self in subject.waiters:
+            subject.waiters.remove(self)
+        self.deferred.callback(subject)
+
+    def _cancelled(self):
+        if self._timer.active():
+            self._timer.cancel()
+        if self in self._subject.waiters:
+            self._subject.waiters.remove(self)
+
+
+class Hub:
+    """
+    Every subject followed, fed by the view's change listener.
+
+    :param topology: the L{glimpse.view.topology.Topology}.
+    :param clock: ``IReactorTime``.
+    :param heartbeat: seconds between a stream's heartbeat comments (also
+        how often followed jobs are marked as used).
+    :param linger: seconds a subject with no followers is kept, so that a
+        reconnecting stream can resume with ``Last-Event-ID``.
+    """
+
+    def __init__(self, topology, clock, heartbeat=5.0, linger=60.0, history=1000):
+        self._topology = topology
+        self._clock = clock
+        self.heartbeat = heartbeat
+        self.linger = linger
+        self.history = history
+        self.subjects = {}
+        topology.add_listener(self._changed)
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = clock
+
+    def start(self):
+        """
+        Start the heartbeats.
+        """
+        if not self._loop.running:
+            self._loop.start(self.heartbeat, now=False)
+
+    def stop(self):
+        """
+        Stop the heartbeats and close every stream.
+        """
+        if self._loop.running:
+            self._loop.stop()
+        for subject in self.subjects.values():
+            for stream in list(subject.streams):
+                stream.close("Glimpse is stopping")
+
+    def subject(self, key, compute, matches, field, item_key, jobs):
+        """
+        The subject for C{key}, made and computed on first use.
+        """
+        self.start()
+        subject = self.subjects.get(key)
+        if subject is None:
+            subject = Subject(key, compute, matches, field, item_key, jobs, self.history)
+            self.subjects[key] = subject
+            subject.refresh()
+        subject.idle_since = None
+        subject.used = True
+        return subject
+
+    def forget_if_idle(self, subject, errors_only=False):
+        """
+        Drop C{subject} now if nobody follows it (with C{errors_only}, only
+        when its answer is a 4xx error).
+        """
+        if subject.busy() or self.subjects.get(subject.key) is not subject:
+            return
+        if errors_only and (subject.error is None or subject.error[0] >= 500):
+            return
+        del self.subjects[subject.key]
+
+    def subscribers(self):
+        """
+        How many streams and long-polls are open.
+        """
+        return sum(len(s.streams) + len(s.waiters) for s in self.subjects.values())
+
+    def wait(self, subject, index, wait):
+        """
+        A Deferred firing with C{subject} once its answer's index differs
+        from C{index}, or after C{wait} seconds.
+        """
+        waiter = Waiter(subject, index, wait, self._clock)
+        subject.current().addCallback(waiter.fire)
+        return waiter.deferred
+
+    def _changed(self, zone, name):
+        for subject in list(self.subjects.values()):
+            if subject.matches(zone, name):
+                subject.refresh()
+
+    def _beat(self):
+        now = self._clock.seconds()
+        for key, subject in list(self.subjects.items()):
+            for stream in list(subject.streams):
+                stream.send(b": heartbeat\n\n")
+            if subject.busy() or subject.used:
+                subject.used = False
+                subject.idle_since = None
+                for zone, name in subject.jobs():
+                    self._topology.touch(zone, name)
+            elif subject.idle_since is None:
+                subject.idle_since = now
+            elif now - subject.idle_since > self.linger:
+                del self.subjects[key]

@@ -1,0 +1,262 @@
+"""
+``/metrics``: Glimpse's figures in Prometheus' text format.
+
+Everything is read when Prometheus scrapes, from the plain counters the
+parts of Glimpse keep (the DNS server's ``stats``, the Consul client's
+``requests`` and ``errors``, the view, the subscription hub), by one
+collector on a L{CollectorRegistry} made here: no global registry, so two
+Glimpses in one process (tests) do not mix their figures.
+"""
+
+import bisect
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from twisted.application import service
+from twisted.names import dns
+
+from glimpse.http._json import JSONResource
+
+#: Latency buckets, seconds: lookups are served from memory, so the
+#: interesting part is well below a millisecond.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+           0.25, 0.5, 1.0, 2.5)
+
+
+def _qtype(number):
+    return dns.QUERY_TYPES.get(number, dns.EXT_QUERIES.get(number, str(number)))
+
+
+_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+           5: "REFUSED", 16: "BADVERS"}
+
+
+class GlimpseCollector:
+    """
+    Reads Glimpse's counters at scrape time.
+
+    :param topology: the L{glimpse.view.topology.Topology}.
+    :param clock: ``IReactorTime``, for the views' ages.
+    :param consul: the L{glimpse.consul.ConsulClient}, or ``None``.
+    :param dns_stats: the DNS server's L{glimpse.dns.wire.DNSStats}, or
+        ``None``.
+    :param hub: the L{glimpse.http.hub.Hub}, or ``None``.
+    :param applier: the L{glimpse.providers.applier.Applier}, or ``None``.
+    :param dns_flush: a callable bringing C{dns_stats} up to date, or
+        ``None``.
+    :param lag: a L{LagProbe}, or ``None``.
+    :param gc_pauses: a L{glimpse.metrics.gcpauses.GCPauses}, or ``None``.
+    """
+
+    def __init__(self, topology, clock, consul=None, dns_stats=None, hub=None, applier=None,
+                 dns_flush=None, lag=None, gc_pauses=None):
+        self._lag = lag
+        self._gc = gc_pauses
+        self._dns_flush = dns_flush
+        self._topology = topology
+        self._clock = clock
+        self._consul = consul
+        self._dns = dns_stats
+        self._hub = hub
+        self._applier = applier
+
+    def collect(self):
+        """
+        The metric families, as prometheus-client's ``Collector`` protocol
+        asks.
+        """
+        if self._dns_flush is not None:
+            self._dns_flush()
+        if self._dns is not None:
+            responses = CounterMetricFamily(
+                "glimpse_dns_responses", "DNS responses sent, by query type and rcode",
+                labels=["qtype", "rcode"])
+            for (qtype, rcode), count in sorted(self._dns.responses.items()):
+                responses.add_metric([_qtype(qtype), _RCODES.get(rcode, str(rcode))], count)
+            yield responses
+            for name, help_text in (
+                    ("fast_hits", "DNS queries answered by the fast path's pre-encoded answers"),
+                    ("fast_misses", "DNS queries the fast path handed to twisted.names"),
+                    ("dropped", "DNS packets that got no answer"),
+                    ("truncated", "UDP responses sent truncated (TC=1)")):
+                yield CounterMetricFamily(f"glimpse_dns_{name}", help_text,
+                                          value=getattr(self._dns, name, 0))
+            yield _latency_histogram(self._dns)
+        if self._consul is not None:
+            for attr, help_text in (("requests", "Requests sent to Consul, by endpoint"),
+                                    ("errors", "Consul requests that failed, by endpoint")):
+                family = CounterMetricFamily(f"glimpse_consul_{attr}", help_text,
+                                             labels=["endpoint"])
+                for endpoint, count in sorted(getattr(self._consul, attr, {}).items()):
+                    family.add_metric([endpoint], count)
+                yield family
+        yield GaugeMetricFamily("glimpse_watches", "Consul blocking queries kept running",
+                                value=self._topology.watch_count())
+        age = GaugeMetricFamily("glimpse_view_age_seconds",
+                                "Seconds each zone's view has gone without Consul (0: current)",
+                                labels=["zone"])
+        serving = GaugeMetricFamily("glimpse_zone_serving",
+                                    "1 when lookups in the zone are served", labels=["zone"])
+        now = self._clock.seconds()
+        for name, zone in sorted(self._topology.zones.items()):
+            age.add_metric([name], zone.fresh.age(now))
+            serving.add_metric([name], int(self._topology.zone_problem(name) is None))
+        yield age
+        yield serving
+        if self._hub is not None:
+            yield GaugeMetricFamily("glimpse_subscribers",
+                                    "Open event streams and long-polls",
+                                    value=self._hub.subscribers())
+            yield GaugeMetricFamily("glimpse_subjects",
+                                    "Distinct answers followed by streams and long-polls",
+                                    value=len(self._hub.subjects))
+        if self._lag is not None:
+            yield _histogram("glimpse_reactor_lag_seconds",
+                             "How much later than due the reactor ran a timer due every 0.1 s "
+                             "(an event-loop stall delays every answer as much)",
+                             self._lag.lags.bounds, self._lag.lags.counts,
+                             self._lag.lags.total)
+        if self._gc is not None:
+            pauses = HistogramMetricFamily(
+                "glimpse_gc_pause_seconds",
+                "How long each garbage collection stopped the process (every answer waits "
+                "meanwhile), by generation (2: full)", labels=["generation"])
+            for generation, stalls in enumerate(self._gc.pauses):
+                pauses.add_metric([str(generation)], _buckets(stalls.bounds, stalls.counts),
+                                  stalls.total)
+            yield pauses
+            yield GaugeMetricFamily("glimpse_gc_frozen_objects",
+                                    "Objects made at startup, left out of garbage collections",
+                                    value=self._gc.frozen)
+        applies = getattr(self._applier, "applies", None)
+        if applies is not None:
+            family = CounterMetricFamily("glimpse_provider_applies",
+                                         "Provider states applied, by outcome",
+                                         labels=["outcome"])
+            for outcome, count in sorted(applies.items()):
+                family.add_metric([outcome], count)
+            yield family
+
+
+class Stalls:
+    """
+    How long the process stood still, counted per bucket: each stall in
+    the first bucket whose bound (seconds) it does not pass, or the last.
+
+    :ivar counts: stalls per bucket (``bounds``, then larger).
+    :ivar total: the stalls added up, seconds.
+    """
+
+    bounds = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+    def __init__(self):
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def add(self, seconds):
+        """
+        Count one stall of C{seconds}.
+        """
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+
+class LagProbe(service.Service):
+    """
+    How late the reactor runs a timer: one is due every C{interval}
+    seconds, and how much later than due it ran is counted.  A stall of the
+    event loop (a large answer decoded in one go, a slow listener) delays
+    every DNS and HTTP answer by as much, so this is where it shows.
+
+    :param clock: ``IReactorTime``.
+    :param interval: seconds between probes.
+    :ivar lags: the L{Stalls} the probes counted.
+    """
+
+    def __init__(self, clock, interval=0.1):
+        self._clock = clock
+        self._interval = interval
+        self._call = None
+        self._due = None
+        self.lags = Stalls()
+
+    def startService(self):
+        """
+        Start probing.
+        """
+        super().startService()
+        self._schedule(self._clock.seconds())
+
+    def stopService(self):
+        """
+        Stop probing.
+        """
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self, now):
+        self._due = now + self._interval
+        self._call = self._clock.callLater(self._interval, self._probe)
+
+    def _probe(self):
+        now = self._clock.seconds()
+        self.lags.add(max(0.0, now - self._due))
+        self._schedule(now)
+
+
+def make_registry(collector):
+    """
+    A registry holding C{collector} and the HTTP latency histogram.
+
+    :return: ``(registry, http_latency)``.
+    """
+    registry = CollectorRegistry()
+    registry.register(collector)
+    latency = Histogram("glimpse_http_request_duration_seconds",
+                        "Time to answer HTTP requests (streams excluded), by route and code",
+                        ["route", "method", "code"], buckets=BUCKETS, registry=registry)
+    return registry, latency
+
+
+class MetricsResource(JSONResource):
+    """
+    ``GET /metrics``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry):
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)
+
+
+def _latency_histogram(stats):
+    """
+    The DNS server's latency buckets as a Prometheus histogram (seconds).
+    """
+    return _histogram(
+        "glimpse_dns_response_duration_seconds",
+        "Server-side time from a DNS query's arrival to its response, both paths",
+        tuple(bound / 1e9 for bound in stats.latency_bounds), stats.latency_counts,
+        stats.latency_sum / 1e9)
+
+
+def _histogram(name, help_text, bounds, counts, total):
+    return HistogramMetricFamily(name, help_text, buckets=_buckets(bounds, counts),
+                                 sum_value=total)
+
+
+def _buckets(bounds, counts):
+    # Plain per-bucket counts (the last one above every bound) as a
+    # Prometheus histogram's cumulative buckets, in seconds.
+    buckets, running = [], 0
+    for bound, count in zip(bounds + (float("inf"),), counts):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return buckets

@@ -1,0 +1,170 @@
+"""
+The file path for providers: write a provider's state as Consul service
+definitions into the local agent's config directory and reload the agent.
+
+For hosts whose Consul agent reads a config directory (``glimpse provide
+--config-dir``).  Blocking, stdlib only (``urllib``): it runs once per
+command, outside any reactor.  The state is validated and mapped exactly as
+the HTTP path does it (:mod:`glimpse.providers.state`), and the registrations are
+marked ``Meta["glimpse-source"] = "file"`` so that the HTTP path never
+touches them.
+"""
+
+import json
+import os
+import ssl
+import urllib.error
+import urllib.request
+
+import attrs
+
+from glimpse.address import label_problem
+from glimpse.providers.state import config_services, validate_state
+from glimpse.providers.store import atomic_write
+
+#: Exit status for a state, write or reload that failed.
+EXIT_FAILED = 1
+#: Exit status when the Consul agent could not be reached.
+EXIT_UNREACHABLE = 3
+
+
+@attrs.frozen
+class FileResult:
+    """
+    What :func:`provide_to_config_dir` did.
+
+    :ivar changed: whether the file was rewritten and the agent reloaded.
+    :ivar path: the provider's file in the config directory.
+    :ivar message: one line for the operator.
+    """
+
+    changed: bool
+    path: str
+    message: str
+
+
+@attrs.define
+class FileProviderError(Exception):
+    """
+    The state could not be put in place; nothing changed.
+
+    :ivar message: what failed and what to do.
+    :ivar exit_code: ``1`` for a write or reload failure, ``3`` when the
+        Consul agent is unreachable.
+    """
+
+    message: str
+    exit_code: int = EXIT_FAILED
+
+    def __str__(self):
+        return self.message
+
+
+def provider_file(config_dir, provider):
+    """
+    The path of a provider's file: ``<config_dir>/glimpse-provider-<provider>.json``,
+    one per provider, so that providers never touch each other's files.
+    """
+    problem = label_problem(provider, "provider name")
+    if problem:
+        raise FileProviderError(f"--provider={provider}: {problem}")
+    return os.path.join(config_dir, f"glimpse-provider-{provider}.json")
+
+
+def render(provider, document):
+    """
+    Validate a state and render its config file (bytes).
+
+    :raises glimpse.providers.state.InvalidState: listing every problem.
+    """
+    services = config_services(provider, validate_state(document))
+    return json.dumps(services, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def reload_agent(consul_url, token=None, ca=None, timeout=30.0):
+    """
+    ``PUT /v1/agent/reload``: the agent re-reads its config directory.
+
+    :param consul_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
+        verified against C{ca} or the system's trust store.
+    :param token: the ACL token (needs ``agent:write``), or ``None``.
+    :raises FileProviderError: exit code 3 when unreachable, 1 when the
+        agent refused the new configuration.
+    """
+    request = urllib.request.Request(
+        consul_url.rstrip("/") + "/v1/agent/reload", data=b"", method="PUT")
+    if token:
+        request.add_header("X-Consul-Token", token)
+    context = ssl.create_default_context(cafile=ca) if consul_url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
+            return
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace").strip()
+        raise FileProviderError(f"the Consul agent refused to reload (HTTP {e.code}): {detail}")
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise FileProviderError(
+            f"cannot reach the Consul agent at {consul_url} ({reason}); is it running?",
+            EXIT_UNREACHABLE)
+
+
+def provide_to_config_dir(provider, document, config_dir, consul_url, token=None, ca=None):
+    """
+    Make C{document} the provider's whole state through the agent's config
+    directory.  Blocking.
+
+    Unchanged: nothing is written and the agent is not reloaded.  Otherwise
+    the file is replaced atomically (temporary file in the same directory,
+    fsync, rename, fsync of the directory) and the agent reloaded; if the
+    reload fails the previous file (or none) is put back.
+
+    :param provider: the provider's name (a DNS label).
+    :param document: the decoded JSON state.
+    :param config_dir: a directory the agent reads with ``-config-dir``.
+    :param consul_url: the local agent's HTTP API.
+    :param token: the ACL token for the reload, or ``None``.
+    :param ca: PEM file of the CA for an ``https://`` agent.
+    :return: a L{FileResult}.
+    :raises glimpse.providers.state.InvalidState: for an invalid state; nothing changes.
+    :raises FileProviderError: when the write or the reload fails.
+    """
+    path = provider_file(config_dir, provider)
+    data = render(provider, document)
+    if not os.path.isdir(config_dir):
+        raise FileProviderError(f"--config-dir={config_dir} is not a directory; give the "
+                                "directory the Consul agent reads (-config-dir)")
+    try:
+        with open(path, "rb") as f:
+            previous = f.read()
+    except FileNotFoundError:
+        previous = None
+    except OSError as e:
+        raise FileProviderError(f"cannot read {path}: {e.strerror}")
+    if previous == data:
+        return FileResult(False, path, f"provider {provider}: unchanged, nothing to do")
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise FileProviderError(f"cannot write {path}: {e.strerror}; nothing was changed")
+    try:
+        reload_agent(consul_url, token, ca)
+    except FileProviderError as e:
+        _restore(path, previous)
+        raise FileProviderError(f"{e.message}; the previous {os.path.basename(path)} "
+                                "was put back", e.exit_code)
+    count = len(json.loads(data)["services"])
+    return FileResult(True, path, f"provider {provider}: wrote {count} registrations to "
+                      f"{path} and reloaded the Consul agent")
+
+
+def _restore(path, previous):
+    # The agent kept its old configuration when the reload failed; the
+    # directory must say the same, or the next reload would pick it up.
+    if previous is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    else:
+        atomic_write(path, previous)

@@ -1,0 +1,67 @@
+"""
+When each check last changed status, as Glimpse saw it: Consul 1.14 keeps
+no such time, so Glimpse records it from its view's changes.
+"""
+
+from datetime import datetime, timezone
+
+from twisted.logger import Logger
+
+from glimpse.address import consul_service_name
+
+log = Logger()
+
+
+class CheckHistory:
+    """
+    When each check last changed status, as Glimpse saw it.
+
+    Consul 1.14 keeps no such time, so Glimpse records it from the view's
+    changes; a check whose status has not changed since Glimpse began
+    watching its job has none (``None``).  Logs one line per instance whose
+    health changes.
+
+    :param topology: the L{glimpse.view.topology.Topology} to follow.
+    :param clock: ``IReactorTime``.
+    """
+
+    def __init__(self, topology, clock):
+        self._topology = topology
+        self._clock = clock
+        self._jobs = {}
+        topology.add_listener(self.changed)
+
+    def changed(self, zone, name):
+        """
+        A view listener: record the status changes of one job's checks.
+        """
+        if name is None:
+            return
+        instances = self._topology.cached_instances(zone, name)
+        old = self._jobs.pop((zone, name), None)
+        if instances is None:
+            return
+        now = datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat()
+        table = {}
+        for instance in instances:
+            for check in instance.checks:
+                key = (instance.id, check.id)
+                status, since = (old or {}).get(key, (None, None))
+                if old is not None and status != check.status:
+                    since = now
+                table[key] = (check.status, since)
+            was = (old or {}).get((instance.id, None))
+            table[(instance.id, None)] = (instance.healthy, None)
+            if was is not None and was[0] != instance.healthy:
+                log.info("Instance {instance} of {job} in {zone} is now {health}",
+                         instance=instance.id, job=name, zone=zone,
+                         health="healthy" if instance.healthy else "unhealthy")
+        self._jobs[(zone, name)] = table
+
+    def since(self, zone, instance, check_id):
+        """
+        When C{check_id} of C{instance} last changed status (ISO 8601 UTC),
+        or ``None`` when Glimpse has not seen it change.
+        """
+        job = consul_service_name(instance.product, instance.env, instance.job)
+        return self._jobs.get((zone, job), {}).get((instance.id, check_id), (None, None))[1]
