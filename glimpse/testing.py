@@ -18,6 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from glimpse.duration import parse_duration
+
 #: Index of a held request that only L{FakeConsul.release} answers.
 _FOREVER = float("inf")
 
@@ -194,7 +196,7 @@ class FakeConsul(Resource):
             self._held.append(held)
             if self._clock is not None and index != _FOREVER:
                 held.timer = self._clock.callLater(
-                    _seconds(args.get("wait", "5m")),
+                    parse_duration(args.get("wait", "5m"), bare_unit="s"),
                     self._answer_held, lambda h: h is held)
             request.notifyFinish().addBoth(lambda _: self._forget(held))
             return NOT_DONE_YET
@@ -235,18 +237,6 @@ class FakeConsul(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-consul-index", str(index).encode())
         return json.dumps(body).encode("utf-8")
-
-
-def _seconds(wait):
-    """
-    Seconds of a Consul ``wait`` parameter: ``30s``, ``5m`` or a bare number
-    of seconds.
-    """
-    units = {"ms": 0.001, "s": 1, "m": 60}
-    for suffix in ("ms", "s", "m"):
-        if wait.endswith(suffix):
-            return float(wait[: -len(suffix)]) * units[suffix]
-    return float(wait)
 
 
 @implementer(IAgent)

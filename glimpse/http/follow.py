@@ -4,13 +4,12 @@ answer, long-polls (``?index=N&wait=30s``) and Server-Sent Event streams,
 all through the L{glimpse.http.hub.Hub}.
 """
 
-import re
-
 import attrs
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
+from glimpse.duration import InvalidDuration, parse_duration
 from glimpse.http._json import HTTPError, error_body, finish, write_json
 from glimpse.http.hub import sse_event
 
@@ -19,9 +18,6 @@ log = Logger()
 #: The longest long-poll a client may ask for, as Consul's blocking queries.
 MAX_WAIT = 600.0
 
-_WAIT = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-
-
 def parse_wait(request, default=30.0):
     """
     The ``wait`` parameter in seconds (``30s``, ``500ms``, ``2m``, ``10``).
@@ -29,10 +25,10 @@ def parse_wait(request, default=30.0):
     raw = request.args.get(b"wait", [None])[0]
     if raw is None:
         return default
-    match = _WAIT.match(raw.decode("ascii", "replace"))
-    if not match:
+    try:
+        seconds = parse_duration(raw.decode("ascii", "replace"), bare_unit="s")
+    except InvalidDuration:
         raise HTTPError(400, "invalid 'wait'", "write a duration such as wait=30s, 500ms or 2m")
-    seconds = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[match.group(2)]
     if seconds > MAX_WAIT:
         raise HTTPError(400, "'wait' is too long", f"at most {MAX_WAIT:g}s")
     return seconds

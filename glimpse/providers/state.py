@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import attrs
 
 from glimpse.address import consul_service_name, label_problem
+from glimpse.duration import InvalidDuration, parse_duration
 from glimpse.view.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PREFIX, META_PROVIDER
 
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta", "drain"}
 _CHECK_KINDS = ("http", "tcp", "ttl", "grpc")
@@ -49,14 +49,15 @@ class InvalidState(Exception):
 
 
 def _duration_problem(value):
-    if not isinstance(value, str) or not _DURATION.match(value):
+    if not isinstance(value, str):
         return f"{value!r} is not a duration: write e.g. '10s', '500ms' or '1m30s'"
-    if not re.search(r"[1-9]", value):
+    try:
+        total = parse_duration(value)
+    except InvalidDuration as e:
+        return str(e)
+    if total <= 0:
         return "a duration must be more than zero"
     # Consul (Go's time.ParseDuration) refuses what overflows int64 ns.
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    total = sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)",
-                                                            value))
     if len(value) > 32 or total > 366 * 86400:
         return f"{value!r} is too long: at most a year, e.g. '24h'"
     return None
