@@ -5,12 +5,13 @@ is not a plain query, encoding a response whole and truncated, and the
 server's counters.  Pure: nothing here does I/O.
 """
 
-import bisect
 import collections
 import io
 
 import attrs
 from twisted.names import dns
+
+from glimpse.metrics.buckets import Buckets
 
 #: The UDP payload size Glimpse advertises in its OPT record, and the most it
 #: sends over UDP whatever a client advertises: the DNS Flag Day 2020 value,
@@ -61,19 +62,15 @@ class DNSStats:
     dropped: int = 0
     truncated: int = 0
     #: Server-side time from a query's arrival to its response being sent,
-    #: in nanoseconds: counts per bucket (``latency_bounds`` upper bounds,
-    #: then one for larger) and their sum.
-    latency_bounds: tuple = LATENCY_BOUNDS_NS
-    latency_counts: list = attrs.Factory(lambda: [0] * (len(LATENCY_BOUNDS_NS) + 1))
-    latency_sum: int = 0
+    #: in nanoseconds, per bucket of ``LATENCY_BOUNDS_NS``.
+    latency: Buckets = attrs.Factory(lambda: Buckets(LATENCY_BOUNDS_NS))
 
     def observe(self, elapsed_ns, count=1):
         """
-        Count C{count} responses' server-side latency (answers sent together
+        Count ``count`` responses' server-side latency (answers sent together
         in one batch share theirs).
         """
-        self.latency_counts[bisect.bisect_left(self.latency_bounds, elapsed_ns)] += count
-        self.latency_sum += elapsed_ns * count
+        self.latency.add(elapsed_ns, count)
 
     def total(self):
         """

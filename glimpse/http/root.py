@@ -11,7 +11,8 @@ from glimpse.http._json import HTTPError, JSONResource, write_json
 from glimpse.http.lookup import Context, LookupResource
 from glimpse.http.openapi import OpenAPIResource
 from glimpse.http.topology import TopologyResource
-from glimpse.metrics.registry import GlimpseCollector, MetricsResource, make_registry
+from glimpse.http.metrics import MetricsResource
+from glimpse.metrics.registry import GlimpseCollector, make_registry
 from glimpse.view.history import CheckHistory
 from glimpse.http.hub import Hub
 from glimpse.http.providers import ProvidersResource

@@ -19,7 +19,7 @@ import time
 
 from twisted.application import service
 
-from glimpse.metrics.registry import Stalls
+from glimpse.metrics.buckets import STALL_BOUNDS, Buckets
 
 
 class GCPauses(service.Service):
@@ -29,7 +29,7 @@ class GCPauses(service.Service):
 
     :param timer: seconds, monotonic (tests pass a fake).
     :param collector: the ``gc`` module (tests pass a fake).
-    :ivar pauses: per generation, the L{glimpse.metrics.registry.Stalls} its
+    :ivar pauses: per generation, the :class:`~glimpse.metrics.buckets.Buckets` its
         collections made.
     """
 
@@ -37,7 +37,7 @@ class GCPauses(service.Service):
         self._timer = timer
         self._gc = collector
         self._started = None
-        self.pauses = [Stalls() for _ in range(3)]
+        self.pauses = [Buckets(STALL_BOUNDS) for _ in range(3)]
         self.frozen = 0
 
     def startService(self):

@@ -8,14 +8,9 @@ collector on a L{CollectorRegistry} made here: no global registry, so two
 Glimpses in one process (tests) do not mix their figures.
 """
 
-import bisect
-
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from twisted.application import service
 from twisted.names import dns
-
-from glimpse.http._json import JSONResource
 
 #: Latency buckets, seconds: lookups are served from memory, so the
 #: interesting part is well below a millisecond.
@@ -44,7 +39,7 @@ class GlimpseCollector:
     :param applier: the L{glimpse.providers.applier.Applier}, or ``None``.
     :param dns_flush: a callable bringing C{dns_stats} up to date, or
         ``None``.
-    :param lag: a L{LagProbe}, or ``None``.
+    :param lag: a :class:`glimpse.metrics.lag.LagProbe`, or ``None``.
     :param gc_pauses: a L{glimpse.metrics.gcpauses.GCPauses}, or ``None``.
     """
 
@@ -138,74 +133,6 @@ class GlimpseCollector:
             yield family
 
 
-class Stalls:
-    """
-    How long the process stood still, counted per bucket: each stall in
-    the first bucket whose bound (seconds) it does not pass, or the last.
-
-    :ivar counts: stalls per bucket (``bounds``, then larger).
-    :ivar total: the stalls added up, seconds.
-    """
-
-    bounds = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-    def __init__(self):
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def add(self, seconds):
-        """
-        Count one stall of C{seconds}.
-        """
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-
-class LagProbe(service.Service):
-    """
-    How late the reactor runs a timer: one is due every C{interval}
-    seconds, and how much later than due it ran is counted.  A stall of the
-    event loop (a large answer decoded in one go, a slow listener) delays
-    every DNS and HTTP answer by as much, so this is where it shows.
-
-    :param clock: ``IReactorTime``.
-    :param interval: seconds between probes.
-    :ivar lags: the L{Stalls} the probes counted.
-    """
-
-    def __init__(self, clock, interval=0.1):
-        self._clock = clock
-        self._interval = interval
-        self._call = None
-        self._due = None
-        self.lags = Stalls()
-
-    def startService(self):
-        """
-        Start probing.
-        """
-        super().startService()
-        self._schedule(self._clock.seconds())
-
-    def stopService(self):
-        """
-        Stop probing.
-        """
-        super().stopService()
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-    def _schedule(self, now):
-        self._due = now + self._interval
-        self._call = self._clock.callLater(self._interval, self._probe)
-
-    def _probe(self):
-        now = self._clock.seconds()
-        self.lags.add(max(0.0, now - self._due))
-        self._schedule(now)
-
-
 def make_registry(collector):
     """
     A registry holding C{collector} and the HTTP latency histogram.
@@ -220,22 +147,6 @@ def make_registry(collector):
     return registry, latency
 
 
-class MetricsResource(JSONResource):
-    """
-    ``GET /metrics``.
-    """
-
-    isLeaf = True
-
-    def __init__(self, registry):
-        super().__init__()
-        self._registry = registry
-
-    def render_GET(self, request):
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self._registry)
-
-
 def _latency_histogram(stats):
     """
     The DNS server's latency buckets as a Prometheus histogram (seconds).
@@ -243,8 +154,8 @@ def _latency_histogram(stats):
     return _histogram(
         "glimpse_dns_response_duration_seconds",
         "Server-side time from a DNS query's arrival to its response, both paths",
-        tuple(bound / 1e9 for bound in stats.latency_bounds), stats.latency_counts,
-        stats.latency_sum / 1e9)
+        tuple(bound / 1e9 for bound in stats.latency.bounds), stats.latency.counts,
+        stats.latency.total / 1e9)
 
 
 def _histogram(name, help_text, bounds, counts, total):

@@ -13,7 +13,8 @@ from twisted.names import dns
 
 from glimpse.dns.wire import DNSStats
 from glimpse.dev.twistd import start_glimpse
-from glimpse.metrics.registry import GlimpseCollector, LagProbe, make_registry
+from glimpse.metrics.lag import LagProbe
+from glimpse.metrics.registry import GlimpseCollector, make_registry
 from http_helpers import register
 from support import ask, wait_until
 

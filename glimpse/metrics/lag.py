@@ -1,0 +1,53 @@
+"""
+The reactor's lag: how late a timer runs, which is how long every DNS and
+HTTP answer waited behind whatever held the event loop.
+"""
+
+from twisted.application import service
+
+from glimpse.metrics.buckets import STALL_BOUNDS, Buckets
+
+
+class LagProbe(service.Service):
+    """
+    How late the reactor runs a timer: one is due every C{interval}
+    seconds, and how much later than due it ran is counted.  A stall of the
+    event loop (a large answer decoded in one go, a slow listener) delays
+    every DNS and HTTP answer by as much, so this is where it shows.
+
+    :param clock: ``IReactorTime``.
+    :param interval: seconds between probes.
+    :ivar lags: the :class:`~glimpse.metrics.buckets.Buckets` the probes counted.
+    """
+
+    def __init__(self, clock, interval=0.1):
+        self._clock = clock
+        self._interval = interval
+        self._call = None
+        self._due = None
+        self.lags = Buckets(STALL_BOUNDS)
+
+    def startService(self):
+        """
+        Start probing.
+        """
+        super().startService()
+        self._schedule(self._clock.seconds())
+
+    def stopService(self):
+        """
+        Stop probing.
+        """
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self, now):
+        self._due = now + self._interval
+        self._call = self._clock.callLater(self._interval, self._probe)
+
+    def _probe(self):
+        now = self._clock.seconds()
+        self.lags.add(max(0.0, now - self._due))
+        self._schedule(now)
