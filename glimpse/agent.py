@@ -11,13 +11,14 @@ from twisted.web.server import Site
 from treq.client import HTTPClient
 
 from glimpse.dns.answers import ZoneIdentity
+from glimpse.config import read_secret
 from glimpse.consul import ConsulClient
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.udpport import FastUDPServer
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
 from glimpse.metrics.gcpauses import GCPauses
 from glimpse.http.root import make_root
-from glimpse.metrics.registry import LagProbe
+from glimpse.metrics.lag import LagProbe
 from glimpse.providers.applier import Applier, ReconcileService
 from glimpse.providers.store import ProviderStore
 from glimpse.view.topology import Topology
@@ -77,16 +78,6 @@ def http_client(reactor, consul_ca=None):
     return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
-def read_token(path):
-    """
-    The ACL token in a file, or ``None`` when no file is given.
-    """
-    if not path:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip() or None
-
-
 def build_agent(reactor, options):
     """
     Build the application's services.
@@ -96,7 +87,7 @@ def build_agent(reactor, options):
     """
     top = service.MultiService()
     consul = ConsulClient(http_client(reactor, options["consul-ca"]), options["consul"],
-                          reactor, token=read_token(options["consul-token-file"]))
+                          reactor, token=read_secret(options["consul-token-file"]))
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
                         idle_timeout=options["idle-timeout"],
                         zones_interval=options["zones-interval"])
@@ -126,7 +117,7 @@ def build_agent(reactor, options):
     lag.setServiceParent(top)
     gc_pauses = GCPauses()
     site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor,
-                               provider_token=read_token(options.get("provider-token-file")),
+                               provider_token=read_secret(options.get("provider-token-file")),
                                consul=consul, dns_stats=factory.stats,
                                dns_flush=dns_udp.flush_stats,
                                lookup_cap=options.get("lookup-cap", 1000), lag=lag,

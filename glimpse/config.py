@@ -143,3 +143,17 @@ def with_config(argv, parameters, flags=(), repeatable=(), types=None):
              if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)}
     args = [a for a in args if a.split("=", 1)[0][2:] not in given]
     return args + list(argv)
+
+
+def read_secret(path):
+    """
+    The token kept in a file (Consul's ACL token, the provider API's
+    token), without surrounding whitespace; ``None`` when no file is given
+    or it holds only whitespace.
+
+    :raises OSError: when the file cannot be read.
+    """
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() or None

@@ -11,6 +11,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from glimpse.address import InvalidName, normalize_zone
+from glimpse.config import ConfigError, read_secret, with_config
 
 
 def _positive(name, cast=float):
@@ -92,7 +93,6 @@ class Options(usage.Options):
         """
         Parse the command line, after the arguments of its ``--config`` file.
         """
-        from glimpse.config import ConfigError, with_config
         if options is None:
             import sys
             options = sys.argv[1:]
@@ -135,12 +135,11 @@ class Options(usage.Options):
                 _readable(name, self[name])
         if self["provider-token-file"] is not None:
             _readable("provider-token-file", self["provider-token-file"])
-            with open(self["provider-token-file"], encoding="utf-8") as f:
-                # An empty token must not quietly turn the check off.
-                if not f.read().strip():
-                    raise usage.UsageError(
-                        f"--provider-token-file={self['provider-token-file']} is empty; "
-                        "put the token in it, e.g. the output of: openssl rand -hex 32")
+            # An empty token must not quietly turn the check off.
+            if read_secret(self["provider-token-file"]) is None:
+                raise usage.UsageError(
+                    f"--provider-token-file={self['provider-token-file']} is empty; "
+                    "put the token in it, e.g. the output of: openssl rand -hex 32")
         if self["consul-ca"] and url.scheme != "https":
             raise usage.UsageError("--consul-ca needs an https:// --consul URL")
         for name in ("dns-interface", "dns-advertise"):

@@ -7,6 +7,7 @@ directory.
 import json
 import sys
 
+from glimpse.config import read_secret
 from glimpse.cli.client import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, _quote, fetch, print_json
 
 
@@ -25,8 +26,7 @@ def cmd_provide(args, out, err):
     headers = {}
     if args.token_file:
         try:
-            with open(args.token_file, encoding="utf-8") as f:
-                headers["Authorization"] = "Bearer " + f.read().strip()
+            headers["Authorization"] = "Bearer " + (read_secret(args.token_file) or "")
         except OSError as e:
             err.write(f"glimpse: cannot read --token-file: {e}\n")
             return EXIT_USAGE
@@ -52,10 +52,7 @@ def _provide_file(args, document, out, err):
     from glimpse.providers.files import FileProviderError, provide_to_config_dir
     from glimpse.providers.state import InvalidState
     try:
-        token = None
-        if args.consul_token_file:
-            with open(args.consul_token_file, encoding="utf-8") as f:
-                token = f.read().strip() or None
+        token = read_secret(args.consul_token_file)
         result = provide_to_config_dir(args.provider, document, args.config_dir, args.consul,
                                        token=token, ca=args.consul_ca)
     except OSError as e:

@@ -21,6 +21,7 @@ from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import label_problem
 from glimpse.consul import ConsulError
+from glimpse.http.follow import parse_bool
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
 from glimpse.providers.applier import NotAcknowledged, NotApplied
 from glimpse.providers.state import InvalidState, NoSuchCheck
@@ -140,7 +141,7 @@ class ProviderResource(JSONResource):
             document = json.loads(body)
         except ValueError as e:
             raise HTTPError(400, "the body is not JSON", str(e))
-        dry_run = request.args.get(b"dry_run", [b"false"])[0] in (b"true", b"1")
+        dry_run = parse_bool(request, "dry_run")
         try:
             d = self._applier.apply(self._provider, document, dry_run=dry_run)
         except InvalidState as e:
