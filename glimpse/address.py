@@ -40,7 +40,7 @@ def label_problem(value, field):
 
     :param value: the field's value.
     :param field: the field's name, for the message.
-    :return: a message, or ``None`` when C{value} is a valid label.
+    :return: a message, or ``None`` when ``value`` is a valid label.
     """
     if not isinstance(value, str):
         return f"{field} must be a string"
@@ -125,13 +125,13 @@ def split_consul_service(name):
 
 def relative_labels(name, dns_zone):
     """
-    The labels of C{name} below C{dns_zone}, outermost first
+    The labels of ``name`` below ``dns_zone``, outermost first
     (``zone, product, env, ...``), lower-cased.
 
     :param name: a DNS name (``str``), with or without the trailing dot.
     :param dns_zone: a zone in the form :func:`normalize_zone` returns.
-    :return: a list of labels, empty for the apex, or ``None`` when C{name}
-        is not inside C{dns_zone}.
+    :return: a list of labels, empty for the apex, or ``None`` when ``name``
+        is not inside ``dns_zone``.
     """
     name = name.rstrip(".").lower()
     if name == dns_zone:

@@ -64,7 +64,7 @@ class _QuietPool(HTTPConnectionPool):
 def http_client(reactor, consul_ca=None):
     """
     A treq client for Consul: persistent connections (not logged one by
-    one), and TLS verified against the system's trust store or C{consul_ca}.
+    one), and TLS verified against the system's trust store or ``consul_ca``.
     """
     pool = _QuietPool(reactor, persistent=True)
     # Blocking queries each hold a connection; let them all stay open.

@@ -129,7 +129,7 @@ def with_config(argv, parameters, flags=(), repeatable=(), types=None):
     """
     ``argv`` with the arguments of its ``--config`` file (if any) in front,
     less the file's repeatable options that ``argv`` gives itself.  The
-    other parameters are those of L{config_arguments}.
+    other parameters are those of :obj:`config_arguments`.
 
     :raises ConfigError: when the file cannot be used.
     """

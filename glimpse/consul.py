@@ -2,7 +2,7 @@
 A small client for the local Consul agent's HTTP API, on treq.
 
 It is given its treq ``HTTPClient`` and a clock, so tests drive it with
-``StubTreq`` and ``Clock``.  Every failure becomes a L{ConsulError}: callers
+``StubTreq`` and ``Clock``.  Every failure becomes a :class:`ConsulError`: callers
 never see treq's or Twisted's transport exceptions.
 """
 
@@ -63,7 +63,7 @@ class Response:
     :ivar unchanged: a blocking query ended with the index it was sent
         (its wait ran out): the body is the same as before and was not
         read (``body`` is ``None``).
-    :ivar content: the raw body (``None`` when C{unchanged}).
+    :ivar content: the raw body (``None`` when ``unchanged``).
     """
 
     body: object
@@ -123,9 +123,9 @@ class ConsulClient:
             not decoded and comes back ``unchanged``.
         :param reuse: ``(content, body)`` of an earlier answer: an answer
             with the same raw content is not decoded again, and comes back
-            with that C{body}.
-        :return: a Deferred firing with a L{Response} or failing with a
-            L{ConsulError}.
+            with that ``body``.
+        :return: a Deferred firing with a :class:`Response` or failing with a
+            :class:`ConsulError`.
         """
         endpoint = endpoint or path.split("?")[0]
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
@@ -188,7 +188,7 @@ class ConsulClient:
 
     def get(self, path, params=None, index=None, wait=None, endpoint=None):
         """
-        A GET, blocking when C{index} is given.
+        A GET, blocking when ``index`` is given.
 
         :param index: the ``X-Consul-Index`` of the previous answer, for a
             blocking query (Consul's rule: never below 1).

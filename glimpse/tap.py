@@ -183,9 +183,9 @@ def makeService(options):
 
 def compose(reactor, options):
     """
-    Build Glimpse's services on C{reactor}.
+    Build Glimpse's services on ``reactor``.
 
-    :param options: a parsed L{Options} (or a dict with the same keys).
+    :param options: a parsed :class:`Options` (or a dict with the same keys).
     """
     from glimpse.agent import build_agent
     return build_agent(reactor, options)

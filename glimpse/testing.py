@@ -2,10 +2,10 @@
 Test doubles for Glimpse: an in-memory Consul HTTP API and an agent that
 cannot connect.
 
-Use L{FakeConsul} through ``treq.testing.StubTreq``; since it holds blocking
+Use :class:`FakeConsul` through ``treq.testing.StubTreq``; since it holds blocking
 queries with ``NOT_DONE_YET``, call the stub's ``flush()`` after anything
-that answers one (L{FakeConsul.set}, L{FakeConsul.release},
-L{FakeConsul.fail}).
+that answers one (:class:`FakeConsul.set`, :class:`FakeConsul.release`,
+:class:`FakeConsul.fail`).
 """
 
 import json
@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from glimpse.duration import parse_duration
 
-#: Index of a held request that only L{FakeConsul.release} answers.
+#: Index of a held request that only :class:`FakeConsul.release` answers.
 _FOREVER = float("inf")
 
 
@@ -69,7 +69,7 @@ class FakeConsul(Resource):
     Each path (after ``/v1/``, without the query) holds a JSON body and an
     index, answered with ``X-Consul-Index``.  A GET with ``index=N`` where N
     is at least the path's index blocks, as Consul's blocking queries do,
-    until the path is L{set} again or L{release}d, or, given a clock, until
+    until the path is :obj:`set` again or :obj:`release`d, or, given a clock, until
     its ``wait`` (5 minutes by default) runs out.  A path that was never
     set answers 404.  ``agent/self``, ``catalog/datacenters`` and
     ``catalog/services`` are set at the start.
@@ -78,7 +78,7 @@ class FakeConsul(Resource):
     :param clock: an ``IReactorTime`` to end blocking queries after their
         ``wait`` as Consul does (without its jitter); without one they are
         held until answered by hand.
-    :ivar requests: every L{RecordedRequest}, in order.
+    :ivar requests: every :class:`RecordedRequest`, in order.
     """
 
     isLeaf = True
@@ -115,7 +115,7 @@ class FakeConsul(Resource):
     def fail(self, status, message="fake Consul failure"):
         """
         Answer every request, and every held query, with an HTTP error until
-        L{recover} is called.
+        :obj:`recover` is called.
 
         :param status: the HTTP status, e.g. 500 or 403.
         :param message: the plain-text body, as Consul writes its errors.
@@ -132,7 +132,7 @@ class FakeConsul(Resource):
     def stall(self):
         """
         Hold every request from now on without answering it, like an agent
-        that accepted the connection and hung.  L{release} answers them.
+        that accepted the connection and hung.  :obj:`release` answers them.
         """
         self._stalled = True
 
@@ -163,7 +163,7 @@ class FakeConsul(Resource):
     def count(self, path_prefix=""):
         """
         How many requests were received for paths starting with
-        C{path_prefix}.
+        ``path_prefix``.
         """
         return sum(1 for r in self.requests if r.path.startswith(path_prefix))
 
@@ -213,7 +213,7 @@ class FakeConsul(Resource):
 
     def _answer_held(self, which):
         """
-        Answer the held requests for which C{which(held)} is true.
+        Answer the held requests for which ``which(held)`` is true.
         """
         answer = [h for h in self._held if which(h)]
         for held in answer:

@@ -1,6 +1,6 @@
 """
 Doubles for the DNS unit tests: a view holding instances in memory (the
-same interface L{glimpse.view.topology.Topology} offers the DNS), a datagram
+same interface :class:`glimpse.view.topology.Topology` offers the DNS), a datagram
 transport that records what is sent, and helpers building servers on them.
 """
 
@@ -36,8 +36,8 @@ class _Job:
 
 class StubView:
     """
-    A view of zones and jobs set by the test; C{problem} makes a zone
-    unavailable (SERVFAIL), C{failing} makes it report a failing watch.
+    A view of zones and jobs set by the test; ``problem`` makes a zone
+    unavailable (SERVFAIL), ``failing`` makes it report a failing watch.
     """
 
     def __init__(self):
@@ -50,7 +50,7 @@ class StubView:
 
     def set_job(self, zone, product, env, job, instances, ports=("http",)):
         """
-        Put a job with C{instances} in C{zone} and tell the listeners.
+        Put a job with ``instances`` in ``zone`` and tell the listeners.
         """
         view = self.zones.setdefault(zone, _Zone())
         view.tree[(product, env, job)] = frozenset(ports)
@@ -105,7 +105,7 @@ def instance(ip, port=8080, service="http", status="passing", name=None):
 
 def demo_view(count=2):
     """
-    Zone ``ams`` with shop/prod/web (C{count} healthy instances on ``http``,
+    Zone ``ams`` with shop/prod/web (``count`` healthy instances on ``http``,
     one failing) and shop/prod/db with none healthy.
     """
     view = StubView()
@@ -119,8 +119,8 @@ def demo_view(count=2):
 
 def servers(view, fast=False, transport=None):
     """
-    A factory and a UDP protocol (the fast path's when C{fast}) on C{view},
-    connected to C{transport} (by default a L{RecordingTransport}).
+    A factory and a UDP protocol (the fast path's when ``fast``) on ``view``,
+    connected to ``transport`` (by default a :class:`RecordingTransport`).
 
     :return: ``(factory, protocol, transport, clock)``.
     """
@@ -136,7 +136,7 @@ def servers(view, fast=False, transport=None):
 
 def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opcode=dns.OP_QUERY):
     """
-    An encoded query; with C{edns}, an OPT record advertising that size.
+    An encoded query; with ``edns``, an OPT record advertising that size.
     """
     message = dns.Message(id=id, recDes=int(rd), opCode=opcode)
     message.queries = [dns.Query(name, qtype, cls)]
@@ -147,9 +147,9 @@ def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opco
 
 class QueueSocket:
     """
-    A non-blocking UDP socket double: C{recvfrom} takes the queued
-    datagrams, then raises C{BlockingIOError}; C{sendto} writes to a
-    L{RecordingTransport} (or raises C{fail_send} when set).
+    A non-blocking UDP socket double: ``recvfrom`` takes the queued
+    datagrams, then raises ``BlockingIOError``; ``sendto`` writes to a
+    :class:`RecordingTransport` (or raises ``fail_send`` when set).
     """
 
     def __init__(self, transport, datagrams=()):
@@ -172,8 +172,8 @@ class QueueSocket:
 class SocketPair:
     """
     Real loopback UDP sockets (port 0) as a fast path's transport: its read
-    loop then reads and answers in batches (L{glimpse.dns.mmsg}) as it does
-    behind its port, and every answer reaches C{client}.
+    loop then reads and answers in batches (:obj:`glimpse.dns.mmsg`) as it does
+    behind its port, and every answer reaches ``client``.
     """
 
     def __init__(self):
@@ -204,8 +204,8 @@ def _readable(sock, timeout):
 
 def exchange_socket(proto, pair, data, wait=True):
     """
-    Send one datagram from C{pair.client}, let C{proto} read its socket,
-    and return the reply; with C{wait} false, do not wait for one (a reply
+    Send one datagram from ``pair.client``, let ``proto`` read its socket,
+    and return the reply; with ``wait`` false, do not wait for one (a reply
     is then taken only if already there).
     """
     # A reply left over would be one that came after an earlier exchange
@@ -222,7 +222,7 @@ def exchange_socket(proto, pair, data, wait=True):
 def exchange(proto, transport, data, address=("127.0.0.1", 5353)):
     """
     Feed one datagram and return the raw reply (``None`` when none): through
-    the fast path's read loop when C{proto} has one, as its port does.
+    the fast path's read loop when ``proto`` has one, as its port does.
     """
     before = len(transport.written)
     if hasattr(proto, "read_datagrams"):
@@ -237,7 +237,7 @@ def exchange(proto, transport, data, address=("127.0.0.1", 5353)):
 
 def decode(data):
     """
-    Decode a reply into a L{dns.Message}, OPT records left in additional.
+    Decode a reply into a :class:`dns.Message`, OPT records left in additional.
     """
     message = dns.Message()
     message.fromStr(data)

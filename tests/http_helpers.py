@@ -24,9 +24,9 @@ def register(consul_url, job, instance, port_name="http", port=8080, ip="127.0.5
              status="passing", product="shop", env="prod", meta=None, drain=False):
     """
     Register one named port of an instance on the Consul agent, with one
-    TTL check in C{status}, as a provider's registration looks.
+    TTL check in ``status``, as a provider's registration looks.
 
-    :return: the check's ID, to flip it with L{set_check}.
+    :return: the check's ID, to flip it with :obj:`set_check`.
     """
     sid = service_id(job, instance, port_name, product, env)
     full_meta = {"glimpse-provider": "t", "glimpse-instance": instance,
@@ -64,8 +64,8 @@ def set_check(consul_url, check_id, status, note=""):
 
 class EventReader:
     """
-    Reads a Server-Sent Event stream in a thread; C{events} holds
-    ``(event, id, data)`` in arrival order, C{comments} the comment lines.
+    Reads a Server-Sent Event stream in a thread; ``events`` holds
+    ``(event, id, data)`` in arrival order, ``comments`` the comment lines.
     """
 
     def __init__(self, url, last_event_id=None):
@@ -110,7 +110,7 @@ class EventReader:
 
 def replay_instances(events):
     """
-    What a stream's reader holds after C{events}: ``{id: instance}``.
+    What a stream's reader holds after ``events``: ``{id: instance}``.
     """
     items = None
     for kind, _, data in events:

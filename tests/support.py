@@ -24,8 +24,8 @@ def result_of(d):
 
 def wait_until(condition, timeout=15.0, interval=0.05, what="the condition"):
     """
-    Poll C{condition} until it returns something true, and return that;
-    fail the test with C{what} after C{timeout} seconds.
+    Poll ``condition`` until it returns something true, and return that;
+    fail the test with ``what`` after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
     last = None
@@ -39,7 +39,7 @@ def wait_until(condition, timeout=15.0, interval=0.05, what="the condition"):
 
 def make_query(name, qtype, id=4242, edns=None, rd=True):
     """
-    A query message; with C{edns}, an OPT record advertising that UDP size.
+    A query message; with ``edns``, an OPT record advertising that UDP size.
     """
     message = dns.Message(id=id, recDes=int(rd))
     message.queries = [dns.Query(name, qtype, dns.IN)]
@@ -50,8 +50,8 @@ def make_query(name, qtype, id=4242, edns=None, rd=True):
 
 def ask(server, name, qtype=dns.SRV, tcp=False, timeout=5.0, **kwargs):
     """
-    Send one query to C{server} (``(host, port)``) and return the decoded
-    response L{dns.Message}.
+    Send one query to ``server`` (``(host, port)``) and return the decoded
+    response :class:`dns.Message`.
     """
     return dns_exchange(server, make_query(name, qtype, **kwargs).toStr(), tcp, timeout)
 

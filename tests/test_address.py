@@ -1,5 +1,5 @@
 """
-Tests for L{glimpse.address}: how addresses are read and written.
+Tests for :obj:`glimpse.address`: how addresses are read and written.
 """
 
 import pytest
@@ -62,7 +62,7 @@ def test_wrong_number_of_labels(text):
 
 def test_wildcard_allowed_when_asked():
     """
-    With C{wildcard}, any field but the zone may be C{*}.
+    With ``wildcard``, any field but the zone may be ``*``.
     """
     assert parse_address("*.*.*.*.ams", DNS_ZONE, wildcard=True) == Address(
         "*", "*", "*", "*", "ams")
@@ -71,7 +71,7 @@ def test_wildcard_allowed_when_asked():
 
 def test_wildcard_refused_by_default():
     """
-    Without C{wildcard}, C{*} is not a label and the message says so.
+    Without ``wildcard``, ``*`` is not a label and the message says so.
     """
     with pytest.raises(InvalidName, match="job '\\*' is not a DNS label"):
         parse_address("http.*.prod.shop.ams", DNS_ZONE)
@@ -79,7 +79,7 @@ def test_wildcard_refused_by_default():
 
 def test_wildcard_zone_refused():
     """
-    The zone of an address cannot be C{*}, even with C{wildcard}: the
+    The zone of an address cannot be ``*``, even with ``wildcard``: the
     message asks for one zone.
     """
     with pytest.raises(InvalidName, match="name one zone"):
@@ -115,7 +115,7 @@ def test_longest_label_accepted():
 @pytest.mark.parametrize("field", ["product", "env", "job"])
 def test_double_dash_refused_in_job_fields(field):
     """
-    Product, env and job must not contain C{--}, the separator of Consul
+    Product, env and job must not contain ``--``, the separator of Consul
     service names; the message says why.
     """
     assert label_problem("a--b", field) == (
@@ -125,7 +125,7 @@ def test_double_dash_refused_in_job_fields(field):
 @pytest.mark.parametrize("field", ["service", "zone"])
 def test_double_dash_allowed_elsewhere(field):
     """
-    The service (port name) and zone may contain C{--}: they are not part
+    The service (port name) and zone may contain ``--``: they are not part
     of the Consul service name.
     """
     assert label_problem("a--b", field) is None
@@ -133,7 +133,7 @@ def test_double_dash_allowed_elsewhere(field):
 
 def test_double_dash_refused_in_address():
     """
-    Parsing an address applies the C{--} rule too.
+    Parsing an address applies the ``--`` rule too.
     """
     with pytest.raises(InvalidName, match="must not contain '--'"):
         parse_address("http.web.pr--od.shop.ams", DNS_ZONE)
@@ -141,7 +141,7 @@ def test_double_dash_refused_in_address():
 
 def test_product_addr_reserved():
     """
-    No product may be called C{addr}: that label names SRV targets.
+    No product may be called ``addr``: that label names SRV targets.
     """
     with pytest.raises(InvalidName, match="product must not be 'addr'"):
         parse_address("http.web.prod.addr.ams", DNS_ZONE)
@@ -181,7 +181,7 @@ def test_consul_service_round_trip():
 ])
 def test_split_foreign_service(name):
     """
-    A Consul service name Glimpse did not write (Consul's own C{consul},
+    A Consul service name Glimpse did not write (Consul's own ``consul``,
     wrong number of fields, an invalid field) is not a job.
     """
     assert split_consul_service(name) is None
@@ -208,7 +208,7 @@ def test_relative_labels():
 def test_target_round_trip(ip, label):
     """
     An instance IP, v4 or v6, becomes an SRV target name under
-    C{addr.<zone>} whose first label gives the IP back.
+    ``addr.<zone>`` whose first label gives the IP back.
     """
     name = target_name("ams", ip, DNS_ZONE)
     assert name == f"{label}.addr.ams.glimpse.test."

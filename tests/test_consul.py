@@ -1,6 +1,6 @@
 """
-Tests for L{glimpse.consul}: the Consul HTTP client, over the in-memory fake
-Consul of L{glimpse.testing}.
+Tests for :obj:`glimpse.consul`: the Consul HTTP client, over the in-memory fake
+Consul of :obj:`glimpse.testing`.
 """
 
 import pytest
@@ -26,8 +26,8 @@ WEB = "health/service/shop--prod--web"
 
 class Harness:
     """
-    A L{ConsulClient} on a L{Clock}, talking to a L{FakeConsul} through
-    C{StubTreq}.
+    A :class:`ConsulClient` on a :class:`Clock`, talking to a :class:`FakeConsul` through
+    ``StubTreq``.
     """
 
     def __init__(self, token=None, timeout=10.0):
@@ -52,21 +52,21 @@ class Harness:
 @pytest.fixture
 def h():
     """
-    A fresh L{Harness}.
+    A fresh :class:`Harness`.
     """
     return Harness()
 
 
 def test_fake_agent_interface():
     """
-    The unreachable agent double is a real C{IAgent}.
+    The unreachable agent double is a real ``IAgent``.
     """
     assert verifyObject(IAgent, UnreachableAgent())
 
 
 def test_token_sent():
     """
-    A configured ACL token goes with every request as C{X-Consul-Token}.
+    A configured ACL token goes with every request as ``X-Consul-Token``.
     """
     h = Harness(token="s3cr3t")
     h.result(h.client.datacenter())
@@ -76,7 +76,7 @@ def test_token_sent():
 
 def test_no_token(h):
     """
-    Without a token, no C{X-Consul-Token} header is sent at all (an empty
+    Without a token, no ``X-Consul-Token`` header is sent at all (an empty
     one would be an anonymous token of its own).
     """
     h.result(h.client.datacenter())
@@ -85,7 +85,7 @@ def test_no_token(h):
 
 def test_decoded_answer(h):
     """
-    A GET answers with the decoded JSON and C{X-Consul-Index}.
+    A GET answers with the decoded JSON and ``X-Consul-Index``.
     """
     h.fake.set(WEB, [{"Node": {}}], index=42)
     response = h.result(h.client.health_service("ams", "shop--prod--web"))
@@ -156,7 +156,7 @@ def test_register_and_deregister(h):
 ])
 def test_status_mapping(h, status, error):
     """
-    Consul's error statuses become the matching L{ConsulError}, carrying
+    Consul's error statuses become the matching :class:`ConsulError`, carrying
     the status, the endpoint and Consul's own message.
     """
     h.fake.fail(status, "Permission denied: token lacks service:write")
@@ -171,14 +171,14 @@ def test_status_mapping(h, status, error):
 
 def test_unknown_path_not_found(h):
     """
-    A path Consul does not know is a L{ConsulNotFound}.
+    A path Consul does not know is a :class:`ConsulNotFound`.
     """
     assert isinstance(h.result(h.client.get("agent/nothing")), ConsulNotFound)
 
 
 def test_not_json(h):
     """
-    A success that is not JSON is a L{ConsulError}, not a crash.
+    A success that is not JSON is a :class:`ConsulError`, not a crash.
     """
 
     class Garbage(FakeConsul):
@@ -226,7 +226,7 @@ def test_redirect_not_followed_and_token_not_sent_along():
 def test_connection_refused():
     """
     When the agent cannot be reached the request fails with
-    L{ConsulUnavailable}, saying why.
+    :class:`ConsulUnavailable`, saying why.
     """
     agent = UnreachableAgent()
     client = ConsulClient(HTTPClient(agent), "http://127.0.0.1:1", Clock())
@@ -242,7 +242,7 @@ def test_connection_refused():
 def test_timeout():
     """
     A request that gets no answer within the timeout fails with
-    L{ConsulUnavailable} saying it timed out, and the connection is closed.
+    :class:`ConsulUnavailable` saying it timed out, and the connection is closed.
     """
     h = Harness(timeout=3.0)
     h.fake.stall()

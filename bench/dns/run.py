@@ -97,7 +97,7 @@ def wait_answers(port, names, qtype, timeout=60.0):
 def dnsperf(port, path, duration, pid, rate=None):
     """
     One dnsperf run against a server: qps, mean latency and server CPU;
-    with C{rate}, an offered load of that many qps and per-query latencies
+    with ``rate``, an offered load of that many qps and per-query latencies
     (``-v``: printing every query slows dnsperf, so not in throughput runs).
     """
     cmd = ["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
@@ -186,7 +186,7 @@ def start_servers(work):
 def change_visibility(glimpse, changes):
     """
     Seconds from a provider PUT that adds or removes an instance to the
-    first DNS answer showing it, over C{changes} changes.
+    first DNS answer showing it, over ``changes`` changes.
     """
     name = topo.glimpse_name("http", "flip")
     one = {"product": "shop", "env": "prod", "job": "flip", "instance": "flip-0",

@@ -37,7 +37,7 @@ def consul_name(port, job):
 
 def provider_states(chunk=25):
     """
-    Provider states of C{chunk} jobs each (at most 200 registrations per
+    Provider states of ``chunk`` jobs each (at most 200 registrations per
     PUT keeps the agent's connection limit far).
     """
     all_jobs = jobs()

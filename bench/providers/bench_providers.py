@@ -34,7 +34,7 @@ INSTANCES = 50
 
 def state(version, changed=None):
     """
-    50 instances x 3 named ports; instance C{changed} carries C{version}.
+    50 instances x 3 named ports; instance ``changed`` carries ``version``.
     """
     return {"instances": [
         {"product": "shop", "env": "prod", "job": "web", "instance": f"web-{n}",

@@ -48,8 +48,8 @@ def rcode(data):
 
 def phase(sock, server, seconds, timeout, with_fra=True):
     """
-    Alternate ams and fra queries (only ams ones without C{with_fra}) for
-    C{seconds}; return the ams latencies (seconds), the fra rcodes, the
+    Alternate ams and fra queries (only ams ones without ``with_fra``) for
+    ``seconds``; return the ams latencies (seconds), the fra rcodes, the
     slowest fra answer and the count of unanswered queries.
     """
     ams_q = query(f"http.web.prod.shop.ams.{ZONE}", 1)
@@ -80,9 +80,9 @@ def phase(sock, server, seconds, timeout, with_fra=True):
 
 def blocks(sock, server, seconds, timeout, block=0.5):
     """
-    Alternate blocks of C{block} seconds with and without fra queries, so
+    Alternate blocks of ``block`` seconds with and without fra queries, so
     that both mixes see the same machine noise: ``(mixed, ams_only)``, each
-    as L{phase} returns.
+    as :obj:`phase` returns.
     """
     results = {True: ([], {}, 0.0, 0), False: ([], {}, 0.0, 0)}
     end = time.monotonic() + seconds

@@ -20,8 +20,8 @@ class Unreachable(Exception):
 def request(method, url, body=None, headers=None, timeout=30.0):
     """
     One HTTP request; returns ``(status, decoded JSON or text)`` whatever
-    the status (``None`` for an empty body).  C{body} is sent as JSON;
-    C{headers} given override the JSON ``Accept`` and ``Content-Type``.
+    the status (``None`` for an empty body).  ``body`` is sent as JSON;
+    ``headers`` given override the JSON ``Accept`` and ``Content-Type``.
 
     :raises Unreachable: when no answer came.
     """
@@ -49,7 +49,7 @@ def request(method, url, body=None, headers=None, timeout=30.0):
 
 def table(rows, columns, out):
     """
-    Print C{rows} (dicts) as an aligned table of C{columns}.
+    Print ``rows`` (dicts) as an aligned table of ``columns``.
     """
     cells = [[str(c).upper() for c in columns]]
     cells += [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
@@ -83,7 +83,7 @@ def _quote(text):
 def fetch(method, url, err, body=None, headers=None, failed=None):
     """
     One request whose good answer is a 200; any other answer is printed to
-    C{err}.
+    ``err``.
 
     :param failed: the exit code for an error answer (default: by status).
     :return: ``(decoded body, EXIT_OK)``, or ``(None, exit code)``.

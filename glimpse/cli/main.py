@@ -242,7 +242,7 @@ def main(argv=None, out=None, err=None):
 
 def run():
     """
-    The console script's entry point: exit with L{main}'s code.
+    The console script's entry point: exit with :obj:`main`'s code.
     """
     sys.exit(main())
 

@@ -27,7 +27,7 @@ class GlimpseStartError(Exception):
 
 def http_json(method, url, body=None, timeout=10.0, headers=None):
     """
-    The CLI's request (L{glimpse.cli.client.request}), raising C{OSError}
+    The CLI's request (:obj:`glimpse.cli.client.request`), raising ``OSError``
     when the agent cannot be reached, as the wait loops here expect.
     """
     try:
@@ -116,7 +116,7 @@ class DevGlimpse:
 
     def stop(self, timeout=10.0):
         """
-        SIGTERM, then SIGKILL after C{timeout}; idempotent.
+        SIGTERM, then SIGKILL after ``timeout``; idempotent.
         """
         if self.process is None or self.process.poll() is not None:
             return
@@ -156,7 +156,7 @@ class DevGlimpse:
 def start_glimpse(consul_url, dns_zone="glimpse.test", extra_args=(), workdir=None,
                   ports=None, **kwargs):
     """
-    Start a Glimpse on free loopback ports (or C{ports}: ``(dns, http)``)
+    Start a Glimpse on free loopback ports (or ``ports``: ``(dns, http)``)
     with its own state directory.
     """
     workdir = workdir or tempfile.mkdtemp(prefix="glimpse-")

@@ -22,7 +22,7 @@ class Name:
         tree: product, env or job), ``address`` or ``target``.
     :ivar zone: the zone label, for all kinds but the apex.
     :ivar path: for a node, the labels below the zone, outermost first.
-    :ivar address: for an address, the L{Address}.
+    :ivar address: for an address, the :class:`Address`.
     :ivar ip: for a target, the IP it encodes.
     """
 
@@ -37,7 +37,7 @@ def classify(labels):
     """
     Classify the labels of a name below the DNS zone (outermost first).
 
-    :return: a L{Name}, or ``None`` when the name cannot exist in any view
+    :return: a :class:`Name`, or ``None`` when the name cannot exist in any view
         (too deep, or a label that is not a valid field): NXDOMAIN.
     """
     if not labels:

@@ -41,7 +41,7 @@ from glimpse.dns.server import GlimpseDatagramProtocol
 from glimpse.dns.wire import CLASSIC_UDP_SIZE, UDP_SIZE
 
 #: What the fast path returns for a query it handed to twisted.names: true
-#: (handled) but not C{True} (answered here, and timed here).
+#: (handled) but not ``True`` (answered here, and timed here).
 MISSED = "missed"
 
 #: Header counts of a plain query: QDCOUNT=1, and ARCOUNT 0 or 1 (an OPT).
@@ -59,10 +59,10 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     """
     DNS over UDP with the fast path in front.
 
-    :param controller: the L{glimpse.dns.server.GlimpseServerFactory}; its
-        C{stats} count fast hits and misses as well.
-    :param topology: the L{glimpse.view.topology.Topology} whose changes drop
-        kept answers (L{glimpse.dns.kept.KeptAnswers}) and whose jobs the
+    :param controller: the :class:`glimpse.dns.server.GlimpseServerFactory`; its
+        ``stats`` count fast hits and misses as well.
+    :param topology: the :class:`glimpse.view.topology.Topology` whose changes drop
+        kept answers (:class:`glimpse.dns.kept.KeptAnswers`) and whose jobs the
         hits keep watched.
     :param clock: ``IReactorTime`` for the housekeeping tick.
     :param max_entries: the kept answers are dropped when they would grow
@@ -81,7 +81,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._kept = KeptAnswers(max_entries, self.flush_stats)
         self._used = set()
         self._sendto = None
-        #: The L{glimpse.dns.mmsg.BatchSocket} on the port's socket, once read.
+        #: The :class:`glimpse.dns.mmsg.BatchSocket` on the port's socket, once read.
         self._batch = None
         self._received = 0
         self._dead = (frozenset(), frozenset())
@@ -99,7 +99,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     def startProtocol(self):
         """
         Start housekeeping; send straight on the socket when there is one
-        (Twisted's C{write} re-checks the address of every datagram).
+        (Twisted's ``write`` re-checks the address of every datagram).
         """
         sock = getattr(self.transport, "socket", None)
         self._sendto = sock.sendto if sock is not None else self.transport.write
@@ -122,14 +122,14 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
 
     def read_datagrams(self, sock, max_size=8192, budget=256):
         """
-        Answer up to C{budget} datagrams waiting on C{sock}: the loop
-        L{glimpse.dns.udpport.FastUDPPort} runs each time its socket is
+        Answer up to ``budget`` datagrams waiting on ``sock``: the loop
+        :class:`glimpse.dns.udpport.FastUDPPort` runs each time its socket is
         readable.  A query with the same bytes as one answered before (apart
         from its ID) is answered right here from its pre-encoded response;
-        everything else goes on to L{datagramReceived}.
+        everything else goes on to :obj:`datagramReceived`.
 
         On Linux the datagrams are read and answered in batches (one
-        ``recvmmsg`` and one ``sendmmsg`` per batch, L{glimpse.dns.mmsg});
+        ``recvmmsg`` and one ``sendmmsg`` per batch, :obj:`glimpse.dns.mmsg`);
         elsewhere, and for a socket double, one by one.  Either way this
         skips Twisted's read loop, which costs more per datagram than a
         pre-encoded answer does.
@@ -296,7 +296,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
 
     def flush_stats(self):
         """
-        Add the hits counted on the pre-encoded answers to C{stats} (done
+        Add the hits counted on the pre-encoded answers to ``stats`` (done
         every tick and before answers are dropped, so the counters lag by
         at most a tick), and note their jobs as used.
         """

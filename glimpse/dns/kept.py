@@ -1,5 +1,5 @@
 """
-The DNS fast path's kept answers (L{glimpse.dns.fastpath}): pre-encoded answers
+The DNS fast path's kept answers (:obj:`glimpse.dns.fastpath`): pre-encoded answers
 by key, the same answers under the exact bytes of the queries they
 answered, and which of them a change of the view drops.  Bookkeeping only:
 no I/O, no clock, no DNS decoding.
@@ -28,7 +28,7 @@ class KeptAnswers:
         self.by_key = {}
         #: The same answers under the exact bytes after a query's ID (flags,
         #: counts, question and OPT as sent): ``[tail, hits, stat_key, job,
-        #: zone, truncated]``, the tail a L{glimpse.dns.mmsg.tail}.
+        #: zone, truncated]``, the tail a :obj:`glimpse.dns.mmsg.tail`.
         self.exact = {}
         self.max_entries = max_entries
         self._before_drop = before_drop
@@ -39,7 +39,7 @@ class KeptAnswers:
 
     def keep(self, key, entry):
         """
-        Keep C{entry} under C{key}.  Its C{owner} is the job ``(zone, Consul
+        Keep ``entry`` under ``key``.  Its ``owner`` is the job ``(zone, Consul
         service)`` whose records alone make the answer, or ``None``.
         """
         if len(self.by_key) >= self.max_entries:
@@ -78,8 +78,8 @@ class KeptAnswers:
 
     def changed(self, zone, name):
         """
-        The view changed: job C{name} of C{zone}, or the zone's catalog when
-        C{name} is ``None`` (a L{glimpse.view.topology.Topology} listener).
+        The view changed: job ``name`` of ``zone``, or the zone's catalog when
+        ``name`` is ``None`` (a :class:`glimpse.view.topology.Topology` listener).
         """
         if name is None:
             self.clear()
@@ -92,7 +92,7 @@ class KeptAnswers:
 
     def prune(self, keep):
         """
-        Keep only the answers for which C{keep(zone, job, rcode)} is true.
+        Keep only the answers for which ``keep(zone, job, rcode)`` is true.
         (What they leave in the index is harmless: dropping an answer
         already gone does nothing.)
         """

@@ -6,7 +6,7 @@ address tuple for every ``sendto`` and formats one for every ``recvfrom``.
 
 An answer is never assembled in Python: the kernel gathers it from two
 pieces, the query's own first two bytes (its ID, where the query was read)
-and a pre-encoded L{tail} (the rest of the answer, where it already is in
+and a pre-encoded :obj:`tail` (the rest of the answer, where it already is in
 memory), and sends it to the address the query came from, as read; so an
 answered datagram costs one bytes object (its lookup key) and a few stores.
 
@@ -17,7 +17,7 @@ truncated by the kernel, as ``recvfrom`` with the same size would.  What the
 kernel reads for an answer is held alive until it is sent.
 
 Where ``recvmmsg`` is missing (not Linux, or a libc without it),
-L{available} is false and callers read datagram by datagram.
+:obj:`available` is false and callers read datagram by datagram.
 """
 
 import ctypes
@@ -151,12 +151,12 @@ class BatchSocket:
 
     def serve(self, answers, other, budget):
         """
-        Read up to C{budget} datagrams and answer those it can, in one
-        ``sendmmsg`` per batch; give the others to C{other(data, address)}.
+        Read up to ``budget`` datagrams and answer those it can, in one
+        ``sendmmsg`` per batch; give the others to ``other(data, address)``.
 
         A datagram is answered when its bytes after the first two (in DNS,
-        the ID) are a key of C{answers}: the answer is those two bytes then
-        C{answers[key][0]}, a L{tail}; and C{answers[key][1]}, a count, goes
+        the ID) are a key of ``answers``: the answer is those two bytes then
+        ``answers[key][0]``, a :obj:`tail`; and ``answers[key][1]``, a count, goes
         up by one.
 
         :return: ``[(elapsed_ns, count), ...]``: per batch, how many
@@ -188,7 +188,7 @@ class BatchSocket:
                     other(in_buf[start:end], self._address(i))
                     continue
                 entry[1] += 1
-                # Held: C{other} may drop the entry before the batch is sent.
+                # Held: ``other`` may drop the entry before the batch is sent.
                 held[sent] = piece = entry[0]
                 tail_at, tail_length_at = out_slots[sent]
                 out_iov[tail_at] = piece[1]

@@ -45,8 +45,8 @@ class GlimpseResolver(common.ResolverBase):
     """
     Answer questions about the topology from the view.
 
-    :param topology: a L{glimpse.view.topology.Topology}.
-    :param identity: a L{glimpse.dns.answers.ZoneIdentity}.
+    :param topology: a :class:`glimpse.view.topology.Topology`.
+    :param identity: a :class:`glimpse.dns.answers.ZoneIdentity`.
     """
 
     def __init__(self, topology, identity):
@@ -169,9 +169,9 @@ class GlimpseServerFactory(server.DNSServerFactory):
     responses encoded by the protocol that carries them (UDP packs to the
     client's size with TC=1, TCP sends up to 65,535 bytes).
 
-    :param resolver: a L{GlimpseResolver}.
-    :param stats: the L{DNSStats} to count in (a new one by default); the
-        metrics exporter reads C{factory.stats}.
+    :param resolver: a :class:`GlimpseResolver`.
+    :param stats: the :class:`DNSStats` to count in (a new one by default); the
+        metrics exporter reads ``factory.stats``.
     :param tcp_timeout: seconds an idle DNS-over-TCP connection stays open.
     """
 
@@ -204,7 +204,7 @@ class GlimpseServerFactory(server.DNSServerFactory):
         gets FORMERR when its header can be read, and is dropped otherwise.
 
         :param protocol: the protocol to answer through (its
-            C{send_response}).
+            ``send_response``).
         :param address: the client, or ``None`` over TCP.
         """
         received = perf_counter_ns()
@@ -290,12 +290,12 @@ class GlimpseDatagramProtocol(DatagramProtocol):
     sent whole when it fits the client's size, else truncated with TC=1.
     Nothing a client sends can stop the next query from being answered.
 
-    :param controller: a L{GlimpseServerFactory}.
+    :param controller: a :class:`GlimpseServerFactory`.
     """
 
     log = Logger()
     #: UDP never drops additional records on its own: TC=1 when anything
-    #: does not fit (see L{glimpse.dns.wire.encode}).
+    #: does not fit (see :obj:`glimpse.dns.wire.encode`).
     reduce_to = None
 
     def __init__(self, controller):
@@ -328,7 +328,7 @@ class GlimpseDatagramProtocol(DatagramProtocol):
 class GlimpseStreamProtocol(Int16StringReceiver, TimeoutMixin):
     """
     DNS over TCP: length-prefixed messages, answers up to 65,535 bytes, the
-    connection closed after C{timeout} idle seconds.
+    connection closed after ``timeout`` idle seconds.
     """
 
     MAX_LENGTH = TCP_SIZE

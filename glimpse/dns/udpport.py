@@ -1,9 +1,9 @@
 """
 The UDP port of the DNS server: Twisted's, with the read loop handed to
-the fast path (L{glimpse.dns.fastpath.FastDatagramProtocol.read_datagrams}).
+the fast path (:obj:`glimpse.dns.fastpath.FastDatagramProtocol.read_datagrams`).
 
 Everything else (binding, the socket's options, stopping) stays Twisted's;
-the service binds in ``privilegedStartService`` as C{UDPServer} does, so
+the service binds in ``privilegedStartService`` as ``UDPServer`` does, so
 port 53 can be bound before twistd drops privileges.
 """
 
@@ -18,15 +18,15 @@ READ_BUDGET = 256
 
 class FastUDPPort(udp.Port):
     """
-    A UDP port whose protocol reads its own datagrams: C{doRead} calls the
-    protocol's C{read_datagrams(socket, max_size, budget)}.
+    A UDP port whose protocol reads its own datagrams: ``doRead`` calls the
+    protocol's ``read_datagrams(socket, max_size, budget)``.
     """
 
     _log = Logger()
 
     def doRead(self):
         """
-        Let the protocol drain up to L{READ_BUDGET} datagrams.  Nothing it
+        Let the protocol drain up to :class:`READ_BUDGET` datagrams.  Nothing it
         raises may reach the reactor, which would stop the port.
         """
         try:
@@ -37,10 +37,10 @@ class FastUDPPort(udp.Port):
 
 class FastUDPServer(service.Service):
     """
-    Listen on a L{FastUDPPort} while running.
+    Listen on a :class:`FastUDPPort` while running.
 
     :param port: the UDP port number (0: any free one).
-    :param protocol: a protocol with C{read_datagrams}.
+    :param protocol: a protocol with ``read_datagrams``.
     :param interface: the address to bind.
     :param reactor: an ``IReactorFDSet`` provider.
     """
@@ -48,12 +48,12 @@ class FastUDPServer(service.Service):
     def __init__(self, port, protocol, interface, reactor):
         self._args = (port, protocol, interface)
         self._reactor = reactor
-        #: The listening L{FastUDPPort} while running, else ``None``.
+        #: The listening :class:`FastUDPPort` while running, else ``None``.
         self.port = None
 
     def privilegedStartService(self):
         """
-        Bind (before twistd drops privileges, like C{UDPServer}).
+        Bind (before twistd drops privileges, like ``UDPServer``).
         """
         super().privilegedStartService()
         self._listen()

@@ -83,7 +83,7 @@ def split_opt(message):
     """
     Take the OPT record out of a decoded request's additional section.
 
-    :return: ``(opt, problem)``: the L{dns._OPTHeader} or ``None``, and
+    :return: ``(opt, problem)``: the :obj:`dns._OPTHeader` or ``None``, and
         ``None`` or the rcode to answer with when the OPT records are wrong
         (more than one, or one outside the additional section: FORMERR).
     """
@@ -108,7 +108,7 @@ def well_formed_name(name):
     up to 191 bytes (length bytes 0x40-0xBF, which RFC 1035 reserves) but
     cannot encode them.
 
-    :param name: the name as L{dns.Name} holds it (``bytes``, no final dot).
+    :param name: the name as :class:`dns.Name` holds it (``bytes``, no final dot).
     """
     if name == b"":
         return True
@@ -148,9 +148,9 @@ def request_problem(message, opt):
 
 def response_for(request, opt, rcode, auth=False, answers=(), authority=(), additional=()):
     """
-    The response L{dns.Message} to a request: ID, opcode, RD and the
+    The response :class:`dns.Message` to a request: ID, opcode, RD and the
     question (with its case) copied; RA never set; an OPT record advertising
-    L{UDP_SIZE} when the request had one.
+    :class:`UDP_SIZE` when the request had one.
     """
     response = dns.Message(
         id=request.id, answer=1, opCode=request.opCode, auth=int(auth),
@@ -215,8 +215,8 @@ def echo_case(encoded, asked):
 
 def udp_limit(opt):
     """
-    How many bytes a UDP response to a request with C{opt} may have: the
-    client's advertised size, at least 512, at most L{UDP_SIZE}.
+    How many bytes a UDP response to a request with ``opt`` may have: the
+    client's advertised size, at least 512, at most :class:`UDP_SIZE`.
     """
     if opt is None:
         return CLASSIC_UDP_SIZE

@@ -16,7 +16,7 @@ log = Logger()
 
 def write_json(request, code, body, headers=None):
     """
-    Finish C{request} with a JSON body.
+    Finish ``request`` with a JSON body.
     """
     data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8") + b"\n"
     request.setResponseCode(code)
@@ -68,8 +68,8 @@ def _fail(failure, request):
 
 def render_deferred(request, d):
     """
-    Finish C{request} with whatever C{d} fires: ``(code, body[, headers])``
-    or an L{HTTPError}.
+    Finish ``request`` with whatever ``d`` fires: ``(code, body[, headers])``
+    or an :class:`HTTPError`.
     """
     d.addCallback(lambda result: finish(request, *result))
     d.addErrback(_fail, request)

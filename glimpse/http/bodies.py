@@ -1,7 +1,7 @@
 """
 The bodies of the lookup, topology and explain answers, built from the
 view.  No Consul request is made here: jobs are read through
-L{glimpse.view.topology.Topology.instances}, which serves from the view once a
+:obj:`glimpse.view.topology.Topology.instances`, which serves from the view once a
 job is watched.
 
 Every body has an *index*: a number derived from its content alone, so two
@@ -40,7 +40,7 @@ def body_index(body):
 
 def zone_or_error(topology, zone):
     """
-    Raise the L{HTTPError} for a zone that cannot be served, else nothing.
+    Raise the :class:`HTTPError` for a zone that cannot be served, else nothing.
     """
     try:
         problem = topology.zone_problem(zone)
@@ -95,7 +95,7 @@ def is_wildcard(address):
 
 def jobs_of(topology, address):
     """
-    The Consul service names a lookup of C{address} reads: what its answer
+    The Consul service names a lookup of ``address`` reads: what its answer
     depends on, besides the zone's catalog.
     """
     zone = topology.zones.get(address.zone)
@@ -111,9 +111,9 @@ def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, check
     The lookup answer for an address, exact or with ``*`` labels.
 
     :param cap: at most this many instances; more make ``truncated`` true.
-    :param checks: a L{glimpse.view.history.CheckHistory} adding each
+    :param checks: a :class:`glimpse.view.history.CheckHistory` adding each
         check's ``last_change``, or ``None``.
-    :return: a Deferred firing with the body, failing with an L{HTTPError}
+    :return: a Deferred firing with the body, failing with an :class:`HTTPError`
         (404 for an exact address that does not exist, 503 when the view
         cannot serve).
     """
@@ -179,7 +179,7 @@ def _split_path(topology, path):
 
 def under(path, zone, job):
     """
-    Whether C{job} (``(product, env, job)``) of C{zone} is below a topology
+    Whether ``job`` (``(product, env, job)``) of ``zone`` is below a topology
     path.
     """
     return not path or (zone == path[0] and tuple(job[:len(path) - 1]) == tuple(path[1:]))
@@ -202,7 +202,7 @@ def topology_body(topology, path):
     critical.  An instance is counted once, with the worst status over its
     named ports.
 
-    :return: a Deferred firing with the body, failing with an L{HTTPError}.
+    :return: a Deferred firing with the body, failing with an :class:`HTTPError`.
     """
     _split_path(topology, path)
     if path:
@@ -275,7 +275,7 @@ def explain_body(topology, address, dns_zone):
     Each registered instance of an exact address, whether DNS answers with
     it, and the rule that decided.
 
-    :return: a Deferred firing with the body, failing with an L{HTTPError}.
+    :return: a Deferred firing with the body, failing with an :class:`HTTPError`.
     """
     if is_wildcard(address):
         raise HTTPError(400, "explain takes an exact address",

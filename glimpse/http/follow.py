@@ -1,7 +1,7 @@
 """
 What lookups and topology answers share: ``X-Glimpse-Index`` on every
 answer, long-polls (``?index=N&wait=30s``) and Server-Sent Event streams,
-all through the L{glimpse.http.hub.Hub}.
+all through the :class:`glimpse.http.hub.Hub`.
 """
 
 import attrs
@@ -63,12 +63,12 @@ class Followed:
     What a resource tells the hub about the answer it serves.
 
     :ivar key: the answer's identity among the hub's subjects.
-    :ivar compute: returns a Deferred of the body (or an L{HTTPError}).
+    :ivar compute: returns a Deferred of the body (or an :class:`HTTPError`).
     :ivar matches: ``matches(zone, name)``: can this change of the view
         change the answer?
     :ivar jobs: returns the ``(zone, consul service)`` pairs it reads.
     :ivar field: the list of items in the body; :ivar item_key: an item's id.
-    :ivar check: raises the L{HTTPError} that an answer kept from before
+    :ivar check: raises the :class:`HTTPError` that an answer kept from before
         would hide (the zone's view has grown too old), else nothing.
     """
 
@@ -140,7 +140,7 @@ def answer(request, hub, followed):
 class Stream:
     """
     One Server-Sent Event stream: writes what its subject sends, holding
-    at most C{limit} bytes while the client does not read, then closing the
+    at most ``limit`` bytes while the client does not read, then closing the
     stream with the reason.
     """
 
@@ -157,7 +157,7 @@ class Stream:
 
     def send(self, data):
         """
-        Write C{data}, or hold it while the client is not reading.
+        Write ``data``, or hold it while the client is not reading.
         """
         if self.closed:
             return
@@ -211,7 +211,7 @@ class Stream:
 
 def stream(request, hub, followed, limit):
     """
-    Render a ``text/event-stream`` of C{followed}: a snapshot (or, with a
+    Render a ``text/event-stream`` of ``followed``: a snapshot (or, with a
     known ``Last-Event-ID``, the events missed), then changes as they come.
 
     What does not exist (yet) is followed too: the stream starts with an
@@ -249,6 +249,6 @@ def stream(request, hub, followed, limit):
 
 def render_error(request, e):
     """
-    An L{HTTPError} as a JSON answer (for resources that render bytes).
+    An :class:`HTTPError` as a JSON answer (for resources that render bytes).
     """
     return write_json(request, e.code, error_body(e.error, e.detail))

@@ -45,7 +45,7 @@ def sse_event(kind, data, event_id=None):
 
 def item_events(old, new, field, key):
     """
-    The events that turn body C{old} into C{new}: ``add`` / ``remove`` /
+    The events that turn body ``old`` into ``new``: ``add`` / ``remove`` /
     ``update`` per item, then a ``summary`` (the body without its items)
     when anything besides the items changed; ``None`` when there is no old
     body (a snapshot is needed).
@@ -72,7 +72,7 @@ def item_events(old, new, field, key):
 
 def replay(snapshot, events, field, key):
     """
-    Apply C{events} to a C{snapshot} body: what a stream's reader holds.
+    Apply ``events`` to a ``snapshot`` body: what a stream's reader holds.
     """
     items = {i[key]: i for i in snapshot[field]}
     for kind, data in events:
@@ -93,7 +93,7 @@ class Subject:
 
     :param key: what identifies it in the hub.
     :param compute: a callable returning a Deferred of the body, failing
-        with an L{HTTPError}.
+        with an :class:`HTTPError`.
     :param matches: ``matches(zone, name)``: whether a change of the view
         can change this answer.
     :param field: the body's list of items; :param item_key: an item's id.
@@ -128,7 +128,7 @@ class Subject:
 
     def event_id(self, seq=None):
         """
-        The ``id:`` of the event at C{seq} (default: the latest).
+        The ``id:`` of the event at ``seq`` (default: the latest).
         """
         return f"{self.token}-{self.seq if seq is None else seq}"
 
@@ -207,7 +207,7 @@ class Subject:
 
     def since(self, last_id):
         """
-        The encoded events after C{last_id}, or ``None`` when they are no
+        The encoded events after ``last_id``, or ``None`` when they are no
         longer kept (or the id is not one of this subject's).
         """
         token, _, seq = (last_id or "").rpartition("-")
@@ -238,7 +238,7 @@ class Subject:
 class Waiter:
     """
     One long-poll: fires with the subject when its answer's index is no
-    longer C{index}, or when C{wait} seconds have passed.
+    longer ``index``, or when ``wait`` seconds have passed.
     """
 
     def __init__(self, subject, index, wait, clock):
@@ -273,7 +273,7 @@ class Hub:
     """
     Every subject followed, fed by the view's change listener.
 
-    :param topology: the L{glimpse.view.topology.Topology}.
+    :param topology: the :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``.
     :param heartbeat: seconds between a stream's heartbeat comments (also
         how often followed jobs are marked as used).
@@ -311,7 +311,7 @@ class Hub:
 
     def subject(self, key, compute, matches, field, item_key, jobs):
         """
-        The subject for C{key}, made and computed on first use.
+        The subject for ``key``, made and computed on first use.
         """
         self.start()
         subject = self.subjects.get(key)
@@ -325,7 +325,7 @@ class Hub:
 
     def forget_if_idle(self, subject, errors_only=False):
         """
-        Drop C{subject} now if nobody follows it (with C{errors_only}, only
+        Drop ``subject`` now if nobody follows it (with ``errors_only``, only
         when its answer is a 4xx error).
         """
         if subject.busy() or self.subjects.get(subject.key) is not subject:
@@ -342,8 +342,8 @@ class Hub:
 
     def wait(self, subject, index, wait):
         """
-        A Deferred firing with C{subject} once its answer's index differs
-        from C{index}, or after C{wait} seconds.
+        A Deferred firing with ``subject`` once its answer's index differs
+        from ``index``, or after ``wait`` seconds.
         """
         waiter = Waiter(subject, index, wait, self._clock)
         subject.current().addCallback(waiter.fire)

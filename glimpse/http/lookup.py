@@ -17,9 +17,9 @@ class Context:
     """
     What the lookup, topology and watch resources share.
 
-    :param topology: the L{glimpse.view.topology.Topology}.
-    :param hub: the L{glimpse.http.hub.Hub}.
-    :param checks: the L{glimpse.view.history.CheckHistory}, or ``None``.
+    :param topology: the :class:`glimpse.view.topology.Topology`.
+    :param hub: the :class:`glimpse.http.hub.Hub`.
+    :param checks: the :class:`glimpse.view.history.CheckHistory`, or ``None``.
     :param dns_zone: the DNS zone.
     :param cap: most instances a wildcard lookup returns.
     :param stream_buffer: bytes a stream holds for a slow client before
@@ -37,7 +37,7 @@ class Context:
 
 def followed_lookup(ctx, address, healthy):
     """
-    The L{Followed} lookup of an address.
+    The :class:`Followed` lookup of an address.
     """
     topology = ctx.topology
 

@@ -72,7 +72,7 @@ class ProvidersResource(JSONResource):
     """
     ``/v1/providers/``: one child per provider.
 
-    :param applier: a L{glimpse.providers.applier.Applier}.
+    :param applier: a :class:`glimpse.providers.applier.Applier`.
     :param token: the provider token, or ``None`` for loopback clients only.
     """
 

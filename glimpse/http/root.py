@@ -111,15 +111,15 @@ def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=No
 
     :param provider_token: the token the provider API requires, or ``None``
         to serve it to loopback clients only.
-    :param consul: the L{glimpse.consul.ConsulClient}, for metrics.
+    :param consul: the :class:`glimpse.consul.ConsulClient`, for metrics.
     :param dns_stats: the DNS server's counters, for metrics.
-    :param dns_flush: called before each scrape to bring C{dns_stats} up to
+    :param dns_flush: called before each scrape to bring ``dns_stats`` up to
         date (the fast path counts hits on its answers and adds them later).
     :param lookup_cap: most instances a wildcard lookup returns.
     :param stream_buffer: bytes an event stream holds for a slow client.
     :param heartbeat: seconds between event streams' heartbeat comments.
-    :param lag: a L{glimpse.metrics.registry.LagProbe}, for metrics.
-    :param gc_pauses: a L{glimpse.metrics.gcpauses.GCPauses}, for metrics.
+    :param lag: a :class:`glimpse.metrics.registry.LagProbe`, for metrics.
+    :param gc_pauses: a :class:`glimpse.metrics.gcpauses.GCPauses`, for metrics.
     :return: the root resource; its ``hub`` and ``registry`` are kept for
         tests and benchmarks.
     """

@@ -12,7 +12,7 @@ from glimpse.http.follow import Followed, answer, stream
 
 def followed_topology(ctx, path):
     """
-    The L{Followed} topology answer at C{path} (a tuple of labels).
+    The :class:`Followed` topology answer at ``path`` (a tuple of labels).
     """
     topology = ctx.topology
 
@@ -36,7 +36,7 @@ def followed_topology(ctx, path):
 
 class TopologyResource(JSONResource):
     """
-    ``/v1/topology/...`` (or, with C{streaming}, ``/v1/watch/topology/...``).
+    ``/v1/topology/...`` (or, with ``streaming``, ``/v1/watch/topology/...``).
     """
 
     isLeaf = True

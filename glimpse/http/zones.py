@@ -12,7 +12,7 @@ def zone_summary(topology, name, now):
     """
     What ``/v1/zones`` says about one zone.
 
-    :param topology: a L{glimpse.view.topology.Topology}.
+    :param topology: a :class:`glimpse.view.topology.Topology`.
     :param name: a zone in ``topology.zones``.
     :param now: the clock's time, seconds.
     :return: a JSON-able dict: ``zone``; ``local``; ``reachable`` (its
@@ -53,7 +53,7 @@ class ZonesResource(JSONResource):
     """
     ``/v1/zones``: the list; one child per zone.
 
-    :param topology: a L{glimpse.view.topology.Topology}.
+    :param topology: a :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``, for the views' ages.
     """
 

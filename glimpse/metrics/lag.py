@@ -10,7 +10,7 @@ from glimpse.metrics.buckets import STALL_BOUNDS, Buckets
 
 class LagProbe(service.Service):
     """
-    How late the reactor runs a timer: one is due every C{interval}
+    How late the reactor runs a timer: one is due every ``interval``
     seconds, and how much later than due it ran is counted.  A stall of the
     event loop (a large answer decoded in one go, a slow listener) delays
     every DNS and HTTP answer by as much, so this is where it shows.

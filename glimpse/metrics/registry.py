@@ -4,7 +4,7 @@
 Everything is read when Prometheus scrapes, from the plain counters the
 parts of Glimpse keep (the DNS server's ``stats``, the Consul client's
 ``requests`` and ``errors``, the view, the subscription hub), by one
-collector on a L{CollectorRegistry} made here: no global registry, so two
+collector on a :class:`CollectorRegistry` made here: no global registry, so two
 Glimpses in one process (tests) do not mix their figures.
 """
 
@@ -30,17 +30,17 @@ class GlimpseCollector:
     """
     Reads Glimpse's counters at scrape time.
 
-    :param topology: the L{glimpse.view.topology.Topology}.
+    :param topology: the :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``, for the views' ages.
-    :param consul: the L{glimpse.consul.ConsulClient}, or ``None``.
-    :param dns_stats: the DNS server's L{glimpse.dns.wire.DNSStats}, or
+    :param consul: the :class:`glimpse.consul.ConsulClient`, or ``None``.
+    :param dns_stats: the DNS server's :class:`glimpse.dns.wire.DNSStats`, or
         ``None``.
-    :param hub: the L{glimpse.http.hub.Hub}, or ``None``.
-    :param applier: the L{glimpse.providers.applier.Applier}, or ``None``.
-    :param dns_flush: a callable bringing C{dns_stats} up to date, or
+    :param hub: the :class:`glimpse.http.hub.Hub`, or ``None``.
+    :param applier: the :class:`glimpse.providers.applier.Applier`, or ``None``.
+    :param dns_flush: a callable bringing ``dns_stats`` up to date, or
         ``None``.
     :param lag: a :class:`glimpse.metrics.lag.LagProbe`, or ``None``.
-    :param gc_pauses: a L{glimpse.metrics.gcpauses.GCPauses}, or ``None``.
+    :param gc_pauses: a :class:`glimpse.metrics.gcpauses.GCPauses`, or ``None``.
     """
 
     def __init__(self, topology, clock, consul=None, dns_stats=None, hub=None, applier=None,
@@ -135,7 +135,7 @@ class GlimpseCollector:
 
 def make_registry(collector):
     """
-    A registry holding C{collector} and the HTTP latency histogram.
+    A registry holding ``collector`` and the HTTP latency histogram.
 
     :return: ``(registry, http_latency)``.
     """

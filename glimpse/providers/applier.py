@@ -85,8 +85,8 @@ class Applier:
     """
     Put providers' states into the local Consul agent.
 
-    :param consul: a L{glimpse.consul.ConsulClient}.
-    :param store: a L{glimpse.providers.store.ProviderStore}.
+    :param consul: a :class:`glimpse.consul.ConsulClient`.
+    :param store: a :class:`glimpse.providers.store.ProviderStore`.
     :param clock: an ``IReactorTime`` for the acknowledgement deadline.
     :param ack_timeout: seconds to wait for the catalog to show a new state.
     :param max_writes: most agent writes one provider has in flight at
@@ -128,11 +128,11 @@ class Applier:
 
     def apply(self, provider, body, dry_run=False):
         """
-        Validate C{body} and make it the provider's state.
+        Validate ``body`` and make it the provider's state.
 
-        :return: a Deferred firing with an L{ApplyResult} once the catalog
-            shows the new state, or failing with L{NotApplied} (the previous
-            state was put back) or a L{glimpse.consul.ConsulError}.
+        :return: a Deferred firing with an :class:`ApplyResult` once the catalog
+            shows the new state, or failing with :class:`NotApplied` (the previous
+            state was put back) or a :class:`glimpse.consul.ConsulError`.
         :raises glimpse.providers.state.InvalidState: at once, changing nothing.
         """
         try:
@@ -219,7 +219,7 @@ class Applier:
     def _confirm_catalog(self, provider, desired):
         """
         Wait, up to the deadline, until the catalog's entry for this node
-        shows exactly C{desired}: the agent syncs to the servers
+        shows exactly ``desired``: the agent syncs to the servers
         asynchronously, and a provider's 200 promises the servers have it.
         """
         wanted = _wanted(desired)
@@ -345,11 +345,11 @@ class Applier:
 class ReconcileService(TimerService):
     """
     Reconcile providers' registrations with their acknowledged states at
-    start and every C{interval} seconds, so that a crash of Glimpse mid-apply
+    start and every ``interval`` seconds, so that a crash of Glimpse mid-apply
     or a restart of the Consul agent ends with exactly the acknowledged
     states.  A failing round (Consul away) is logged and retried.
 
-    :param applier: the L{Applier}.
+    :param applier: the :class:`Applier`.
     :param clock: an ``IReactorTime``.
     :param interval: seconds between rounds.
     """

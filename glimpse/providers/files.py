@@ -86,7 +86,7 @@ def reload_agent(consul_url, token=None, ca=None, timeout=30.0):
     ``PUT /v1/agent/reload``: the agent re-reads its config directory.
 
     :param consul_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
-        verified against C{ca} or the system's trust store.
+        verified against ``ca`` or the system's trust store.
     :param token: the ACL token (needs ``agent:write``), or ``None``.
     :raises FileProviderError: exit code 3 when unreachable, 1 when the
         agent refused the new configuration.
@@ -111,7 +111,7 @@ def reload_agent(consul_url, token=None, ca=None, timeout=30.0):
 
 def provide_to_config_dir(provider, document, config_dir, consul_url, token=None, ca=None):
     """
-    Make C{document} the provider's whole state through the agent's config
+    Make ``document`` the provider's whole state through the agent's config
     directory.  Blocking.
 
     Unchanged: nothing is written and the agent is not reloaded.  Otherwise
@@ -125,7 +125,7 @@ def provide_to_config_dir(provider, document, config_dir, consul_url, token=None
     :param consul_url: the local agent's HTTP API.
     :param token: the ACL token for the reload, or ``None``.
     :param ca: PEM file of the CA for an ``https://`` agent.
-    :return: a L{FileResult}.
+    :return: a :class:`FileResult`.
     :raises glimpse.providers.state.InvalidState: for an invalid state; nothing changes.
     :raises FileProviderError: when the write or the reload fails.
     """

@@ -271,7 +271,7 @@ def registrations(provider, state, source=None):
 
 def diff(desired, current):
     """
-    What applying C{desired} registrations over C{current} ones changes.
+    What applying ``desired`` registrations over ``current`` ones changes.
 
     :param desired: ``{id: definition}`` from :func:`registrations`.
     :param current: ``{id: agent service}`` as ``/v1/agent/services`` has

@@ -17,7 +17,7 @@ from glimpse.address import label_problem
 
 def atomic_write(path, data):
     """
-    Replace the file at C{path} with C{data} (bytes) so that a crash leaves
+    Replace the file at ``path`` with ``data`` (bytes) so that a crash leaves
     either the old file or the new one, never a mix.
     """
     directory = os.path.dirname(os.path.abspath(path))
@@ -57,7 +57,7 @@ class ProviderStore:
 
     def save(self, provider, state):
         """
-        Keep C{state} as the provider's acknowledged state.
+        Keep ``state`` as the provider's acknowledged state.
         """
         data = json.dumps(state, sort_keys=True, indent=1).encode("utf-8")
         atomic_write(self._path(provider), data)
@@ -80,7 +80,7 @@ class ProviderStore:
 
     def mark_pending(self, provider, state):
         """
-        Note, durably, that C{state} is about to be applied but is not
+        Note, durably, that ``state`` is about to be applied but is not
         acknowledged yet.
         """
         data = json.dumps(state, sort_keys=True).encode("utf-8")

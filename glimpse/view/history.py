@@ -21,7 +21,7 @@ class CheckHistory:
     watching its job has none (``None``).  Logs one line per instance whose
     health changes.
 
-    :param topology: the L{glimpse.view.topology.Topology} to follow.
+    :param topology: the :class:`glimpse.view.topology.Topology` to follow.
     :param clock: ``IReactorTime``.
     """
 
@@ -60,7 +60,7 @@ class CheckHistory:
 
     def since(self, zone, instance, check_id):
         """
-        When C{check_id} of C{instance} last changed status (ISO 8601 UTC),
+        When ``check_id`` of ``instance`` last changed status (ISO 8601 UTC),
         or ``None`` when Glimpse has not seen it change.
         """
         job = consul_service_name(instance.product, instance.env, instance.job)

@@ -99,7 +99,7 @@ class Instance:
 
 def instance_from_entry(entry):
     """
-    Build the L{Instance} of one entry of ``/v1/health/service/<name>``.
+    Build the :class:`Instance` of one entry of ``/v1/health/service/<name>``.
 
     :return: the instance, or ``None`` for a registration Glimpse did not
         write (its Meta lacks the port name) or that is malformed.

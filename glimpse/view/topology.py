@@ -7,7 +7,7 @@ Per zone there is one catalog watch (which jobs and named ports exist) and
 one health watch per job that is in use: started by its first lookup and
 dropped after it has gone unused for ``idle_timeout`` seconds.  While Consul
 cannot be reached the last view keeps answering for ``max_stale`` seconds;
-after that, lookups fail with L{Unavailable}.
+after that, lookups fail with :class:`Unavailable`.
 """
 
 import attrs
@@ -122,7 +122,7 @@ class Topology:
     """
     The per-zone view, its watches, and the lookups served from it.
 
-    :param consul: a L{glimpse.consul.ConsulClient}.
+    :param consul: a :class:`glimpse.consul.ConsulClient`.
     :param clock: ``IReactorTime``.
     :param max_stale: seconds a view may go without Consul before lookups in
         it fail.
@@ -130,7 +130,7 @@ class Topology:
     :param fetch_timeout: seconds the first lookup of a job waits for it.
     :param wait: seconds each blocking query waits on Consul's side.
     :param zones_interval: seconds between refreshes of the zone list.
-    :param watch_options: more keyword arguments for each L{BlockingWatch}.
+    :param watch_options: more keyword arguments for each :class:`BlockingWatch`.
     """
 
     log = Logger()
@@ -311,9 +311,9 @@ class Topology:
         The instances of one job, from the view.
 
         :return: a Deferred firing with a tuple of
-            L{glimpse.view.model.Instance}; at once when the job is watched and
+            :class:`glimpse.view.model.Instance`; at once when the job is watched and
             fresh, else after its first fetch (bounded by ``fetch_timeout``).
-            It fails with L{Unavailable} when the view cannot serve.
+            It fails with :class:`Unavailable` when the view cannot serve.
         """
         zone = self.zones[zone_name]
         now = self._clock.seconds()

@@ -32,8 +32,8 @@ def next_index(previous, returned):
 
 def backoff_delay(failures, base, cap, rand):
     """
-    Seconds to wait after C{failures} consecutive errors: exponential from
-    C{base} up to C{cap}, with up to 25% jitter so that many watches that
+    Seconds to wait after ``failures`` consecutive errors: exponential from
+    ``base`` up to ``cap``, with up to 25% jitter so that many watches that
     failed together do not retry together.
     """
     delay = min(cap, base * (2 ** max(0, failures - 1)))
@@ -51,7 +51,7 @@ class BlockingWatch:
     :param on_answer: called with each successful ``Response``; equal
         answers are reported too (a return is no proof of change), the
         caller compares.
-    :param on_error: called with each L{ConsulError}.
+    :param on_error: called with each :class:`ConsulError`.
     :param wait: seconds each blocking query may wait on Consul's side.
     :param min_interval: seconds between the starts of two queries at the
         sustained rate: a flapping service costs at most one query per

@@ -1,5 +1,5 @@
 """
-Tests for L{glimpse.dns.answers}: what a name in the zone means and the records
+Tests for :obj:`glimpse.dns.answers`: what a name in the zone means and the records
 that answer it.
 """
 
@@ -30,7 +30,7 @@ QNAME = b"http.web.prod.shop.ams.glimpse.test"
 def instance(ip, port=8080, service="http", node="n1", status="passing", drain=False,
              name=None):
     """
-    An instance of shop/prod/web with one service check in C{status}.
+    An instance of shop/prod/web with one service check in ``status``.
     """
     name = name or f"{ip}:{port}:{service}"
     check = Check(id=f"{name}:check0", name="tcp", type="tcp", status=status, output="",
@@ -86,7 +86,7 @@ def test_classify(labels, expected):
 def test_classify_impossible(labels):
     """
     Names that cannot exist in any view (too deep, an invalid label, the
-    reserved C{addr} used as a product, a target that encodes no IP) are
+    reserved ``addr`` used as a product, a target that encodes no IP) are
     nothing: NXDOMAIN.
     """
     assert classify(labels) is None
@@ -136,7 +136,7 @@ def test_healthy_for_none():
 def test_srv_answer():
     """
     An SRV answer has one record per instance, for the name as asked,
-    pointing at a target under C{addr.<zone>}; the target's address record
+    pointing at a target under ``addr.<zone>``; the target's address record
     comes in the additional section once, A for IPv4, AAAA for IPv6.
     """
     instances = [instance("10.0.0.1", 80), instance("10.0.0.1", 81),
@@ -209,7 +209,7 @@ def test_zone_soa():
 
 def test_zone_ns():
     """
-    The apex NS is C{ns.<dns_zone>}, and that name has the advertised IP
+    The apex NS is ``ns.<dns_zone>``, and that name has the advertised IP
     as A or AAAA.
     """
     identity = ZoneIdentity(DNS_ZONE, "10.0.0.53", ttl=30)

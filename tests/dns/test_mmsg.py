@@ -34,7 +34,7 @@ def _wait_readable(sock):
 
 def _replies(sock, count):
     """
-    The next C{count} datagrams C{sock} receives (waiting for each with a
+    The next ``count`` datagrams ``sock`` receives (waiting for each with a
     deadline), then whatever else is already there.
     """
     got = []
@@ -48,7 +48,7 @@ def _replies(sock, count):
 
 def _query(ident, payload):
     """
-    A datagram of the shape L{mmsg.BatchSocket.serve} answers: an ID, then
+    A datagram of the shape :obj:`mmsg.BatchSocket.serve` answers: an ID, then
     the key.
     """
     return struct.pack("!H", ident) + payload
@@ -63,9 +63,9 @@ def _answers(*payloads):
 
 def _serve_until(batch, count, answers, others):
     """
-    Serve until C{count} datagrams were read (loopback may hand them over a
+    Serve until ``count`` datagrams were read (loopback may hand them over a
     little later than they were sent), at most 100 per read; the slow ones
-    are appended to C{others} as ``(data, address)``.
+    are appended to ``others`` as ``(data, address)``.
     """
     timings = []
     wait_until(lambda: timings.extend(batch.serve(answers, lambda *a: others.append(a), 100))
@@ -85,7 +85,7 @@ def test_each_sender_gets_its_own_answers_and_the_rest_go_to_the_slow_path(serve
     """
     Datagrams from two clients read in one go: the answered ones go back to
     their own sender, with their own ID, and each answer counts a hit; the
-    unknown ones reach C{other} with the sender's address as the socket
+    unknown ones reach ``other`` with the sender's address as the socket
     module gives it.
     """
     a, b = _socket(), _socket()

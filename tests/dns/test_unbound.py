@@ -29,7 +29,7 @@ def unbound_config(shipped, port, glimpse_port, workdir):
     """
     The shipped file with its ports and paths made fit for a test: unbound's
     port, Glimpse's port, and a second ``server:`` clause that keeps unbound
-    in the foreground as the current user, in C{workdir}, logging to stderr
+    in the foreground as the current user, in ``workdir``, logging to stderr
     (no chroot, no user switch, no remote control, no root key).
     """
     text = shipped.read_text()
@@ -64,7 +64,7 @@ def glimpse(consul, tmp_path_factory):
 def unbound(glimpse, tmp_path_factory):
     """
     ``(host, port)`` of a real unbound running the shipped config in front
-    of C{glimpse}.
+    of ``glimpse``.
     """
     workdir = tmp_path_factory.mktemp("unbound")
     (port,) = free_ports(1)

@@ -1,6 +1,6 @@
 """
-The HTTP resource tree in memory: ``StubTreq`` over the root, a L{Topology}
-fed by the fake Consul of L{glimpse.testing}, and a L{Clock}.  For what a
+The HTTP resource tree in memory: ``StubTreq`` over the root, a :class:`Topology`
+fed by the fake Consul of :obj:`glimpse.testing`, and a :class:`Clock`.  For what a
 real Consul cannot easily do on demand: the view going stale, 405s, and
 Consul becoming reachable only later.
 """

@@ -1,6 +1,6 @@
 """
-Unit tests of L{glimpse.http.hub} and the stream plumbing of
-L{glimpse.http.follow}: pure diffs, a L{Clock} for waits and heartbeats, a
+Unit tests of :obj:`glimpse.http.hub` and the stream plumbing of
+:obj:`glimpse.http.follow`: pure diffs, a :class:`Clock` for waits and heartbeats, a
 fake request for slow clients.  The same behaviour against a real Consul
 is in test_subscriptions_consul.py.
 """
@@ -40,7 +40,7 @@ class FakeTopology:
 
 class StreamRequest:
     """
-    What a L{Stream} uses of a request, recording what is written.
+    What a :class:`Stream` uses of a request, recording what is written.
     (twisted.web's DummyRequest pulls from a registered producer in a loop
     until finished, which a stream never is.)
     """

@@ -1,5 +1,5 @@
 """
-The file path (L{glimpse.providers.files}) against a real Consul agent that
+The file path (:obj:`glimpse.providers.files`) against a real Consul agent that
 reads a config directory, with a real Glimpse answering DNS from it.
 """
 

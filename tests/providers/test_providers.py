@@ -1,5 +1,5 @@
 """
-Unit tests for L{glimpse.providers.applier} and L{glimpse.http.providers}: the
+Unit tests for :obj:`glimpse.providers.applier` and :obj:`glimpse.http.providers`: the
 order of applies, acknowledgement by the catalog, rollback, recovery after
 a crash, TTL pass-through and the provider API's access rules.  Consul is
 a small in-memory double here (a real agent cannot be made to stall or lose
@@ -40,9 +40,9 @@ def state(*names, ttl=False):
 
 class ScriptedConsul:
     """
-    Just enough of L{glimpse.consul.ConsulClient} for the Applier: an agent
-    whose registrations reach the catalog when C{sync} is true, and whose
-    writes can be held (C{hold}) to see what waits for what.
+    Just enough of :class:`glimpse.consul.ConsulClient` for the Applier: an agent
+    whose registrations reach the catalog when ``sync`` is true, and whose
+    writes can be held (``hold``) to see what waits for what.
     """
 
     def __init__(self):
@@ -251,7 +251,7 @@ def test_ttl_pass_through_sets_every_port(applier, consul):
 
 def request(method, path, client=IPv4Address("TCP", "127.0.0.1", 5555), token=None, body=b""):
     """
-    A DummyRequest for the providers resource, from C{client}.
+    A DummyRequest for the providers resource, from ``client``.
     """
     req = DummyRequest(path.encode().split(b"/"))
     req.method = method.encode()
@@ -265,7 +265,7 @@ def request(method, path, client=IPv4Address("TCP", "127.0.0.1", 5555), token=No
 
 def render(resource, req):
     """
-    Walk C{req} to its resource and render it: ``(status, JSON body)``.
+    Walk ``req`` to its resource and render it: ``(status, JSON body)``.
     """
     child = resource
     while req.postpath and not getattr(child, "isLeaf", False):
@@ -370,7 +370,7 @@ def test_empty_provider_token_file_is_a_usage_error(tmp_path):
 
 def test_a_large_state_keeps_few_agent_connections(consul, tmp_path):
     """
-    A state of 100 instances is written with at most C{max_writes} agent
+    A state of 100 instances is written with at most ``max_writes`` agent
     requests in flight at once (Consul answers 429 past its per-client
     connection limit), and still all of it is applied.
     """

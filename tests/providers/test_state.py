@@ -1,5 +1,5 @@
 """
-Tests for L{glimpse.providers.state}: checking a provider's state and turning it into
+Tests for :obj:`glimpse.providers.state`: checking a provider's state and turning it into
 Consul registrations.
 """
 
@@ -52,7 +52,7 @@ FULL = {
 
 def problems(body):
     """
-    The problems C{validate_state} reports for C{body}, as a dict of
+    The problems ``validate_state`` reports for ``body``, as a dict of
     JSON path to message.
     """
     with pytest.raises(InvalidState) as raised:
@@ -280,7 +280,7 @@ def test_check_shapes():
 @pytest.mark.parametrize("key", ["glimpse-port", "consul-version", "bad key", "", "k" * 129])
 def test_bad_meta_keys(key):
     """
-    Meta keys are 1-128 of letters, digits, C{_} and C{-}, and may not take
+    Meta keys are 1-128 of letters, digits, ``_`` and ``-``, and may not take
     Glimpse's or Consul's own prefixes.
     """
     found = problems({"instances": [web(meta={key: "x"})]})
@@ -311,7 +311,7 @@ def test_meta_limits():
 
 def test_drain_is_boolean():
     """
-    C{drain} is true or false, not a string.
+    ``drain`` is true or false, not a string.
     """
     assert problems({"instances": [web(drain="yes")]}) == {
         "$.instances[0].drain": "drain is true or false"}
@@ -478,7 +478,7 @@ EXAMPLE = json.loads((REPO / "etc" / "examples" / "provider-state.json").read_te
 
 def schema_accepts(document):
     """
-    Whether the published JSON Schema accepts C{document}.
+    Whether the published JSON Schema accepts ``document``.
     """
     validator = jsonschema.Draft202012Validator(
         SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)

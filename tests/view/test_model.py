@@ -1,5 +1,5 @@
 """
-Tests for L{glimpse.view.model}: instances built from Consul's health API.
+Tests for :obj:`glimpse.view.model`: instances built from Consul's health API.
 """
 
 import copy
@@ -11,7 +11,7 @@ from glimpse.view.model import Check, instance_from_entry, instances_from_health
 
 def serf(status="passing"):
     """
-    The node-level C{serfHealth} check Consul attaches to every node.
+    The node-level ``serfHealth`` check Consul attaches to every node.
     """
     return {
         "Node": "host-1", "CheckID": "serfHealth", "Name": "Serf Health Status",
@@ -36,7 +36,7 @@ def service_check(status="passing", sid="prov:shop--prod--web:web-1:http"):
 def entry(sid="prov:shop--prod--web:web-1:http", address="10.0.0.1", port=8080,
           checks=None, meta=None):
     """
-    One entry of C{/v1/health/service/shop--prod--web} as Consul 1.14
+    One entry of ``/v1/health/service/shop--prod--web`` as Consul 1.14
     returns it, for a registration Glimpse wrote.
     """
     return {

@@ -1,6 +1,6 @@
 """
-Tests for L{glimpse.view.topology}: the cached view fed by Consul watches, over
-the in-memory fake Consul of L{glimpse.testing} and a L{Clock}.
+Tests for :obj:`glimpse.view.topology`: the cached view fed by Consul watches, over
+the in-memory fake Consul of :obj:`glimpse.testing` and a :class:`Clock`.
 """
 
 import random
@@ -20,7 +20,7 @@ WEB_PATH = f"health/service/{WEB}"
 
 def entry(n, status="passing"):
     """
-    A C{/v1/health/service} entry for instance C{web-<n>} of shop/prod/web.
+    A ``/v1/health/service`` entry for instance ``web-<n>`` of shop/prod/web.
     """
     sid = f"prov:{WEB}:web-{n}:http"
     return {
@@ -38,7 +38,7 @@ def entry(n, status="passing"):
 
 class Harness:
     """
-    A started L{Topology} whose Consul is a L{FakeConsul} in zone C{ams}
+    A started :class:`Topology` whose Consul is a :class:`FakeConsul` in zone ``ams``
     with one job, shop/prod/web, and one instance of it.
     """
 
@@ -57,7 +57,7 @@ class Harness:
 
     def advance(self, seconds, step=0.25):
         """
-        Let C{seconds} pass in small steps, delivering the fake's answers
+        Let ``seconds`` pass in small steps, delivering the fake's answers
         after each, as a reactor would.
         """
         self.stub.flush()
@@ -70,8 +70,8 @@ class Harness:
 
     def lookup(self, name=WEB):
         """
-        Look a job up in C{ams}: its instances' IDs, or the exception, or
-        C{None} while the lookup is still waiting.
+        Look a job up in ``ams``: its instances' IDs, or the exception, or
+        ``None`` while the lookup is still waiting.
         """
         results = []
         self.topology.instances("ams", name).addBoth(results.append)
@@ -80,7 +80,7 @@ class Harness:
     @staticmethod
     def outcome(results):
         """
-        What a list filled by C{addBoth(results.append)} says.
+        What a list filled by ``addBoth(results.append)`` says.
         """
         if not results:
             return None
@@ -92,7 +92,7 @@ class Harness:
 @pytest.fixture
 def h():
     """
-    A started L{Harness} that has learned its zones.
+    A started :class:`Harness` that has learned its zones.
     """
     harness = Harness()
     harness.advance(1)
@@ -180,7 +180,7 @@ def test_first_lookup_waits_then_cached(h):
 def test_first_lookup_times_out(h):
     """
     When Consul never answers, the first lookup of a job fails with
-    L{Unavailable} after C{fetch_timeout}, saying so.
+    :class:`Unavailable` after ``fetch_timeout``, saying so.
     """
     h.fake.stall()
     results = []
@@ -197,8 +197,8 @@ def test_first_lookup_times_out(h):
 def test_first_lookup_consul_failing(h):
     """
     When Consul answers with errors, the first lookup of a job fails with
-    L{Unavailable} quoting Consul as soon as a fetch fails, without waiting
-    for C{fetch_timeout}.
+    :class:`Unavailable` quoting Consul as soon as a fetch fails, without waiting
+    for ``fetch_timeout``.
     """
     h.fake.fail(500, "rpc error: No cluster leader")
     results = []
@@ -212,7 +212,7 @@ def test_first_lookup_consul_failing(h):
 def test_stale_until_max_stale():
     """
     While Consul fails, lookups keep getting the last view for
-    C{max_stale} seconds; after that they fail with L{Unavailable}; when
+    ``max_stale`` seconds; after that they fail with :class:`Unavailable`; when
     Consul is back, answers come again.
     """
     h = Harness(max_stale=30.0)
@@ -251,7 +251,7 @@ def test_long_blocking_queries_stay_fresh():
 
 def test_idle_job_dropped():
     """
-    A job not looked up for C{idle_timeout} seconds loses its watch: its
+    A job not looked up for ``idle_timeout`` seconds loses its watch: its
     blocking query is closed and no more requests are made for it.
     """
     h = Harness(idle_timeout=40.0, wait=10.0)
@@ -276,7 +276,7 @@ def test_idle_job_dropped():
 def test_used_job_kept():
     """
     A job looked up (or touched by the DNS fast path) within every
-    C{idle_timeout} keeps its watch.
+    ``idle_timeout`` keeps its watch.
     """
     h = Harness(idle_timeout=40.0, wait=10.0)
     h.advance(1)

@@ -1,5 +1,5 @@
 """
-Tests for L{glimpse.view.watch}: the blocking-query loop that keeps the view
+Tests for :obj:`glimpse.view.watch`: the blocking-query loop that keeps the view
 current.
 """
 
@@ -16,8 +16,8 @@ from glimpse.view.watch import BlockingWatch, backoff_delay, next_index
 
 class Fetches:
     """
-    A fake C{fetch}: records each call and hands back a Deferred the test
-    fires, or answers at once when C{instant} is set.
+    A fake ``fetch``: records each call and hands back a Deferred the test
+    fires, or answers at once when ``instant`` is set.
 
     :ivar calls: ``(index, wait)`` of each call.
     :ivar pending: the Deferreds not fired yet, oldest first.
@@ -57,7 +57,7 @@ class Fetches:
 
 def make_watch(fetch, answers=None, errors=None, **options):
     """
-    A L{BlockingWatch} on a L{Clock}, recording answers and errors.
+    A :class:`BlockingWatch` on a :class:`Clock`, recording answers and errors.
     """
     clock = Clock()
     answers = [] if answers is None else answers
@@ -137,7 +137,7 @@ def test_start_twice():
 def test_rate_limit_instant_answers():
     """
     However fast Consul answers, queries start at most once per
-    C{min_interval}.
+    ``min_interval``.
     """
     fetch = Fetches(instant=lambda n: Response(body=[n], index=n))
     clock, watch, answers, _ = make_watch(fetch, min_interval=0.5, burst=1)
@@ -154,7 +154,7 @@ def test_rate_limit_allows_a_short_burst():
     """
     After a quiet spell a few queries may follow each other at once (so the
     second index bump of one change is not held back), and then the rate
-    is one per C{min_interval} again.
+    is one per ``min_interval`` again.
     """
     fetch = Fetches(instant=lambda n: Response(body=[n], index=n))
     clock, watch, answers, _ = make_watch(fetch, min_interval=0.5, burst=3)

@@ -34,7 +34,7 @@ MAX_STALE = 4
 
 def state(job, prefix, count=2):
     """
-    A provider state of C{count} instances of shop/prod/C{job} on
+    A provider state of ``count`` instances of shop/prod/``job`` on
     ``<prefix>.<n>``.
     """
     return {"instances": [
@@ -182,8 +182,8 @@ def restart(agent):
 
 class ZonesHarness:
     """
-    A started L{Topology} over a L{FakeConsul} of zone ``ams``, and
-    ``/v1/zones`` over it through C{StubTreq}.
+    A started :class:`Topology` over a :class:`FakeConsul` of zone ``ams``, and
+    ``/v1/zones`` over it through ``StubTreq``.
     """
 
     def __init__(self):
@@ -274,7 +274,7 @@ def test_no_zones_yet_is_a_503_with_the_reason():
 
 class ZoneOutage(Resource):
     """
-    A L{FakeConsul} whose zone ``fra`` can be lost: while C{down}, every
+    A :class:`FakeConsul` whose zone ``fra`` can be lost: while ``down``, every
     request with ``?dc=fra`` gets the 500 Consul answers for a datacenter it
     cannot reach, and the other zones are served as usual.
     """
