@@ -3,21 +3,25 @@ Composition: the Consul client, the topology view, the DNS server and the
 HTTP API, each given the one reactor.
 """
 
+from treq.client import HTTPClient
 from twisted.application import internet, service, strports
 from twisted.internet.ssl import Certificate
 from twisted.web.client import (
-    Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory)
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    _HTTP11ClientFactory,
+)
 from twisted.web.server import Site
-from treq.client import HTTPClient
 
-from glimpse.dns.answers import ZoneIdentity
 from glimpse.config import read_secret
 from glimpse.consul import ConsulClient
+from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.udpport import FastUDPServer
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
-from glimpse.metrics.gcpauses import GCPauses
+from glimpse.dns.udpport import FastUDPServer
 from glimpse.http.root import make_root
+from glimpse.metrics.gcpauses import GCPauses
 from glimpse.metrics.lag import LagProbe
 from glimpse.providers.applier import Applier, ReconcileService
 from glimpse.providers.store import ProviderStore

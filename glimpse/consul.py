@@ -10,7 +10,8 @@ import json
 from urllib.parse import quote
 
 import attrs
-from twisted.internet.defer import CancelledError, TimeoutError as DeferTimeout
+from twisted.internet.defer import CancelledError
+from twisted.internet.defer import TimeoutError as DeferTimeout
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.logger import Logger
 from twisted.web.client import ResponseFailed

@@ -11,8 +11,8 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.answers import ZoneIdentity
+from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.server import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
 from glimpse.view.model import Check, Instance
 from glimpse.view.topology import Unavailable

@@ -19,13 +19,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import wait_until
 from twisted.python.usage import UsageError
 
 from glimpse.config import ConfigError, config_path, with_config
 from glimpse.dev.consul import free_ports, start_dev_consul
 from glimpse.dev.twistd import REPO, http_json
 from glimpse.tap import Options
-from support import wait_until
 
 ETC = REPO / "etc"
 

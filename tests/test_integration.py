@@ -7,10 +7,10 @@ import http.server
 import threading
 
 import pytest
+from support import a_addresses, ask, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.twistd import start_glimpse
-from support import a_addresses, ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 

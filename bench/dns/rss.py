@@ -13,14 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from twisted.internet.task import Clock  # noqa: E402
-from twisted.names import dns  # noqa: E402
+from twisted.internet.task import Clock
+from twisted.names import dns
 
-from glimpse.dns.fastpath import FastDatagramProtocol  # noqa: E402
-from glimpse.dns.answers import ZoneIdentity  # noqa: E402
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory  # noqa: E402
-from glimpse.view.model import instances_from_health  # noqa: E402
-from glimpse.view.topology import JobView, Topology, ZoneView  # noqa: E402
+from glimpse.dns.answers import ZoneIdentity
+from glimpse.dns.fastpath import FastDatagramProtocol
+from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
+from glimpse.view.model import instances_from_health
+from glimpse.view.topology import JobView, Topology, ZoneView
 
 JOBS, PER_JOB = 1000, 100
 

@@ -32,9 +32,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO), str(HERE)]
 
+import topo  # noqa: E402
 from twisted.names import dns  # noqa: E402
 
-import topo  # noqa: E402
 from glimpse.dev.consul import find_consul, free_ports, start_dev_consul  # noqa: E402
 from glimpse.dev.twistd import start_glimpse  # noqa: E402
 
@@ -71,7 +71,7 @@ def ask(port, name, qtype, timeout=1.0):
         s.sendto(m.toStr(), ("127.0.0.1", port))
         try:
             data = s.recvfrom(65535)[0]
-        except socket.timeout:
+        except TimeoutError:
             return None
     r = dns.Message()
     r.fromStr(data)

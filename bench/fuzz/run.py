@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from twisted.names import dns  # noqa: E402
+from twisted.names import dns
 
-from glimpse.dev.consul import find_consul, start_dev_consul  # noqa: E402
-from glimpse.dev.twistd import start_glimpse  # noqa: E402
-from glimpse.testing import mutate_packet  # noqa: E402
+from glimpse.dev.consul import find_consul, start_dev_consul
+from glimpse.dev.twistd import start_glimpse
+from glimpse.testing import mutate_packet
 
 ZONE = "glimpse.test"
 NAME = f"http.web.prod.shop.ams.{ZONE}"
@@ -58,7 +58,7 @@ def probe(server, attempts=10):
                     r.fromStr(data)
                     if r.id == 4000 + attempt:
                         return len(r.answers) == 2
-            except socket.timeout:
+            except TimeoutError:
                 continue
     return False
 

@@ -30,9 +30,10 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
 
-from glimpse.dev.consul import find_consul, free_ports, start_dev_consul  # noqa: E402
-from glimpse.dev.twistd import start_glimpse  # noqa: E402
-from http_helpers import register, set_check  # noqa: E402
+from http_helpers import register, set_check
+
+from glimpse.dev.consul import find_consul, free_ports, start_dev_consul
+from glimpse.dev.twistd import start_glimpse
 
 ADDRESS = "http.web.prod.shop.ams"
 TRIVIAL = """

@@ -25,9 +25,9 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from glimpse.dev.consul import find_consul, start_dev_consul  # noqa: E402
-from glimpse.dev.twistd import start_glimpse  # noqa: E402
-from glimpse.providers.state import registrations, validate_state  # noqa: E402
+from glimpse.dev.consul import find_consul, start_dev_consul
+from glimpse.dev.twistd import start_glimpse
+from glimpse.providers.state import registrations, validate_state
 
 INSTANCES = 50
 

@@ -22,10 +22,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from twisted.names import dns  # noqa: E402
+from twisted.names import dns
 
-from glimpse.dev.consul import find_consul, start_dev_consul  # noqa: E402
-from glimpse.dev.twistd import start_glimpse  # noqa: E402
+from glimpse.dev.consul import find_consul, start_dev_consul
+from glimpse.dev.twistd import start_glimpse
 
 ZONE = "glimpse.test"
 
@@ -64,7 +64,7 @@ def phase(sock, server, seconds, timeout, with_fra=True):
             sock.sendto(payload, server)
             try:
                 data = sock.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 lost += 1
                 continue
             elapsed = time.perf_counter() - start

@@ -12,9 +12,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from glimpse.cli.client import (  # noqa: F401 (EXIT_* are the CLI's public codes)
-    EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Unreachable,
-    _code_for, _error, _quote, fetch, print_json, request, sse_events, table,
+from glimpse.cli.client import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Unreachable,
+    _code_for,
+    _error,
+    _quote,
+    fetch,
+    print_json,
+    request,
+    sse_events,
+    table,
 )
 from glimpse.cli.provide import cmd_provide
 

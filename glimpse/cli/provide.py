@@ -7,8 +7,8 @@ directory.
 import json
 import sys
 
-from glimpse.config import read_secret
 from glimpse.cli.client import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, _quote, fetch, print_json
+from glimpse.config import read_secret
 
 
 def cmd_provide(args, out, err):

@@ -14,7 +14,11 @@ import sys
 import threading
 
 from glimpse.dev.consul import (
-    ConsulNotFound, ConsulStartError, find_consul, start_dev_consul, wait_federated,
+    ConsulNotFound,
+    ConsulStartError,
+    find_consul,
+    start_dev_consul,
+    wait_federated,
 )
 from glimpse.dev.twistd import REPO, GlimpseStartError, start_glimpse
 

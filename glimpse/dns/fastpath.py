@@ -33,10 +33,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.names import dns
 
-from glimpse.dns import mmsg
-from glimpse.dns.kept import KeptAnswers
 from glimpse.address import relative_labels
+from glimpse.dns import mmsg
 from glimpse.dns.answers import ADDRESS, classify
+from glimpse.dns.kept import KeptAnswers
 from glimpse.dns.server import GlimpseDatagramProtocol
 from glimpse.dns.wire import CLASSIC_UDP_SIZE, UDP_SIZE
 

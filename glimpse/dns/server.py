@@ -21,11 +21,25 @@ from twisted.protocols.policies import TimeoutMixin
 
 from glimpse.address import relative_labels
 from glimpse.dns.answers import (
-    APEX, NODE, TARGET, ZONE, classify, healthy_for, ip_answer,
-    node_exists, srv_answer,
+    APEX,
+    NODE,
+    TARGET,
+    ZONE,
+    classify,
+    healthy_for,
+    ip_answer,
+    node_exists,
+    srv_answer,
 )
 from glimpse.dns.wire import (
-    TCP_SIZE, DNSStats, echo_case, encode, header_reply, request_problem, response_for, split_opt,
+    TCP_SIZE,
+    DNSStats,
+    echo_case,
+    encode,
+    header_reply,
+    request_problem,
+    response_for,
+    split_opt,
     udp_limit,
 )
 from glimpse.view.topology import Unavailable

@@ -21,8 +21,8 @@ from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import label_problem
 from glimpse.consul import ConsulError
-from glimpse.http.follow import parse_bool
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
+from glimpse.http.follow import parse_bool
 from glimpse.providers.applier import NotAcknowledged, NotApplied
 from glimpse.providers.state import InvalidState, NoSuchCheck
 

@@ -4,19 +4,18 @@ The resource tree of Glimpse's HTTP API.
 
 import platform
 
-import twisted
-
 import glimpse
+import twisted
 from glimpse.http._json import HTTPError, JSONResource, write_json
+from glimpse.http.hub import Hub
 from glimpse.http.lookup import Context, LookupResource
-from glimpse.http.openapi import OpenAPIResource
-from glimpse.http.topology import TopologyResource
 from glimpse.http.metrics import MetricsResource
+from glimpse.http.openapi import OpenAPIResource
+from glimpse.http.providers import ProvidersResource
+from glimpse.http.topology import TopologyResource
+from glimpse.http.zones import ZonesResource
 from glimpse.metrics.registry import GlimpseCollector, make_registry
 from glimpse.view.history import CheckHistory
-from glimpse.http.hub import Hub
-from glimpse.http.providers import ProvidersResource
-from glimpse.http.zones import ZonesResource
 
 
 class StatusResource(JSONResource):

@@ -22,9 +22,15 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from glimpse.consul import ConsulNotFound
-from glimpse.view.model import META_HASH, META_PROVIDER
 from glimpse.providers.state import (
-    NoSuchCheck, diff, is_file_sourced, registrations, ttl_check_ids, validate_state)
+    NoSuchCheck,
+    diff,
+    is_file_sourced,
+    registrations,
+    ttl_check_ids,
+    validate_state,
+)
+from glimpse.view.model import META_HASH, META_PROVIDER
 
 EMPTY = {"instances": []}
 

@@ -16,7 +16,14 @@ import attrs
 
 from glimpse.address import consul_service_name, label_problem
 from glimpse.duration import InvalidDuration, parse_duration
-from glimpse.view.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PREFIX, META_PROVIDER
+from glimpse.view.model import (
+    META_DRAIN,
+    META_HASH,
+    META_INSTANCE,
+    META_PORT,
+    META_PREFIX,
+    META_PROVIDER,
+)
 
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta", "drain"}

@@ -3,7 +3,7 @@ When each check last changed status, as Glimpse saw it: Consul 1.14 keeps
 no such time, so Glimpse records it from its view's changes.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from twisted.logger import Logger
 
@@ -41,7 +41,7 @@ class CheckHistory:
         old = self._jobs.pop((zone, name), None)
         if instances is None:
             return
-        now = datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat()
+        now = datetime.fromtimestamp(self._clock.seconds(), UTC).isoformat()
         table = {}
         for instance in instances:
             for check in instance.checks:

@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from http_helpers import register
+from support import wait_until
 
 from glimpse.cli.main import main
 from glimpse.dev.twistd import REPO, start_glimpse
-from http_helpers import register
-from support import wait_until
 
 ZONE = "glimpse.test"
 WEB = "http.web.prod.shop.ams"

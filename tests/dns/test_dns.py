@@ -6,10 +6,10 @@ what a client sees for every kind of question, from a view in memory.
 import struct
 
 import pytest
+from dns_stub import DNS_ZONE, decode, demo_view, exchange, query_bytes, servers
 from twisted.internet.testing import StringTransport
 from twisted.names import dns
 
-from dns_stub import DNS_ZONE, decode, demo_view, exchange, query_bytes, servers
 from glimpse.dns.wire import BADVERS, UDP_SIZE
 
 WEB = b"http.web.prod.shop.ams." + DNS_ZONE.encode()

@@ -10,12 +10,12 @@ import subprocess
 import urllib.request
 
 import pytest
+from support import a_addresses, ask, dns_exchange, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.consul import start_dev_consul
 from glimpse.dev.twistd import start_glimpse
 from glimpse.dns.wire import UDP_SIZE
-from support import a_addresses, ask, dns_exchange, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 BIG = f"http.big.prod.shop.ams.{ZONE}"

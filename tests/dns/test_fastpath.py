@@ -6,12 +6,19 @@ byte, and follows the view.
 import itertools
 
 import pytest
+from dns_stub import (
+    SocketPair,
+    decode,
+    demo_view,
+    exchange,
+    exchange_socket,
+    instance,
+    query_bytes,
+    servers,
+)
 from twisted.names import dns
 
 from glimpse.dns import mmsg
-
-from dns_stub import (
-    SocketPair, decode, demo_view, exchange, exchange_socket, instance, query_bytes, servers)
 
 WEB = b"http.web.prod.shop.ams.glimpse.test"
 NAMES = [

@@ -7,10 +7,10 @@ import contextlib
 import random
 
 import pytest
+from dns_stub import SocketPair, decode, demo_view, exchange, exchange_socket, query_bytes, servers
 from twisted.logger import Logger
 from twisted.names import dns
 
-from dns_stub import SocketPair, decode, demo_view, exchange, exchange_socket, query_bytes, servers
 from glimpse.testing import mutate_packet
 
 SEEDS = [query_bytes(name, qtype, edns=edns) for name in (

@@ -11,12 +11,12 @@ import struct
 import threading
 
 import pytest
+from support import wait_until
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from glimpse.dns import mmsg
 from glimpse.dns.udpport import FastUDPServer
-from support import wait_until
 
 pytestmark = pytest.mark.skipif(not mmsg.available, reason="no recvmmsg on this system")
 

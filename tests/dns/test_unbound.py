@@ -13,11 +13,11 @@ import subprocess
 import time
 
 import pytest
+from support import a_addresses, ask, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.consul import free_ports
 from glimpse.dev.twistd import REPO, start_glimpse
-from support import a_addresses, ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 TTL, NEGATIVE_TTL = 3, 3

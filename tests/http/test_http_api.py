@@ -9,10 +9,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from glimpse.dev.twistd import http_json, start_glimpse
 from http_helpers import deregister, register, set_check
 from support import wait_until
+
+from glimpse.dev.twistd import http_json, start_glimpse
 
 ZONE = "glimpse.test"
 WEB = "http.web.prod.shop.ams"

@@ -5,17 +5,17 @@ fake request for slow clients.  The same behaviour against a real Consul
 is in test_subscriptions_consul.py.
 """
 
-from hypothesis import given, strategies as st
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
+from glimpse.http._json import HTTPError
 from glimpse.http.bodies import body_index
 from glimpse.http.follow import Stream, parse_wait
-from glimpse.http._json import HTTPError
 from glimpse.http.hub import Hub, item_events, replay
-
-import pytest
 
 
 class FakeTopology:

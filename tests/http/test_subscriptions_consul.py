@@ -11,10 +11,10 @@ import socket
 import urllib.request
 
 import pytest
+from http_helpers import EventReader, deregister, register, replay_instances, service_id, set_check
+from support import wait_until
 
 from glimpse.dev.twistd import start_glimpse
-from http_helpers import EventReader, deregister, register, replay_instances, set_check, service_id
-from support import wait_until
 
 ZONE = "glimpse.test"
 ADDRESS = "http.feed.prod.shop.ams"

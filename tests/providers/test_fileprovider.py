@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from support import a_addresses, ask, wait_until
 from twisted.names import dns
 
 from glimpse.cli.main import main
@@ -15,7 +16,6 @@ from glimpse.dev.consul import free_ports
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.files import FileProviderError, provide_to_config_dir, provider_file
 from glimpse.providers.state import InvalidState
-from support import a_addresses, ask, wait_until
 
 ZONE = "glimpse.test"
 

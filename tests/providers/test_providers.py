@@ -12,6 +12,7 @@ import json
 import os
 
 import pytest
+from support import result_of
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -24,7 +25,6 @@ from glimpse.providers.applier import Applier, NotAcknowledged, ReconcileService
 from glimpse.providers.state import NoSuchCheck, registrations, validate_state
 from glimpse.providers.store import ProviderStore
 from glimpse.tap import Options
-from support import result_of
 
 
 def state(*names, ttl=False):

@@ -9,11 +9,11 @@ import threading
 import urllib.parse
 
 import pytest
+from support import a_addresses, ask, wait_until
 from twisted.names import dns
 
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.state import registrations, validate_state
-from support import a_addresses, ask, wait_until
 
 ZONE = "glimpse.test"
 TOKEN = "7d4c1f0e-provider-token"

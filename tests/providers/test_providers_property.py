@@ -11,10 +11,10 @@ import urllib.parse
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import wait_until
 
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.state import registrations, validate_state
-from support import wait_until
 
 ZONE = "glimpse.test"
 PROVIDER = "prop"

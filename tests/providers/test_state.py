@@ -10,10 +10,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from glimpse.view.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
 from glimpse.providers.state import (
-    InvalidState, NoSuchCheck, config_services, diff, instance_ref, registrations, service_id,
-    ttl_check_ids, validate_state)
+    InvalidState,
+    NoSuchCheck,
+    config_services,
+    diff,
+    instance_ref,
+    registrations,
+    service_id,
+    ttl_check_ids,
+    validate_state,
+)
+from glimpse.view.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
 
 
 def web(instance="web-1", **extra):
@@ -125,7 +133,7 @@ def test_every_problem_at_once():
         "$.instances[1].ports",
     }
     assert found["$.instances[1].instance"] == "missing"
-    assert "unknown key; the state has only 'instances'" == found["$.version"]
+    assert found["$.version"] == "unknown key; the state has only 'instances'"
 
 
 def test_invalid_state_reports():

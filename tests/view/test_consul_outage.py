@@ -4,10 +4,10 @@ answering from its view for max-stale, then says SERVFAIL / 503, and
 recovers by itself; a Glimpse started while Consul is down starts anyway.
 """
 
+from support import ask, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.twistd import start_glimpse
-from support import ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 NAME = f"http.web.prod.outage.ams.{ZONE}"

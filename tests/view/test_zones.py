@@ -12,21 +12,21 @@ import random
 
 import pytest
 import treq
+from support import a_addresses, ask, make_query, result_of, srv_targets, wait_until
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.web.resource import Resource
 
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.answers import ZoneIdentity
 from glimpse.consul import ConsulClient
 from glimpse.dev.consul import ConsulStartError, start_dev_consul
 from glimpse.dev.twistd import http_json, start_glimpse
+from glimpse.dns.answers import ZoneIdentity
+from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.zones import ZonesResource
 from glimpse.testing import FakeConsul
 from glimpse.view.topology import Topology
-from support import a_addresses, ask, make_query, result_of, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 MAX_STALE = 4
