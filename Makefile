@@ -64,26 +64,26 @@ clean:
 
 # Zone isolation: ams lookup p99 before and during an outage of fra.
 bench-zones: deps
-	@$(WITH_CONSUL) bench/zones/bench_zones.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) -m bench.zones.bench_zones $(BENCH_ARGS)
 
 # Provider acknowledgement: 50 instances x 3 ports, and a 1-instance change,
 # p50/p99 against the same registrations sent straight to Consul.
 bench-providers: deps
-	@$(WITH_CONSUL) bench/providers/bench_providers.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) -m bench.providers.bench_providers $(BENCH_ARGS)
 
 # DNS: Glimpse against unbound, stock twisted.names and Consul's DNS with
 # dnsperf (qps, latency, CPU/query, Consul requests per 1,000 queries),
 # change -> DNS visibility, RSS with 100,000 instances.
 bench-dns: deps
-	@$(WITH_CONSUL) bench/dns/run.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) -m bench.dns.run $(BENCH_ARGS)
 
 # 1,000,000 malformed packets at a running Glimpse: 0 crashes, normal
 # queries answered throughout.
 bench-fuzz: deps
-	@$(WITH_CONSUL) bench/fuzz/run.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) -m bench.fuzz.run $(BENCH_ARGS)
 
 # HTTP: GET /v1/lookup on Glimpse vs Consul's /v1/health/service vs a trivial
 # twisted.web resource (wrk); 1,000 SSE subscribers: Consul change -> last
 # subscriber's event p50/p99, and the Consul requests made.
 bench-http: deps
-	@$(WITH_CONSUL) bench/http/run.py $(BENCH_ARGS)
+	@$(WITH_CONSUL) -m bench.http.run $(BENCH_ARGS)

@@ -8,10 +8,7 @@ pre-encoded SRV and A answer for every job.
 """
 
 import gc
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from twisted.internet.task import Clock
 from twisted.names import dns

@@ -28,15 +28,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from twisted.names import dns
+
+from bench.dns import topo
+from glimpse.dev.consul import find_consul, free_ports, start_dev_consul
+from glimpse.dev.twistd import start_glimpse
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path[:0] = [str(REPO), str(HERE)]
-
-import topo  # noqa: E402
-from twisted.names import dns  # noqa: E402
-
-from glimpse.dev.consul import find_consul, free_ports, start_dev_consul  # noqa: E402
-from glimpse.dev.twistd import start_glimpse  # noqa: E402
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 WORKLOADS = [("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000)]
@@ -281,7 +280,7 @@ def main():
     finally:
         for cleanup in reversed(cleanups):
             cleanup()
-    rss = subprocess.run([sys.executable, str(HERE / "rss.py")], capture_output=True, text=True,
+    rss = subprocess.run([sys.executable, "-m", "bench.dns.rss"], capture_output=True, text=True,
                          check=True).stdout
     print(rss.strip())
 

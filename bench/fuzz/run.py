@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from twisted.names import dns
 
 from glimpse.dev.consul import find_consul, start_dev_consul

@@ -10,7 +10,7 @@ HTTP API benchmark, in one run on loopback:
    accepting the change to the last subscriber reading it (p50/p99), and
    the Consul requests Glimpse made meanwhile.
 
-    make bench-http     # or: python bench/http/run.py --duration 10 --subscribers 1000
+    make bench-http     # or: python -m bench.http.run --duration 10 --subscribers 1000
 """
 
 import argparse
@@ -27,12 +27,8 @@ import tempfile
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
-
-from http_helpers import register, set_check
-
 from glimpse.dev.consul import find_consul, free_ports, start_dev_consul
+from glimpse.dev.registrations import register, set_check
 from glimpse.dev.twistd import start_glimpse
 
 ADDRESS = "http.web.prod.shop.ams"
@@ -206,7 +202,7 @@ def main():
             bench_streams(consul, glimpse, args, checks[0])
         finally:
             glimpse.stop()
-    print(json.dumps({"reproduce": "python bench/http/run.py " + " ".join(sys.argv[1:])}))
+    print(json.dumps({"reproduce": "python -m bench.http.run " + " ".join(sys.argv[1:])}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ registration, deregistrations for the full case) and then polling the
 catalog until it shows them, i.e. what a provider would do by hand to get
 the same guarantee.
 
-    make bench-providers        # or: python bench/providers/bench_providers.py --rounds 30
+    make bench-providers        # or: python -m bench.providers.bench_providers --rounds 30
 """
 
 import argparse
@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from glimpse.dev.consul import find_consul, start_dev_consul
 from glimpse.dev.twistd import start_glimpse

@@ -10,7 +10,7 @@ seconds with fra up and PHASE seconds after SIGKILLing fra's server.  During the
 view to SERVFAIL (``--max-stale`` is short here); ams's must not change
 beyond noise.  Prints p50/p99/max of both phases and the ratio.
 
-    make bench-zones            # or: python bench/zones/bench_zones.py --phase 8
+    make bench-zones            # or: python -m bench.zones.bench_zones --phase 8
 """
 
 import argparse
@@ -19,8 +19,6 @@ import socket
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from twisted.names import dns
 

@@ -10,10 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from http_helpers import register
 from support import wait_until
 
 from glimpse.cli.main import main
+from glimpse.dev.registrations import register
 from glimpse.dev.twistd import REPO, start_glimpse
 
 ZONE = "glimpse.test"

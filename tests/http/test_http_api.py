@@ -9,9 +9,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from http_helpers import deregister, register, set_check
 from support import wait_until
 
+from glimpse.dev.registrations import deregister, register, set_check
 from glimpse.dev.twistd import http_json, start_glimpse
 
 ZONE = "glimpse.test"

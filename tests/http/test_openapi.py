@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from http_helpers import register
 from support import wait_until
 
+from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 from glimpse.http.openapi import document
 

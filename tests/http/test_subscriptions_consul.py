@@ -11,9 +11,10 @@ import socket
 import urllib.request
 
 import pytest
-from http_helpers import EventReader, deregister, register, replay_instances, service_id, set_check
+from http_helpers import EventReader, replay_instances
 from support import wait_until
 
+from glimpse.dev.registrations import deregister, register, service_id, set_check
 from glimpse.dev.twistd import start_glimpse
 
 ZONE = "glimpse.test"

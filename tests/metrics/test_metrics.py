@@ -7,12 +7,12 @@ import re
 import urllib.request
 
 import pytest
-from http_helpers import register
 from prometheus_client.parser import text_string_to_metric_families
 from support import ask, wait_until
 from twisted.internet.task import Clock
 from twisted.names import dns
 
+from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 from glimpse.dns.wire import DNSStats
 from glimpse.metrics.lag import LagProbe

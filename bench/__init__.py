@@ -1,0 +1,1 @@
+"""Benchmarks: run each as python -m bench.<part>.<script> from the repository root (make bench-*)."""
