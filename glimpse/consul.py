@@ -103,6 +103,8 @@ class ConsulClient:
         self.errors = {}
         #: The last agent/services answer per filter: ``(content, body)``.
         self._services = {}
+        #: Requests under way, cancelled by :meth:`close`.
+        self._pending = set()
 
     def _headers(self):
         headers = {"Accept": ["application/json"]}
@@ -143,7 +145,21 @@ class ConsulClient:
         d.addCallback(self._read, endpoint, unchanged_index, reuse)
         d.addTimeout(timeout or self._timeout, self._clock)
         d.addErrback(self._translate, endpoint)
-        return d
+        self._pending.add(d)
+
+        def done(result):
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def close(self):
+        """
+        Cancel every request under way (each fails with
+        :class:`ConsulUnavailable`): Glimpse is stopping.
+        """
+        for d in list(self._pending):
+            d.cancel()
 
     def _read(self, response, endpoint, unchanged_index=None, reuse=None):
         d = response.content()

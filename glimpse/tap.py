@@ -178,14 +178,6 @@ def makeService(options):
     The ``twistd glimpse`` service, on the global reactor.
     """
     from twisted.internet import reactor
-    return compose(reactor, options)
 
-
-def compose(reactor, options):
-    """
-    Build Glimpse's services on ``reactor``.
-
-    :param options: a parsed :class:`Options` (or a dict with the same keys).
-    """
-    from glimpse.agent import build_agent
-    return build_agent(reactor, options)
+    from glimpse.agent import build
+    return build(reactor, options).service

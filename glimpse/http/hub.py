@@ -22,6 +22,7 @@ import json
 import secrets
 from collections import deque
 
+from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -269,9 +270,11 @@ class Waiter:
             self._subject.waiters.remove(self)
 
 
-class Hub:
+class Hub(service.Service):
     """
-    Every subject followed, fed by the view's change listener.
+    Every subject followed, fed by the view's change listener.  A service:
+    while it runs, streams get their heartbeats and followed jobs are kept
+    watched; stopping it closes every stream.
 
     :param topology: the :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``.
@@ -279,6 +282,7 @@ class Hub:
         how often followed jobs are marked as used).
     :param linger: seconds a subject with no followers is kept, so that a
         reconnecting stream can resume with ``Last-Event-ID``.
+    :param history: events a subject keeps for resuming streams.
     """
 
     def __init__(self, topology, clock, heartbeat=5.0, linger=60.0, history=1000):
@@ -292,17 +296,18 @@ class Hub:
         self._loop = LoopingCall(self._beat)
         self._loop.clock = clock
 
-    def start(self):
+    def startService(self):
         """
         Start the heartbeats.
         """
-        if not self._loop.running:
-            self._loop.start(self.heartbeat, now=False)
+        super().startService()
+        self._loop.start(self.heartbeat, now=False)
 
-    def stop(self):
+    def stopService(self):
         """
         Stop the heartbeats and close every stream.
         """
+        super().stopService()
         if self._loop.running:
             self._loop.stop()
         for subject in self.subjects.values():
@@ -313,7 +318,6 @@ class Hub:
         """
         The subject for ``key``, made and computed on first use.
         """
-        self.start()
         subject = self.subjects.get(key)
         if subject is None:
             subject = Subject(key, compute, matches, field, item_key, jobs, self.history)

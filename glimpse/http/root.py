@@ -7,15 +7,12 @@ import platform
 import glimpse
 import twisted
 from glimpse.http._json import HTTPError, JSONResource, write_json
-from glimpse.http.hub import Hub
-from glimpse.http.lookup import Context, LookupResource
+from glimpse.http.lookup import LookupResource
 from glimpse.http.metrics import MetricsResource
 from glimpse.http.openapi import OpenAPIResource
 from glimpse.http.providers import ProvidersResource
 from glimpse.http.topology import TopologyResource
 from glimpse.http.zones import ZonesResource
-from glimpse.metrics.registry import GlimpseCollector, make_registry
-from glimpse.view.history import CheckHistory
 
 
 class StatusResource(JSONResource):
@@ -102,45 +99,32 @@ ROUTES = frozenset(["lookup", "topology", "explain", "watch", "status", "zones",
 METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 
-def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=None,
-              dns_stats=None, dns_flush=None, lookup_cap=1000, stream_buffer=1 << 20, heartbeat=5.0,
-              lag=None, gc_pauses=None):
+def make_root(api, applier, registry, latency, clock, provider_token=None):
     """
-    Build the whole tree.
+    Build the resource tree over parts the composition root made
+    (:func:`glimpse.agent.build`); nothing here outlives a request.
 
+    :param api: the :class:`glimpse.http.lookup.Context` the lookup, topology
+        and watch resources share (the view, the hub, the check history).
+    :param applier: the :class:`glimpse.providers.applier.Applier`.
+    :param registry: the Prometheus registry ``/metrics`` serves.
+    :param latency: the HTTP latency histogram in ``registry``, or ``None``.
+    :param clock: ``IReactorTime``.
     :param provider_token: the token the provider API requires, or ``None``
         to serve it to loopback clients only.
-    :param consul: the :class:`glimpse.consul.ConsulClient`, for metrics.
-    :param dns_stats: the DNS server's counters, for metrics.
-    :param dns_flush: called before each scrape to bring ``dns_stats`` up to
-        date (the fast path counts hits on its answers and adds them later).
-    :param lookup_cap: most instances a wildcard lookup returns.
-    :param stream_buffer: bytes an event stream holds for a slow client.
-    :param heartbeat: seconds between event streams' heartbeat comments.
-    :param lag: a :class:`glimpse.metrics.registry.LagProbe`, for metrics.
-    :param gc_pauses: a :class:`glimpse.metrics.gcpauses.GCPauses`, for metrics.
-    :return: the root resource; its ``hub`` and ``registry`` are kept for
-        tests and benchmarks.
+    :return: the root resource.
     """
-    # Listeners run in order: the check history must have recorded a change
-    # before the hub recomputes the answers that show it.
-    checks = CheckHistory(topology, clock)
-    hub = Hub(topology, clock, heartbeat=heartbeat)
-    registry, latency = make_registry(GlimpseCollector(
-        topology, clock, consul=consul, dns_stats=dns_stats, hub=hub, applier=applier,
-        dns_flush=dns_flush, lag=lag, gc_pauses=gc_pauses))
-    ctx = Context(topology, hub, checks, dns_zone, cap=lookup_cap, stream_buffer=stream_buffer)
+    topology = api.topology
     root = Root(clock, latency)
-    root.hub, root.registry = hub, registry
     v1 = V1()
     root.putChild(b"v1", v1)
     root.putChild(b"metrics", MetricsResource(registry))
-    v1.putChild(b"lookup", LookupResource(ctx))
-    v1.putChild(b"explain", LookupResource(ctx, "explain"))
-    watch = LookupResource(ctx, "watch")
-    watch.putChild(b"topology", TopologyResource(ctx, streaming=True))
+    v1.putChild(b"lookup", LookupResource(api))
+    v1.putChild(b"explain", LookupResource(api, "explain"))
+    watch = LookupResource(api, "watch")
+    watch.putChild(b"topology", TopologyResource(api, streaming=True))
     v1.putChild(b"watch", watch)
-    v1.putChild(b"topology", TopologyResource(ctx))
+    v1.putChild(b"topology", TopologyResource(api))
     v1.putChild(b"openapi.json", OpenAPIResource())
     v1.putChild(b"providers", ProvidersResource(applier, provider_token))
     v1.putChild(b"status", StatusResource(topology, clock))

@@ -126,6 +126,7 @@ def make_hub(answers):
     """
     clock, topology = Clock(), FakeTopology()
     hub = Hub(topology, clock, heartbeat=5.0, linger=30.0)
+    hub.startService()
     subject = hub.subject(("lookup", "x"), lambda: succeed(answers[0]),
                           lambda zone, name: zone == "ams" and name == "web",
                           "instances", "id", lambda: [("ams", "web")])
