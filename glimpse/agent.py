@@ -5,10 +5,17 @@ and its subscriptions, the metrics), gives each the one reactor, and makes
 each a service or owned by one, so that stopping Glimpse stops them all.
 """
 
-from treq.client import HTTPClient
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
 import attrs
 from prometheus_client import CollectorRegistry
+from treq.client import HTTPClient
 from twisted.application import internet, service, strports
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.ssl import Certificate
 from twisted.web.client import (
     Agent,
@@ -16,6 +23,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
+from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from glimpse.config import read_secret
@@ -42,8 +50,10 @@ class QuietSite(Site):
     requests.
     """
 
-    def log(self, request):
-        pass
+    def log(self, request: object) -> None:
+        """
+        Log nothing.
+        """
 
 
 class TopologyService(service.Service):
@@ -51,16 +61,22 @@ class TopologyService(service.Service):
     Starts and stops the view's watches with the application.
     """
 
-    def __init__(self, topology):
-        self.topology = topology
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
 
-    def startService(self):
+    def startService(self) -> None:
+        """
+        Start the watches.
+        """
         super().startService()
-        self.topology.start()
+        self._topology.start()
 
-    def stopService(self):
+    def stopService(self) -> None:
+        """
+        Stop every watch.
+        """
         super().stopService()
-        self.topology.stop()
+        self._topology.stop()
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -82,11 +98,11 @@ class ConsulConnections(service.Service):
     :param pool: its connection pool.
     """
 
-    def __init__(self, consul, pool):
+    def __init__(self, consul: ConsulClient, pool: HTTPConnectionPool) -> None:
         self._consul = consul
         self._pool = pool
 
-    def stopService(self):
+    def stopService(self) -> Deferred[None]:
         """
         Cancel what is under way and close the connections.
         """
@@ -95,7 +111,7 @@ class ConsulConnections(service.Service):
         return self._pool.closeCachedConnections()
 
 
-def consul_pool(reactor):
+def consul_pool(reactor: Any) -> HTTPConnectionPool:
     """
     The persistent connections to the Consul agent, not logged one by one.
     """
@@ -106,7 +122,7 @@ def consul_pool(reactor):
     return pool
 
 
-def http_client(reactor, pool, consul_ca=None):
+def http_client(reactor: Any, pool: HTTPConnectionPool, consul_ca: str | None = None) -> HTTPClient:
     """
     A treq client for Consul over ``pool``, TLS verified against the
     system's trust store or ``consul_ca``.
@@ -116,7 +132,8 @@ def http_client(reactor, pool, consul_ca=None):
             policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
     else:
         policy = BrowserLikePolicyForHTTPS()
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    # mypy does not see zope interfaces: Agent provides IAgent.
+    return HTTPClient(cast(IAgent, Agent(reactor, contextFactory=policy, pool=pool)))
 
 
 @attrs.frozen
@@ -150,7 +167,7 @@ class Glimpse:
     site: Site
 
 
-def build(reactor, options):
+def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
     """
     Build every part of Glimpse on ``reactor``: the one place that does.
 
@@ -210,7 +227,8 @@ def build(reactor, options):
         api, applier, registry, latency, reactor,
         provider_token=read_secret(options.get("provider-token-file"))))
     for endpoint in options["http"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+        strports.service(endpoint, cast(IProtocolFactory, site),
+                         reactor=reactor).setServiceParent(top)
     # Last, so that it starts after the others: what they made as they
     # started is frozen too.
     gc_pauses.setServiceParent(top)
