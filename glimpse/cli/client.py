@@ -38,7 +38,7 @@ def request(method, url, body=None, headers=None, timeout=30.0):
         status, raw = e.code, e.read()
     except (urllib.error.URLError, OSError) as e:
         raise Unreachable(f"cannot reach the Glimpse agent at {url}: "
-                          f"{getattr(e, 'reason', e)}")
+                          f"{getattr(e, 'reason', e)}") from e
     if not raw:
         return status, None
     try:
@@ -55,7 +55,7 @@ def table(rows, columns, out):
     cells += [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for r in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def _error(status, body, out):

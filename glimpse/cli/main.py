@@ -145,7 +145,8 @@ def cmd_watch(args, out, err):
             err.write(f"glimpse: HTTP {e.code}\n")
         return _code_for(e.code)
     except (urllib.error.URLError, OSError) as e:
-        raise Unreachable(f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}")
+        raise Unreachable(
+            f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}") from e
     seen = 0
     with response:
         for kind, event_id, data in sse_events(response):

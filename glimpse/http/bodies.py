@@ -46,7 +46,7 @@ def zone_or_error(topology, zone):
         problem = topology.zone_problem(zone)
     except KeyError:
         known = ", ".join(sorted(topology.zones)) or "none yet"
-        raise HTTPError(404, f"unknown zone {zone!r}", f"known zones: {known}")
+        raise HTTPError(404, f"unknown zone {zone!r}", f"known zones: {known}") from None
     if problem:
         raise HTTPError(503, "Glimpse cannot serve this zone now", problem)
 
@@ -131,10 +131,10 @@ def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, check
 
     def answer(results):
         instances = []
-        for (job, ports), found in zip(selected, results):
+        for (_, ports), found in zip(selected, results, strict=True):
             instances.extend(i for i in found if i.service in ports
                              and (i.healthy or not healthy_only))
-        body = {
+        return {
             "address": address.relative(),
             "fqdn": address.fqdn(dns_zone),
             "zone": address.zone,
@@ -142,7 +142,6 @@ def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, check
             "truncated": len(instances) > cap,
             "instances": [instance_json(i, address.zone, checks) for i in instances[:cap]],
         }
-        return body
 
     d = gatherResults(ds, consumeErrors=True)
     d.addErrback(lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f)
@@ -219,7 +218,7 @@ def topology_body(topology, path):
     def answer(results):
         level = LEVELS[len(path)] if len(path) < len(LEVELS) else "instance"
         total, children = _counts(), {}
-        for (zone, job), found in zip(jobs, results):
+        for (zone, job), found in zip(jobs, results, strict=True):
             merged = {}
             for i in found:
                 key = (i.node, i.provider, i.instance)
@@ -229,7 +228,7 @@ def topology_body(topology, path):
                 status = instance_status(i)
                 if STATUSES.index(status) > STATUSES.index(entry["status"]):
                     entry["status"] = status
-            labels = (zone,) + job
+            labels = (zone, *job)
             for (node, provider, name), entry in sorted(merged.items()):
                 _count(total, entry["status"], entry["instance"].drain)
                 if level == "instance":
@@ -241,7 +240,8 @@ def topology_body(topology, path):
                 child = labels[len(path)]
                 counts = children.setdefault(child, dict(_counts(), name=child))
                 _count(counts, entry["status"], entry["instance"].drain)
-            if level != "instance" and len(path) < len(labels) and labels[len(path)] not in children:
+            if (level != "instance" and len(path) < len(labels)
+                    and labels[len(path)] not in children):
                 children[labels[len(path)]] = dict(_counts(), name=labels[len(path)])
         if not path:
             for zone in zones:

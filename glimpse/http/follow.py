@@ -28,7 +28,8 @@ def parse_wait(request, default=30.0):
     try:
         seconds = parse_duration(raw.decode("ascii", "replace"), bare_unit="s")
     except InvalidDuration:
-        raise HTTPError(400, "invalid 'wait'", "write a duration such as wait=30s, 500ms or 2m")
+        raise HTTPError(400, "invalid 'wait'",
+                        "write a duration such as wait=30s, 500ms or 2m") from None
     if seconds > MAX_WAIT:
         raise HTTPError(400, "'wait' is too long", f"at most {MAX_WAIT:g}s")
     return seconds

@@ -236,13 +236,13 @@ def document():
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     }
     for depth in range(len(_LEVELS) + 1):
-        suffix = "".join("/{%s}" % p["name"] for p in _LEVELS[:depth])
+        suffix = "".join("/{" + p["name"] + "}" for p in _LEVELS[:depth])
         params = _LEVELS[:depth]
         paths["/v1/topology" + suffix] = _get(
             "The topology below this path, with instances passing / warning / critical",
-            params + [_INDEX_PARAM, _WAIT], topology_ok, (400, 404, 503))
+            [*params, _INDEX_PARAM, _WAIT], topology_ok, (400, 404, 503))
         paths["/v1/watch/topology" + suffix] = _get(
-            "The topology below this path as Server-Sent Events", params + [_LAST_EVENT_ID],
+            "The topology below this path as Server-Sent Events", [*params, _LAST_EVENT_ID],
             _STREAM, (400, 404))
     provider = {"name": "provider", "in": "path", "required": True,
                 "description": "the provider's name (a DNS label)", "schema": {"type": "string"}}

@@ -140,12 +140,13 @@ class ProviderResource(JSONResource):
         try:
             document = json.loads(body)
         except ValueError as e:
-            raise HTTPError(400, "the body is not JSON", str(e))
+            raise HTTPError(400, "the body is not JSON", str(e)) from e
         dry_run = parse_bool(request, "dry_run")
         try:
             d = self._applier.apply(self._provider, document, dry_run=dry_run)
         except InvalidState as e:
-            raise HTTPError(400, "invalid provider state; nothing was changed", e.to_json())
+            raise HTTPError(400, "invalid provider state; nothing was changed",
+                            e.to_json()) from e
         d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=dry_run)))
         return render_deferred(request, d.addErrback(_consul_failed))
 
@@ -177,7 +178,7 @@ class CheckResource(JSONResource):
                 note = json.loads(body)["note"]
             except (ValueError, KeyError, TypeError):
                 raise HTTPError(400, "the body is not {\"note\": \"...\"}",
-                                "send no body, or a JSON object with a string 'note'")
+                                "send no body, or a JSON object with a string 'note'") from None
             if not isinstance(note, str) or len(note) > MAX_NOTE:
                 raise HTTPError(400, "bad note", f"'note' is a string of at most {MAX_NOTE} "
                                 "characters")

@@ -30,7 +30,7 @@ def followed_topology(ctx, path):
         if path:
             zone_or_error(topology, path[0])
 
-    return Followed(key=("topology",) + path, compute=lambda: topology_body(topology, list(path)),
+    return Followed(key=("topology", *path), compute=lambda: topology_body(topology, list(path)),
                     matches=matches, jobs=jobs, field="children", item_key="name", check=check)
 
 
@@ -48,7 +48,8 @@ class TopologyResource(JSONResource):
 
     def render_GET(self, request):
         path = tuple(p.decode("utf-8", "replace").lower() for p in request.postpath if p)
-        for label, level in zip(path, LEVELS):
+        # A path longer than LEVELS is refused below, after its labels are checked.
+        for label, level in zip(path, LEVELS, strict=False):
             problem = label_problem(label, level)
             if problem:
                 return ErrorResource(400, f"invalid {level}", problem).render(request)

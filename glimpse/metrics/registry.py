@@ -167,7 +167,7 @@ def _buckets(bounds, counts):
     # Plain per-bucket counts (the last one above every bound) as a
     # Prometheus histogram's cumulative buckets, in seconds.
     buckets, running = [], 0
-    for bound, count in zip(bounds + (float("inf"),), counts):
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
         running += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
     return buckets

@@ -13,7 +13,8 @@ from glimpse.metrics.registry import GlimpseCollector, make_registry
 
 
 class _Topology:
-    zones = {}
+    def __init__(self):
+        self.zones = {}
 
     def watch_count(self):
         return 0
@@ -60,8 +61,9 @@ def test_each_collection_pause_is_counted_by_generation():
     now = [100.0]
 
     class FakeGC:
-        callbacks = []
-        frozen = 0
+        def __init__(self):
+            self.callbacks = []
+            self.frozen = 0
 
         def collect(self):
             pass
