@@ -15,7 +15,7 @@ from glimpse.consul import ConsulClient
 from glimpse.http.hub import Hub
 from glimpse.http.lookup import Context
 from glimpse.http.root import make_root
-from glimpse.metrics.registry import GlimpseCollector, make_registry
+from glimpse.metrics import GlimpseCollector, make_registry
 from glimpse.testing import FakeConsul
 from glimpse.view.history import CheckHistory
 from glimpse.view.topology import Topology

@@ -8,8 +8,7 @@ import weakref
 
 from twisted.internet.task import Clock
 
-from glimpse.metrics.gcpauses import GCPauses
-from glimpse.metrics.registry import GlimpseCollector, make_registry
+from glimpse.metrics import GCPauses, GlimpseCollector, make_registry
 
 
 class _Topology:

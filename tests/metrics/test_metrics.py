@@ -14,8 +14,7 @@ from twisted.names import dns
 from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 from glimpse.dns.wire import DNSStats
-from glimpse.metrics.lag import LagProbe
-from glimpse.metrics.registry import GlimpseCollector, make_registry
+from glimpse.metrics import GlimpseCollector, LagProbe, make_registry
 
 from support import ask, wait_until
 
