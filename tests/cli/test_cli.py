@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from glimpse.cli.main import main
+from glimpse.cli import main
 from glimpse.dev.registrations import register
 from glimpse.dev.twistd import REPO, start_glimpse
 
