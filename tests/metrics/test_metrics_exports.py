@@ -7,7 +7,6 @@ import ast
 from pathlib import Path
 
 import glimpse.metrics
-from glimpse.metrics import buckets, gcpauses, lag, registry
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "glimpse.metrics"
@@ -16,14 +15,14 @@ PACKAGE = "glimpse.metrics"
 def test_the_package_exports_what_others_import():
     """
     ``from glimpse.metrics import ...`` gives what the agent, the DNS
-    server and the tests use: the very objects their modules define.
+    server and the tests use, each defined in the module named here.
     """
     assert glimpse.metrics.__all__ == [
         "Buckets", "GCPauses", "GlimpseCollector", "LagProbe", "make_registry"]
-    homes = {"Buckets": buckets, "GCPauses": gcpauses, "GlimpseCollector": registry,
-             "LagProbe": lag, "make_registry": registry}
+    homes = {"Buckets": "buckets", "GCPauses": "gcpauses", "GlimpseCollector": "registry",
+             "LagProbe": "lag", "make_registry": "registry"}
     for name in glimpse.metrics.__all__:
-        assert getattr(glimpse.metrics, name) is getattr(homes[name], name)
+        assert getattr(glimpse.metrics, name).__module__ == f"glimpse.metrics.{homes[name]}"
 
 
 def test_nothing_private_is_imported_from_outside():
