@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from glimpse.http._json import HTTPError
+from glimpse.http import HTTPError
 from glimpse.http.bodies import body_index
 from glimpse.http.follow import Stream, parse_wait
 from glimpse.http.hub import Hub, item_events, replay
