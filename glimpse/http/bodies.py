@@ -159,7 +159,7 @@ def lookup_body(topology: Topology, address: Address, dns_zone: str, healthy_onl
         selected = [((address.product, address.env, address.job), [address.service])]
     ds = [topology.instances(address.zone, consul_service_name(*job)) for job, _ in selected]
 
-    def answer(results: list[Sequence[Instance]]) -> dict[str, Any]:
+    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
         instances: list[Instance] = []
         for (_, ports), found in zip(selected, results, strict=True):
             instances.extend(i for i in found if i.service in ports
@@ -249,7 +249,7 @@ def topology_body(topology: Topology, path: Sequence[str]) -> Deferred[dict[str,
                 jobs.append((zone, job))
     ds = [topology.instances(zone, consul_service_name(*job)) for zone, job in jobs]
 
-    def answer(results: list[Sequence[Instance]]) -> dict[str, Any]:
+    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
         level = LEVELS[len(path)] if len(path) < len(LEVELS) else "instance"
         total = _counts()
         children: dict[str, dict[str, Any]] = {}
