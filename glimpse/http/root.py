@@ -2,7 +2,10 @@
 The resource tree of Glimpse's HTTP API.
 """
 
+from __future__ import annotations
+
 import platform
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import glimpse
 import twisted
@@ -14,21 +17,38 @@ from glimpse.http.providers import ProvidersResource
 from glimpse.http.topology import TopologyResource
 from glimpse.http.zones import ZonesResource
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Histogram
+    from twisted.web.resource import IResource, Resource
+    from twisted.web.server import Request
+
+    from glimpse.http._clock import Clock
+    from glimpse.http.lookup import Context
+    from glimpse.providers.applier import Applier
+    from glimpse.view.topology import Topology
+
 
 class StatusResource(JSONResource):
     """
     ``GET /v1/status``: Glimpse's own health, 503 when it cannot serve.
+
+    :param topology: the :class:`glimpse.view.topology.Topology`.
+    :param clock: ``IReactorTime``, for the views' ages.
     """
 
     isLeaf = True
 
-    def __init__(self, topology, clock):
+    def __init__(self, topology: Topology, clock: Clock) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock
 
-    def render_GET(self, request):
-        zones = {}
+    def render_GET(self, request: Request) -> bytes:
+        """
+        Versions, whether Glimpse serves (its local zone can be served), and
+        each zone's state.
+        """
+        zones: dict[str, dict[str, Any]] = {}
         serving = bool(self._topology.zones)
         for name in sorted(self._topology.zones):
             problem = self._topology.zone_problem(name)
@@ -57,7 +77,10 @@ class V1(JSONResource):
     ``/v1/``.
     """
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> NoReturn:
+        """
+        A 404 that lists where to go.
+        """
         raise HTTPError(404, "not found", "try /v1/lookup/<address>, /v1/topology, "
                         "/v1/status; /v1/openapi.json describes them all")
 
@@ -66,28 +89,36 @@ class Root(JSONResource):
     """
     ``/``: times every request for the latency histogram (streams, which
     last as long as the client stays, excluded).
+
+    :param clock: ``IReactorTime``.
+    :param latency: the HTTP latency histogram, or ``None``.
     """
 
-    def __init__(self, clock, latency):
+    def __init__(self, clock: Clock, latency: Histogram | None) -> None:
         super().__init__()
         self._clock = clock
         self._latency = latency
 
-    def getChildWithDefault(self, path, request):
-        if self._latency is not None:
-            route = (request.postpath[0] if path == b"v1" and request.postpath else path)
-            route = route.decode("ascii", "replace")
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        """
+        The child, as for any resource; the request's time is observed when
+        it finishes (long-polls and streams excepted).
+        """
+        latency = self._latency
+        if latency is not None:
+            segment = request.postpath[0] if path == b"v1" and request.postpath else path
+            route = segment.decode("ascii", "replace")
             if route not in ROUTES:
                 route = "other"
             # Streams and long-polls last as long as they wait: not latency.
             if route != "watch" and b"index" not in request.args:
                 started = self._clock.seconds()
 
-                def observe(_):
-                    self._latency.labels(route, request.method.decode("ascii", "replace")
-                                         if request.method in METHODS else "other",
-                                         str(request.code)).observe(
-                                             self._clock.seconds() - started)
+                def observe(_: object) -> None:
+                    method = (request.method.decode("ascii", "replace")
+                              if request.method in METHODS else "other")
+                    latency.labels(route, method, str(request.code)).observe(
+                        self._clock.seconds() - started)
 
                 request.notifyFinish().addBoth(observe)
         return super().getChildWithDefault(path, request)
@@ -99,7 +130,13 @@ ROUTES = frozenset(["lookup", "topology", "explain", "watch", "status", "zones",
 METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 
-def make_root(api, applier, registry, latency, clock, provider_token=None):
+def _put(parent: Resource, path: bytes, child: Resource) -> None:
+    # A Resource provides IResource, which mypy cannot see (no mypy-zope).
+    parent.putChild(path, cast("IResource", child))
+
+
+def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
+              latency: Histogram | None, clock: Clock, provider_token: str | None = None) -> Root:
     """
     Build the resource tree over parts the composition root made
     (:func:`glimpse.agent.build`); nothing here outlives a request.
@@ -117,16 +154,16 @@ def make_root(api, applier, registry, latency, clock, provider_token=None):
     topology = api.topology
     root = Root(clock, latency)
     v1 = V1()
-    root.putChild(b"v1", v1)
-    root.putChild(b"metrics", MetricsResource(registry))
-    v1.putChild(b"lookup", LookupResource(api))
-    v1.putChild(b"explain", LookupResource(api, "explain"))
+    _put(root, b"v1", v1)
+    _put(root, b"metrics", MetricsResource(registry))
+    _put(v1, b"lookup", LookupResource(api))
+    _put(v1, b"explain", LookupResource(api, "explain"))
     watch = LookupResource(api, "watch")
-    watch.putChild(b"topology", TopologyResource(api, streaming=True))
-    v1.putChild(b"watch", watch)
-    v1.putChild(b"topology", TopologyResource(api))
-    v1.putChild(b"openapi.json", OpenAPIResource())
-    v1.putChild(b"providers", ProvidersResource(applier, provider_token))
-    v1.putChild(b"status", StatusResource(topology, clock))
-    v1.putChild(b"zones", ZonesResource(topology, clock))
+    _put(watch, b"topology", TopologyResource(api, streaming=True))
+    _put(v1, b"watch", watch)
+    _put(v1, b"topology", TopologyResource(api))
+    _put(v1, b"openapi.json", OpenAPIResource())
+    _put(v1, b"providers", ProvidersResource(applier, provider_token))
+    _put(v1, b"status", StatusResource(topology, clock))
+    _put(v1, b"zones", ZonesResource(topology, clock))
     return root

@@ -12,10 +12,8 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from glimpse.consul import ConsulClient
-from glimpse.http.hub import Hub
-from glimpse.http.lookup import Context
-from glimpse.http.root import make_root
-from glimpse.metrics.registry import GlimpseCollector, make_registry
+from glimpse.http import Context, Hub, make_root
+from glimpse.metrics import GlimpseCollector, make_registry
 from glimpse.testing import FakeConsul
 from glimpse.view.history import CheckHistory
 from glimpse.view.topology import Topology
