@@ -8,14 +8,13 @@ each a service or owned by one, so that stopping Glimpse stops them all.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
 from twisted.application import internet, service, strports
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.ssl import Certificate
 from twisted.web.client import (
     Agent,
@@ -23,7 +22,6 @@ from twisted.web.client import (
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from glimpse.config import read_secret
@@ -132,8 +130,7 @@ def http_client(reactor: Any, pool: HTTPConnectionPool, consul_ca: str | None = 
             policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
     else:
         policy = BrowserLikePolicyForHTTPS()
-    # mypy does not see zope interfaces: Agent provides IAgent.
-    return HTTPClient(cast(IAgent, Agent(reactor, contextFactory=policy, pool=pool)))
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
 @attrs.frozen
@@ -227,8 +224,7 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
         api, applier, registry, latency, reactor,
         provider_token=read_secret(options.get("provider-token-file"))))
     for endpoint in options["http"]:
-        strports.service(endpoint, cast(IProtocolFactory, site),
-                         reactor=reactor).setServiceParent(top)
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
     # Last, so that it starts after the others: what they made as they
     # started is frozen too.
     gc_pauses.setServiceParent(top)

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
     from twisted.python.failure import Failure
 
-    from glimpse.http._clock import Clock
     from glimpse.http.follow import Stream
     from glimpse.view.topology import Topology
 
@@ -289,7 +288,7 @@ class Waiter:
     :ivar deferred: fires with the subject; cancelling it ends the wait.
     """
 
-    def __init__(self, subject: Subject, index: int, wait: float, clock: Clock) -> None:
+    def __init__(self, subject: Subject, index: int, wait: float, clock: IReactorTime) -> None:
         self.deferred: Deferred[Subject] = Deferred(lambda _: self._cancelled())
         self._subject = subject
         self._index = index
@@ -332,7 +331,7 @@ class Hub(service.Service):
     :param history: events a subject keeps for resuming streams.
     """
 
-    def __init__(self, topology: Topology, clock: Clock, heartbeat: float = 5.0,
+    def __init__(self, topology: Topology, clock: IReactorTime, heartbeat: float = 5.0,
                  linger: float = 60.0, history: int = 1000) -> None:
         self._topology = topology
         self._clock = clock
@@ -342,8 +341,7 @@ class Hub(service.Service):
         self.subjects: dict[Key, Subject] = {}
         topology.add_listener(self._changed)
         self._loop = LoopingCall(self._beat)
-        # The clock provides IReactorTime, which mypy cannot see (no mypy-zope).
-        self._loop.clock = cast("IReactorTime", clock)
+        self._loop.clock = clock
 
     def startService(self) -> None:
         """

@@ -5,7 +5,7 @@ The resource tree of Glimpse's HTTP API.
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import glimpse
 import twisted
@@ -19,10 +19,10 @@ from glimpse.http.zones import ZonesResource
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Histogram
-    from twisted.web.resource import IResource, Resource
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.web.resource import Resource
     from twisted.web.server import Request
 
-    from glimpse.http._clock import Clock
     from glimpse.http.lookup import Context
     from glimpse.providers.applier import Applier
     from glimpse.view.topology import Topology
@@ -38,7 +38,7 @@ class StatusResource(JSONResource):
 
     isLeaf = True
 
-    def __init__(self, topology: Topology, clock: Clock) -> None:
+    def __init__(self, topology: Topology, clock: IReactorTime) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock
@@ -94,7 +94,7 @@ class Root(JSONResource):
     :param latency: the HTTP latency histogram, or ``None``.
     """
 
-    def __init__(self, clock: Clock, latency: Histogram | None) -> None:
+    def __init__(self, clock: IReactorTime, latency: Histogram | None) -> None:
         super().__init__()
         self._clock = clock
         self._latency = latency
@@ -131,12 +131,12 @@ METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 
 def _put(parent: Resource, path: bytes, child: Resource) -> None:
-    # A Resource provides IResource, which mypy cannot see (no mypy-zope).
-    parent.putChild(path, cast("IResource", child))
+    parent.putChild(path, child)
 
 
 def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
-              latency: Histogram | None, clock: Clock, provider_token: str | None = None) -> Root:
+              latency: Histogram | None, clock: IReactorTime,
+              provider_token: str | None = None) -> Root:
     """
     Build the resource tree over parts the composition root made
     (:func:`glimpse.agent.build`); nothing here outlives a request.

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, write_json
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
     from twisted.web.resource import Resource
     from twisted.web.server import Request
 
-    from glimpse.http._clock import Clock
     from glimpse.view.topology import Topology
 
 
@@ -68,7 +68,7 @@ class ZonesResource(JSONResource):
     :param clock: ``IReactorTime``, for the views' ages.
     """
 
-    def __init__(self, topology: Topology, clock: Clock) -> None:
+    def __init__(self, topology: Topology, clock: IReactorTime) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock
@@ -118,7 +118,7 @@ class ZoneResource(JSONResource):
 
     isLeaf = True
 
-    def __init__(self, topology: Topology, clock: Clock, name: str) -> None:
+    def __init__(self, topology: Topology, clock: IReactorTime, name: str) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock

@@ -12,9 +12,7 @@ from twisted.application import service
 from glimpse.metrics.buckets import STALL_BOUNDS, Buckets
 
 if TYPE_CHECKING:
-    from twisted.internet.base import DelayedCall
-
-    from glimpse.metrics._clock import Clock
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
 class LagProbe(service.Service):
@@ -29,10 +27,10 @@ class LagProbe(service.Service):
     :ivar lags: the :class:`~glimpse.metrics.buckets.Buckets` the probes counted.
     """
 
-    def __init__(self, clock: Clock, interval: float = 0.1) -> None:
+    def __init__(self, clock: IReactorTime, interval: float = 0.1) -> None:
         self._clock = clock
         self._interval = interval
-        self._call: DelayedCall | None = None
+        self._call: IDelayedCall | None = None
         self._due = 0.0
         self.lags = Buckets(STALL_BOUNDS)
 

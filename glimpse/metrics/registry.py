@@ -23,10 +23,11 @@ from prometheus_client.core import (
 from twisted.names import dns
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from glimpse.consul import ConsulClient
     from glimpse.dns.wire import DNSStats
     from glimpse.http.hub import Hub
-    from glimpse.metrics._clock import Clock
     from glimpse.metrics.gcpauses import GCPauses
     from glimpse.metrics.lag import LagProbe
     from glimpse.providers.applier import Applier
@@ -63,7 +64,7 @@ class GlimpseCollector:
     :param gc_pauses: a :class:`glimpse.metrics.gcpauses.GCPauses`, or ``None``.
     """
 
-    def __init__(self, topology: Topology, clock: Clock, consul: ConsulClient | None = None,
+    def __init__(self, topology: Topology, clock: IReactorTime, consul: ConsulClient | None = None,
                  dns_stats: DNSStats | None = None, hub: Hub | None = None,
                  applier: Applier | None = None, dns_flush: Callable[[], object] | None = None,
                  lag: LagProbe | None = None, gc_pauses: GCPauses | None = None) -> None:
