@@ -1,12 +1,20 @@
 """
-A small client for the local Consul agent's HTTP API, on treq.
+A small client for the local Consul agent's HTTP API, on treq: the one
+place that knows Consul's paths, parameters, headers and answer shapes.
+Callers ask for what they need (:meth:`ConsulClient.agent_self`,
+:meth:`ConsulClient.node_services`, ...) and never build a path.
 
 It is given its treq ``HTTPClient`` and a clock, so tests drive it with
 ``StubTreq`` and ``Clock``.  Every failure becomes a :class:`ConsulError`: callers
-never see treq's or Twisted's transport exceptions.
+never see treq's or Twisted's transport exceptions.  :func:`reload_agent`
+is the one blocking request, for the file path, which runs outside any
+reactor.
 """
 
 import json
+import ssl
+import urllib.error
+import urllib.request
 from urllib.parse import quote
 
 import attrs
@@ -73,6 +81,28 @@ class Response:
     content: bytes = attrs.field(default=None, repr=False, eq=False)
 
 
+@attrs.frozen
+class AgentSelf:
+    """
+    What the local agent says of itself (``/v1/agent/self``), as far as
+    Glimpse needs it.
+
+    :ivar datacenter: the agent's datacenter: the local zone.
+    :ivar node: the agent's node name, under which the catalog lists the
+        registrations made on it.
+    """
+
+    datacenter: str
+    node: str
+
+
+#: The header that carries the ACL token.
+TOKEN_HEADER = "X-Consul-Token"
+
+#: The status words of ``PUT /v1/agent/check/<status>/<check id>``.
+CHECK_STATUSES = ("pass", "warn", "fail")
+
+
 def _error_for(status, endpoint, message):
     cls = {403: ConsulDenied, 404: ConsulNotFound}.get(status, ConsulError)
     return cls(endpoint=endpoint, message=message, status=status)
@@ -107,7 +137,7 @@ class ConsulClient:
     def _headers(self):
         headers = {"Accept": ["application/json"]}
         if self._token:
-            headers["X-Consul-Token"] = [self._token]
+            headers[TOKEN_HEADER] = [self._token]
         return headers
 
     def request(self, method, path, params=None, body=None, timeout=None, endpoint=None,
@@ -215,12 +245,22 @@ class ConsulClient:
 
     # The endpoints Glimpse uses, so callers never build paths themselves.
 
-    def datacenter(self):
+    def agent_self(self):
         """
-        The local agent's datacenter: the local zone.
+        What the local agent says of itself: its datacenter (the local zone)
+        and its node name.
+
+        :return: a Deferred firing with an :class:`AgentSelf`.
         """
-        d = self.get("agent/self", endpoint="agent/self")
-        return d.addCallback(lambda r: r.body["Config"]["Datacenter"])
+        def read(response):
+            try:
+                config = response.body["Config"]
+                return AgentSelf(datacenter=config["Datacenter"], node=config["NodeName"])
+            except (KeyError, TypeError):
+                raise ConsulError("agent/self", "the answer has no Config.Datacenter and "
+                                  "Config.NodeName") from None
+
+        return self.get("agent/self", endpoint="agent/self").addCallback(read)
 
     def datacenters(self):
         """
@@ -286,3 +326,75 @@ class ConsulClient:
             f"agent/service/deregister/{quote(service_id, safe='')}",
             endpoint="agent/service/deregister",
         )
+
+    def node_services(self, node, filter_expr=None, index=None, wait=None):
+        """
+        The services the catalog lists on one node, optionally blocking.
+
+        :param node: the node's name (:attr:`AgentSelf.node` for the local
+            agent's).
+        :param filter_expr: a Consul filter expression over the services.
+        :return: a Deferred firing with a :class:`Response` whose ``body`` is
+            the list of services (empty when there are none), unless it is
+            ``unchanged``; failing with :class:`ConsulNotFound` when the
+            catalog does not know the node (yet).
+        """
+        def services(response):
+            if response.unchanged:
+                return response
+            return attrs.evolve(response, body=(response.body or {}).get("Services") or [])
+
+        return self.get(
+            f"catalog/node-services/{quote(node, safe='')}", {"filter": filter_expr},
+            index, wait, endpoint="catalog/node-services",
+        ).addCallback(services)
+
+    def set_check(self, check_id, status, note=None):
+        """
+        Set the status of a TTL check on the local agent.
+
+        :param check_id: the check's ID.
+        :param status: ``pass``, ``warn`` or ``fail``.
+        :param note: the check's output, or ``None`` for none.
+        :raises ValueError: at once, for another status word.
+        """
+        if status not in CHECK_STATUSES:
+            raise ValueError(f"a TTL check's status is one of {', '.join(CHECK_STATUSES)}, "
+                             f"not {status!r}")
+        return self.put(
+            f"agent/check/{status}/{quote(check_id, safe='')}",
+            params={"note": note or None},
+            endpoint=f"agent/check/{status}",
+        )
+
+
+def reload_agent(base_url, token=None, ca=None, timeout=30.0):
+    """
+    ``PUT /v1/agent/reload``, blocking: the agent re-reads its configuration
+    (its config directories among it).  For ``glimpse provide --config-dir``,
+    which runs once per command, outside any reactor: so ``urllib``, not
+    :class:`ConsulClient`.
+
+    :param base_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
+        verified against ``ca`` or the system's trust store.
+    :param token: the ACL token (it needs ``agent:write``), or ``None``.
+    :param ca: PEM file of the CA for an ``https://`` agent, or ``None``.
+    :param timeout: seconds the reload may take.
+    :raises ConsulUnavailable: when the agent could not be asked.
+    :raises ConsulError: when it answered with an error: it refused the new
+        configuration and kept its old one.
+    """
+    request = urllib.request.Request(
+        base_url.rstrip("/") + "/v1/agent/reload", data=b"", method="PUT")
+    if token:
+        request.add_header(TOKEN_HEADER, token)
+    context = ssl.create_default_context(cafile=ca) if base_url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
+            return
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace").strip()
+        raise _error_for(e.code, "agent/reload", detail) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConsulUnavailable("agent/reload", str(reason)) from None

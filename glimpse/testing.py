@@ -75,6 +75,7 @@ class FakeConsul(Resource):
     ``catalog/services`` are set at the start.
 
     :param datacenter: the agent's datacenter.
+    :param node: the agent's node name.
     :param clock: an ``IReactorTime`` to end blocking queries after their
         ``wait`` as Consul does (without its jitter); without one they are
         held until answered by hand.
@@ -83,7 +84,7 @@ class FakeConsul(Resource):
 
     isLeaf = True
 
-    def __init__(self, datacenter="dc1", clock=None):
+    def __init__(self, datacenter="dc1", clock=None, node="node1"):
         super().__init__()
         self._clock = clock
         self.requests = []
@@ -92,7 +93,7 @@ class FakeConsul(Resource):
         self._held = []
         self._failure = None
         self._stalled = False
-        self.set("agent/self", {"Config": {"Datacenter": datacenter}})
+        self.set("agent/self", {"Config": {"Datacenter": datacenter, "NodeName": node}})
         self.set("catalog/datacenters", [datacenter])
         self.set("catalog/services", {"consul": []})
 

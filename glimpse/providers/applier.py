@@ -232,17 +232,15 @@ class Applier:
         deadline = self._clock.seconds() + self._ack_timeout
         if self._node is None:
             # The node's name does not change while the agent runs; asked once.
-            answer = yield self._consul.get("agent/self", endpoint="agent/self")
-            self._node = answer.body["Config"]["NodeName"]
+            self._node = (yield self._consul.agent_self()).node
         node = self._node
-        path, index = f"catalog/node-services/{node}", None
+        index = None
         while True:
             try:
-                response = yield self._consul.get(
-                    path, {"filter": _provider_filter(provider)}, index=index,
-                    wait=index and max(1, int(deadline - self._clock.seconds()) + 1),
-                    endpoint="catalog/node-services")
-                services = (response.body or {}).get("Services") or []
+                response = yield self._consul.node_services(
+                    node, _provider_filter(provider), index=index,
+                    wait=index and max(1, int(deadline - self._clock.seconds()) + 1))
+                services = response.body or []
                 index = response.index or 1
             except ConsulNotFound:
                 # The node is not in the catalog yet (the agent has not
@@ -341,8 +339,7 @@ class Applier:
             raise NoSuchCheck(404, f"provider {provider!r} has no state")
         ids = ttl_check_ids(provider, state, instance, check)
         yield gatherResults(
-            [self._bounded(provider)(self._consul.put, f"agent/check/{status}/{cid}",
-                              params={"note": note or None}, endpoint=f"agent/check/{status}")
+            [self._bounded(provider)(self._consul.set_check, cid, status, note)
              for cid in ids],
             consumeErrors=True).addErrback(lambda f: f.value.subFailure)
         return ids

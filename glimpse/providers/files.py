@@ -3,7 +3,8 @@ The file path for providers: write a provider's state as Consul service
 definitions into the local agent's config directory and reload the agent.
 
 For hosts whose Consul agent reads a config directory (``glimpse provide
---config-dir``).  Blocking, stdlib only (``urllib``): it runs once per
+--config-dir``).  Blocking (the reload is
+:func:`glimpse.consul.reload_agent`, on ``urllib``): it runs once per
 command, outside any reactor.  The state is validated and mapped exactly as
 the HTTP path does it (:mod:`glimpse.providers.state`), and the registrations are
 marked ``Meta["glimpse-source"] = "file"`` so that the HTTP path never
@@ -12,13 +13,11 @@ touches them.
 
 import json
 import os
-import ssl
-import urllib.error
-import urllib.request
 
 import attrs
 
 from glimpse.address import label_problem
+from glimpse.consul import ConsulError, ConsulUnavailable, reload_agent
 from glimpse.providers.state import config_services, validate_state
 from glimpse.providers.store import atomic_write
 
@@ -81,34 +80,6 @@ def render(provider, document):
     return json.dumps(services, indent=1, sort_keys=True).encode("utf-8") + b"\n"
 
 
-def reload_agent(consul_url, token=None, ca=None, timeout=30.0):
-    """
-    ``PUT /v1/agent/reload``: the agent re-reads its config directory.
-
-    :param consul_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
-        verified against ``ca`` or the system's trust store.
-    :param token: the ACL token (needs ``agent:write``), or ``None``.
-    :raises FileProviderError: exit code 3 when unreachable, 1 when the
-        agent refused the new configuration.
-    """
-    request = urllib.request.Request(
-        consul_url.rstrip("/") + "/v1/agent/reload", data=b"", method="PUT")
-    if token:
-        request.add_header("X-Consul-Token", token)
-    context = ssl.create_default_context(cafile=ca) if consul_url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context):
-            return
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace").strip()
-        raise FileProviderError(f"the Consul agent refused to reload (HTTP {e.code}): {detail}")
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise FileProviderError(
-            f"cannot reach the Consul agent at {consul_url} ({reason}); is it running?",
-            EXIT_UNREACHABLE)
-
-
 def provide_to_config_dir(provider, document, config_dir, consul_url, token=None, ca=None):
     """
     Make ``document`` the provider's whole state through the agent's config
@@ -149,13 +120,22 @@ def provide_to_config_dir(provider, document, config_dir, consul_url, token=None
         raise FileProviderError(f"cannot write {path}: {e.strerror}; nothing was changed")
     try:
         reload_agent(consul_url, token, ca)
-    except FileProviderError as e:
+    except ConsulUnavailable as e:
         _restore(path, previous)
-        raise FileProviderError(f"{e.message}; the previous {os.path.basename(path)} "
-                                "was put back", e.exit_code)
+        raise FileProviderError(
+            f"cannot reach the Consul agent at {consul_url} ({e.message}); is it running?"
+            f"{_put_back(path)}", EXIT_UNREACHABLE) from None
+    except ConsulError as e:
+        _restore(path, previous)
+        raise FileProviderError(f"the Consul agent refused to reload (HTTP {e.status}): "
+                                f"{e.message}{_put_back(path)}") from None
     count = len(json.loads(data)["services"])
     return FileResult(True, path, f"provider {provider}: wrote {count} registrations to "
                       f"{path} and reloaded the Consul agent")
+
+
+def _put_back(path):
+    return f"; the previous {os.path.basename(path)} was put back"
 
 
 def _restore(path, previous):

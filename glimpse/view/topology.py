@@ -205,7 +205,10 @@ class Topology:
             self._reachable = reachable
 
     def _refresh_zones(self):
-        d = self._consul.datacenter() if self.local_zone is None else succeed(self.local_zone)
+        if self.local_zone is None:
+            d = self._consul.agent_self().addCallback(lambda agent: agent.datacenter)
+        else:
+            d = succeed(self.local_zone)
 
         def got_local(zone):
             self.local_zone = zone

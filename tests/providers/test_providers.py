@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 
-from glimpse.consul import ConsulUnavailable, Response
+from glimpse.consul import AgentSelf, ConsulUnavailable, Response
 from glimpse.http.providers import ProvidersResource
 from glimpse.providers.applier import Applier, NotAcknowledged, ReconcileService
 from glimpse.providers.state import NoSuchCheck, registrations, validate_state
@@ -53,6 +53,7 @@ class ScriptedConsul:
         self.held = []
         self.hold = False
         self.calls = []
+        self.blocking_unchanged = False
 
     def _write(self, call, effect):
         self.calls.append(call)
@@ -95,17 +96,21 @@ class ScriptedConsul:
         return succeed({sid: s for sid, s in self.agent.items()
                         if provider is None or s["Meta"]["glimpse-provider"] == provider})
 
-    def get(self, path, params=None, index=None, wait=None, endpoint=None):
-        if path == "agent/self":
-            return succeed(Response({"Config": {"NodeName": "n1"}}))
-        provider = params["filter"].split('"')[-2]
+    def agent_self(self):
+        return succeed(AgentSelf(datacenter="dc1", node="n1"))
+
+    def node_services(self, node, filter_expr=None, index=None, wait=None):
+        provider = filter_expr.split('"')[-2]
         services = [s for s in self.catalog.values() if s["Meta"]["glimpse-provider"] == provider]
         if index is not None and wait:
             self.clock.advance(wait)
-        return succeed(Response({"Services": services}, index=1))
+            if self.blocking_unchanged:
+                # The wait ran out with nothing new, as Consul's client says it.
+                return succeed(Response(None, index=index, unchanged=True))
+        return succeed(Response(services, index=1))
 
-    def put(self, path, body=None, params=None, endpoint=None):
-        return self._write(("put", path, (params or {}).get("note")), lambda: None)
+    def set_check(self, check_id, status, note=None):
+        return self._write(("set_check", check_id, status, note), lambda: None)
 
 
 @pytest.fixture
@@ -241,7 +246,7 @@ def test_ttl_pass_through_sets_every_port(applier, consul):
     consul.calls.clear()
     ids = result_of(applier.pass_check("deploy", "a.web.prod.shop", "alive", "pass", "ok"))
     assert ids == ["deploy:shop--prod--web:a:admin:check0", "deploy:shop--prod--web:a:http:check0"]
-    assert [c[1] for c in consul.calls] == [f"agent/check/pass/{i}" for i in ids]
+    assert [c[1:3] for c in consul.calls] == [(i, "pass") for i in ids]
     assert result_of(applier.pass_check("deploy", "a", "check0", "fail")) == ids
     for args, status in [(("a", "check1"), 409), (("a", "nope"), 404), (("zz", "alive"), 404)]:
         with pytest.raises(NoSuchCheck) as e:
