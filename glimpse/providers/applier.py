@@ -234,13 +234,16 @@ class Applier:
             # The node's name does not change while the agent runs; asked once.
             self._node = (yield self._consul.agent_self()).node
         node = self._node
-        index = None
+        index, services = None, []
         while True:
             try:
                 response = yield self._consul.node_services(
                     node, _provider_filter(provider), index=index,
                     wait=index and max(1, int(deadline - self._clock.seconds()) + 1))
-                services = response.body or []
+                if not response.unchanged:
+                    # Unchanged: the wait ran out and the catalog still holds
+                    # what the last answer said (its body is not read).
+                    services = response.body
                 index = response.index or 1
             except ConsulNotFound:
                 # The node is not in the catalog yet (the agent has not

@@ -176,6 +176,20 @@ def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul)
     assert applier._store.pending() == []
 
 
+def test_an_unchanged_catalog_answer_is_not_an_empty_catalog(applier, consul):
+    """
+    A blocking catalog query that ends with nothing new (its wait ran out)
+    does not count as an empty catalog: removing a provider's state that
+    the catalog still shows is not acknowledged, and the state stays.
+    """
+    result_of(applier.apply("deploy", state("a")))
+    consul.sync = False
+    consul.blocking_unchanged = True
+    with pytest.raises(NotAcknowledged):
+        result_of(applier.remove("deploy"))
+    assert applier.state("deploy") == validate_state(state("a"))
+
+
 def test_dry_run_changes_nothing(applier, consul):
     """
     A dry run reports what would change and writes nothing.
