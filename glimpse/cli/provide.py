@@ -7,7 +7,16 @@ directory.
 import json
 import sys
 
-from glimpse.cli.client import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, _quote, fetch, print_json
+from glimpse.cli.client import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    _quote,
+    fetch,
+    print_json,
+)
 from glimpse.config import read_secret
 
 
@@ -65,6 +74,7 @@ def _provide_file(args, document, out, err):
         return EXIT_REFUSED
     except FileProviderError as e:
         err.write(f"glimpse: {e}\n")
-        return e.exit_code
+        # 1 for a failed write or reload, as main's epilog says.
+        return EXIT_UNREACHABLE if e.unreachable else EXIT_NOT_FOUND
     out.write(result.message + "\n")
     return EXIT_OK

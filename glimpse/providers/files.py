@@ -21,12 +21,6 @@ from glimpse.consul import ConsulError, ConsulUnavailable, reload_agent
 from glimpse.providers.state import config_services, validate_state
 from glimpse.providers.store import atomic_write
 
-#: Exit status for a state, write or reload that failed.
-EXIT_FAILED = 1
-#: Exit status when the Consul agent could not be reached.
-EXIT_UNREACHABLE = 3
-
-
 @attrs.frozen
 class FileResult:
     """
@@ -48,12 +42,13 @@ class FileProviderError(Exception):
     The state could not be put in place; nothing changed.
 
     :ivar message: what failed and what to do.
-    :ivar exit_code: ``1`` for a write or reload failure, ``3`` when the
-        Consul agent is unreachable.
+    :ivar unreachable: the Consul agent could not be asked to reload (rather
+        than a bad provider name or directory, a failed write, or a reload
+        the agent refused).
     """
 
     message: str
-    exit_code: int = EXIT_FAILED
+    unreachable: bool = False
 
     def __str__(self):
         return self.message
@@ -124,7 +119,7 @@ def provide_to_config_dir(provider, document, config_dir, consul_url, token=None
         _restore(path, previous)
         raise FileProviderError(
             f"cannot reach the Consul agent at {consul_url} ({e.message}); is it running?"
-            f"{_put_back(path)}", EXIT_UNREACHABLE) from None
+            f"{_put_back(path)}", unreachable=True) from None
     except ConsulError as e:
         _restore(path, previous)
         raise FileProviderError(f"the Consul agent refused to reload (HTTP {e.status}): "

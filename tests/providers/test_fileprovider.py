@@ -109,8 +109,9 @@ def test_two_providers_never_touch_each_other(consul):
 
 def test_failed_reload_keeps_the_previous_file(consul):
     """
-    When the agent refuses to reload, the error says why (exit code 1) and
-    the previous file is back in place; an unreachable agent is exit code 3.
+    When the agent refuses to reload, the error says why and the previous
+    file is back in place; an unreachable agent is told apart (the CLI
+    exits 1 and 3 for them).
     """
     provide(consul, "fp-e", state("rel", ("e-1", "127.0.11.1")))
     path = provider_file(str(consul.config_dir), "fp-e")
@@ -120,7 +121,7 @@ def test_failed_reload_keeps_the_previous_file(consul):
     try:
         with pytest.raises(FileProviderError) as e:
             provide(consul, "fp-e", state("rel", ("e-2", "127.0.11.2")))
-        assert e.value.exit_code == 1 and "refused to reload" in str(e.value)
+        assert not e.value.unreachable and "refused to reload" in str(e.value)
         assert "put back" in str(e.value)
     finally:
         broken.unlink()
@@ -129,7 +130,7 @@ def test_failed_reload_keeps_the_previous_file(consul):
     with pytest.raises(FileProviderError) as e:
         provide_to_config_dir("fp-e", state("rel", ("e-3", "127.0.11.3")),
                               str(consul.config_dir), f"http://127.0.0.1:{port}")
-    assert e.value.exit_code == 3 and "cannot reach" in str(e.value)
+    assert e.value.unreachable and "cannot reach" in str(e.value)
     assert open(path, "rb").read() == before
     assert agent_ids(consul, "fp-e") == ["fp-e:shop--prod--rel:e-1:http"]
 
@@ -172,3 +173,34 @@ def test_cli_provide_with_config_dir(consul, tmp_path):
     code, text = run(state("cli", ("x-2", "127.0.13.2")), f"http://127.0.0.1:{port}")
     assert code == 3 and "cannot reach" in text
     assert agent_ids(consul, "fp-cli") == ["fp-cli:shop--prod--cli:x-1:http"]
+
+
+def test_cli_exit_codes_of_a_failed_file_path(consul, tmp_path):
+    """
+    ``glimpse provide --config-dir`` exits 1 when the reload or the write
+    fails (the agent refused its configuration; a bad provider name), and
+    3 when the agent cannot be reached.
+    """
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state("codes", ("k-1", "127.0.14.1"))))
+    (port,) = free_ports(1)
+
+    def run(provider, consul_url=consul.url):
+        err = io.StringIO()
+        code = main(["provide", "--provider", provider, "--config-dir",
+                     str(consul.config_dir), "--consul", consul_url, str(path)],
+                    io.StringIO(), err)
+        return code, err.getvalue()
+
+    broken = consul.config_dir / "zz-broken.json"
+    broken.write_text("{not json")
+    try:
+        code, text = run("fp-codes")
+    finally:
+        broken.unlink()
+    assert code == 1 and "refused to reload" in text
+    code, text = run("Not A Label")
+    assert code == 1 and "--provider=Not A Label" in text
+    code, text = run("fp-codes", f"http://127.0.0.1:{port}")
+    assert code == 3 and "cannot reach" in text
+    assert agent_ids(consul, "fp-codes") == []
