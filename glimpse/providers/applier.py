@@ -22,15 +22,21 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from glimpse.consul import ConsulNotFound
+from glimpse.mapping import (
+    ANY_PROVIDER,
+    META_HASH,
+    META_PROVIDER,
+    is_file_sourced,
+    provider_filter,
+    registration_hash,
+)
 from glimpse.providers.state import (
     NoSuchCheck,
     diff,
-    is_file_sourced,
     registrations,
     ttl_check_ids,
     validate_state,
 )
-from glimpse.view.model import META_HASH, META_PROVIDER
 
 EMPTY = {"instances": []}
 
@@ -72,15 +78,10 @@ class NotAcknowledged(NotApplied):
     """
 
 
-def _provider_filter(provider):
-    return f'Meta["{META_PROVIDER}"] == "{provider}"'
-
-
 def _hashes(services):
     # The file path's registrations carry the same provider meta; they are
     # the agent's config files' business, never the HTTP path's.
-    return {s["ID"]: (s.get("Meta") or {}).get(META_HASH)
-            for s in services if not is_file_sourced(s)}
+    return {s["ID"]: registration_hash(s) for s in services if not is_file_sourced(s)}
 
 
 def _wanted(desired):
@@ -161,7 +162,7 @@ class Applier:
         return self._lock(provider).run(self._apply, provider, EMPTY, False, forget=True)
 
     def _current(self, provider):
-        d = self._consul.agent_services(_provider_filter(provider))
+        d = self._consul.agent_services(provider_filter(provider))
         return d.addCallback(lambda services: {
             sid: s for sid, s in services.items() if not is_file_sourced(s)})
 
@@ -238,7 +239,7 @@ class Applier:
         while True:
             try:
                 response = yield self._consul.node_services(
-                    node, _provider_filter(provider), index=index,
+                    node, provider_filter(provider), index=index,
                     wait=index and max(1, int(deadline - self._clock.seconds()) + 1))
                 if not response.unchanged:
                     # Unchanged: the wait ran out and the catalog still holds
@@ -313,12 +314,12 @@ class Applier:
         if not names:
             # Nothing acknowledged, nothing half-done: no request at all.
             return []
-        services = yield self._consul.agent_services(f'"{META_PROVIDER}" in Meta')
+        services = yield self._consul.agent_services(ANY_PROVIDER)
         held = {}
         for service in services.values():
             if not is_file_sourced(service):
                 held.setdefault(service["Meta"][META_PROVIDER], {})[service["ID"]] = (
-                    service["Meta"].get(META_HASH))
+                    registration_hash(service))
         todo = [p for p in sorted(names)
                 if p in pending
                 or held.get(p, {}) != self._acknowledged_hashes(p)]

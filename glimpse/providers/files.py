@@ -21,6 +21,7 @@ from glimpse.consul import ConsulError, ConsulUnavailable, reload_agent
 from glimpse.providers.state import config_services, validate_state
 from glimpse.providers.store import atomic_write
 
+
 @attrs.frozen
 class FileResult:
     """

@@ -6,34 +6,40 @@ Validation collects every problem with its JSON path, so a provider can fix
 all of them at once; a state with any problem is rejected whole.
 """
 
-import hashlib
 import ipaddress
-import json
 import re
 from urllib.parse import urlsplit
 
 import attrs
 
-from glimpse.address import consul_service_name, label_problem
+from glimpse.address import label_problem
 from glimpse.duration import InvalidDuration, parse_duration
-from glimpse.view.model import (
+from glimpse.mapping import (
+    CONSUL_META_PREFIX,
+    DRAINING,
     META_DRAIN,
     META_HASH,
     META_INSTANCE,
     META_PORT,
     META_PREFIX,
     META_PROVIDER,
+    META_SOURCE,
+    OWN_META_KEYS,
+    SOURCE_FILE,
+    check_id,
+    consul_service_name,
+    fingerprint,
+    port_tags,
+    registration_hash,
+    registration_id,
 )
 
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta", "drain"}
 _CHECK_KINDS = ("http", "tcp", "ttl", "grpc")
 _CHECK_KEYS = {"http", "tcp", "ttl", "grpc", "interval", "timeout", "deregister_after", "name"}
-#: Consul allows 64 meta keys; Glimpse's own take this many.
-_OWN_META = 6
-#: Meta key marking registrations the file path wrote into the agent's
-#: config dir, which the HTTP path must never touch (and vice versa).
-META_SOURCE = "glimpse-source"
+#: Consul allows 64 meta keys; Glimpse's own take some of them.
+_MAX_PROVIDER_META = 64 - len(OWN_META_KEYS)
 MAX_INSTANCES = 10000
 
 
@@ -148,12 +154,12 @@ def _validate_instance(inst, path, problems):
     if not isinstance(meta, dict):
         problems.append((f"{path}.meta", "meta is an object of strings"))
     else:
-        if len(meta) > 64 - _OWN_META:
-            problems.append((f"{path}.meta", f"at most {64 - _OWN_META} keys"))
+        if len(meta) > _MAX_PROVIDER_META:
+            problems.append((f"{path}.meta", f"at most {_MAX_PROVIDER_META} keys"))
         for key, value in meta.items():
-            if not _META_KEY.match(key) or key.startswith((META_PREFIX, "consul-")):
+            if not _META_KEY.match(key) or key.startswith((META_PREFIX, CONSUL_META_PREFIX)):
                 problems.append((f"{path}.meta.{key}", "keys are 1-128 of A-Z a-z 0-9 _ -, "
-                                 "not starting with 'glimpse-' or 'consul-'"))
+                                 f"not starting with '{META_PREFIX}' or '{CONSUL_META_PREFIX}'"))
             if not isinstance(value, str) or len(value) > 512:
                 problems.append((f"{path}.meta.{key}", "values are strings of at most 512 characters"))
     if "drain" in inst and not isinstance(inst["drain"], bool):
@@ -215,13 +221,13 @@ def service_id(provider, inst, port_name):
     another's.
     """
     job = consul_service_name(inst["product"], inst["env"], inst["job"])
-    return f"{provider}:{job}:{inst['instance']}:{port_name}"
+    return registration_id(provider, job, inst["instance"], port_name)
 
 
 def _check_definition(sid, index, check):
     kind = next(k for k in _CHECK_KINDS if k in check)
     definition = {
-        "CheckID": f"{sid}:check{index}",
+        "CheckID": check_id(sid, index),
         "Name": check.get("name") or f"{kind} {check[kind]}",
     }
     definition[kind.upper()] = check[kind]
@@ -242,9 +248,10 @@ def registrations(provider, state, source=None):
 
     :param provider: the provider's name.
     :param state: a state from :func:`validate_state`.
-    :param source: ``None`` for the HTTP path; ``"file"`` for the file path,
-        marked in ``Meta["glimpse-source"]`` so that each path leaves the
-        other's registrations alone.
+    :param source: ``None`` for the HTTP path;
+        :data:`glimpse.mapping.SOURCE_FILE` for the file path, marked in
+        ``Meta["glimpse-source"]`` so that each path leaves the other's
+        registrations alone.
     """
     out = {}
     for inst in state["instances"]:
@@ -257,21 +264,20 @@ def registrations(provider, state, source=None):
                 META_PORT: port_name,
             })
             if inst["drain"]:
-                meta[META_DRAIN] = "true"
+                meta[META_DRAIN] = DRAINING
             if source:
                 meta[META_SOURCE] = source
             definition = {
                 "ID": sid,
                 "Name": consul_service_name(inst["product"], inst["env"], inst["job"]),
-                "Tags": [port_name],
+                "Tags": port_tags(port_name),
                 "Port": port,
                 "Meta": meta,
                 "Checks": [_check_definition(sid, i, c) for i, c in enumerate(inst["checks"])],
             }
             if "address" in inst:
                 definition["Address"] = inst["address"]
-            digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-            definition["Meta"][META_HASH] = digest[:16]
+            definition["Meta"][META_HASH] = fingerprint(definition)
             out[sid] = definition
     return out
 
@@ -289,21 +295,12 @@ def diff(desired, current):
     for sid, definition in sorted(desired.items()):
         if sid not in current:
             add.append(sid)
-        elif (current[sid].get("Meta") or {}).get(META_HASH) != definition["Meta"][META_HASH]:
+        elif registration_hash(current[sid]) != definition["Meta"][META_HASH]:
             change.append(sid)
         else:
             unchanged.append(sid)
     remove = sorted(set(current) - set(desired))
     return add, change, remove, unchanged
-
-
-def is_file_sourced(service):
-    """
-    Whether an agent or catalog service was written by the file path.
-
-    :param service: a service as ``/v1/agent/services`` or the catalog show it.
-    """
-    return (service.get("Meta") or {}).get(META_SOURCE) == "file"
 
 
 #: API field -> config-file field, for service definitions and checks.
@@ -331,7 +328,7 @@ def config_services(provider, state):
             out[_CONFIG_KEYS[key]] = value
         return out
 
-    regs = registrations(provider, state, source="file")
+    regs = registrations(provider, state, source=SOURCE_FILE)
     return {"services": [spell(regs[sid]) for sid in sorted(regs)]}
 
 
@@ -386,4 +383,4 @@ def ttl_check_ids(provider, state, instance, check):
     index = found[0]
     if "ttl" not in inst["checks"][index]:
         raise NoSuchCheck(409, f"check {check!r} is not a ttl check: Consul runs it itself")
-    return [f"{service_id(provider, inst, port)}:check{index}" for port in inst["ports"]]
+    return [check_id(service_id(provider, inst, port), index) for port in inst["ports"]]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from twisted.logger import Logger
 
-from glimpse.address import consul_service_name
+from glimpse.mapping import consul_service_name
 
 log = Logger()
 

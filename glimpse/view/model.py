@@ -5,15 +5,14 @@ Consul's health API answers.  Pure: no I/O.
 
 import attrs
 
-from glimpse.address import split_consul_service
-
-#: Meta keys Glimpse writes on every registration (see docs/consul-mapping.md).
-META_PREFIX = "glimpse-"
-META_PROVIDER = "glimpse-provider"
-META_INSTANCE = "glimpse-instance"
-META_PORT = "glimpse-port"
-META_HASH = "glimpse-hash"
-META_DRAIN = "glimpse-drain"
+from glimpse.mapping import (
+    META_INSTANCE,
+    META_PORT,
+    META_PROVIDER,
+    is_draining,
+    is_own_meta_key,
+    split_consul_service,
+)
 
 PASSING = "passing"
 
@@ -141,10 +140,10 @@ def instance_from_entry(entry):
             ip=service.get("Address") or node["Address"],
             port=int(service["Port"]),
             meta=tuple(
-                sorted((k, v) for k, v in meta.items() if not k.startswith(META_PREFIX))
+                sorted((k, v) for k, v in meta.items() if not is_own_meta_key(k))
             ),
             checks=checks,
-            drain=meta.get(META_DRAIN) == "true",
+            drain=is_draining(meta),
         )
     except (AttributeError, KeyError, TypeError, ValueError):
         return None

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from glimpse.address import split_consul_service
 from glimpse.consul import ConsulError
+from glimpse.mapping import split_consul_service
 from glimpse.view.model import instances_from_health
 from glimpse.view.watch import BlockingWatch
 

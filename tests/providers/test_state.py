@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from glimpse.mapping import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
 from glimpse.providers.state import (
     InvalidState,
     NoSuchCheck,
@@ -21,7 +22,6 @@ from glimpse.providers.state import (
     ttl_check_ids,
     validate_state,
 )
-from glimpse.view.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
 
 
 def web(instance="web-1", **extra):
