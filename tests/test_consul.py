@@ -179,7 +179,7 @@ def test_unknown_path_not_found(h):
     """
     A path Consul does not know is a :class:`ConsulNotFound`.
     """
-    assert isinstance(h.result(h.client.get("agent/nothing")), ConsulNotFound)
+    assert isinstance(h.result(h.client.node_services("nowhere")), ConsulNotFound)
 
 
 def test_not_json(h):
