@@ -61,7 +61,7 @@ def main():
     clock = Clock()
     topology = Topology(consul=None, clock=clock)
     before = rss_mb()
-    topology._zones_fresh.ok()
+    topology.zones_fresh.ok()
     zone = topology.zones["ams"] = ZoneView("ams")
     zone.fresh.ok()
     for j in range(JOBS):
