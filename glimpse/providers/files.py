@@ -13,13 +13,41 @@ touches them.
 
 import json
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from glimpse.address import label_problem
 from glimpse.consul import ConsulError, ConsulUnavailable, reload_agent
-from glimpse.providers.state import config_services, validate_state
+from glimpse.mapping import SOURCE_FILE
+from glimpse.providers.state import Document, registrations, validate_state
 from glimpse.providers.store import atomic_write
+
+#: API field -> config-file field, for service definitions and checks.
+_CONFIG_KEYS = {
+    "ID": "id", "Name": "name", "Tags": "tags", "Port": "port", "Address": "address",
+    "Meta": "meta", "Checks": "checks", "CheckID": "id", "HTTP": "http", "TCP": "tcp",
+    "TTL": "ttl", "GRPC": "grpc", "Interval": "interval", "Timeout": "timeout",
+    "DeregisterCriticalServiceAfter": "deregister_critical_service_after",
+}
+
+
+def config_services(provider: str, state: Mapping[str, Any]) -> dict[str, list[Document]]:
+    """
+    A state as a Consul agent config file: ``{"services": [...]}`` with the
+    same registrations as the HTTP path, in the config file's spelling.
+
+    :param provider: the provider's name.
+    :param state: a state from :func:`glimpse.providers.state.validate_state`.
+    :return: the file's document.
+    """
+    def spell(definition: Mapping[str, Any]) -> Document:
+        return {_CONFIG_KEYS[key]: [spell(c) for c in value] if key == "Checks" else value
+                for key, value in definition.items()}
+
+    regs = registrations(provider, state, source=SOURCE_FILE)
+    return {"services": [spell(regs[sid]) for sid in sorted(regs)]}
 
 
 @attrs.frozen
@@ -51,14 +79,19 @@ class FileProviderError(Exception):
     message: str
     unreachable: bool = False
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
-def provider_file(config_dir, provider):
+def provider_file(config_dir: str, provider: str) -> str:
     """
-    The path of a provider's file: ``<config_dir>/glimpse-provider-<provider>.json``,
-    one per provider, so that providers never touch each other's files.
+    The path of a provider's file, one per provider, so that providers never
+    touch each other's files.
+
+    :param config_dir: the agent's config directory.
+    :param provider: the provider's name.
+    :return: ``<config_dir>/glimpse-provider-<provider>.json``.
+    :raises FileProviderError: when the name is not a DNS label.
     """
     problem = label_problem(provider, "provider name")
     if problem:
@@ -66,17 +99,21 @@ def provider_file(config_dir, provider):
     return os.path.join(config_dir, f"glimpse-provider-{provider}.json")
 
 
-def render(provider, document):
+def render(provider: str, document: object) -> bytes:
     """
-    Validate a state and render its config file (bytes).
+    Validate a state and render its config file.
 
+    :param provider: the provider's name.
+    :param document: the decoded JSON state.
+    :return: the file's content.
     :raises glimpse.providers.state.InvalidState: listing every problem.
     """
     services = config_services(provider, validate_state(document))
     return json.dumps(services, indent=1, sort_keys=True).encode("utf-8") + b"\n"
 
 
-def provide_to_config_dir(provider, document, config_dir, consul_url, token=None, ca=None):
+def provide_to_config_dir(provider: str, document: object, config_dir: str, consul_url: str,
+                          token: str | None = None, ca: str | None = None) -> FileResult:
     """
     Make ``document`` the provider's whole state through the agent's config
     directory.  Blocking.
@@ -107,13 +144,14 @@ def provide_to_config_dir(provider, document, config_dir, consul_url, token=None
     except FileNotFoundError:
         previous = None
     except OSError as e:
-        raise FileProviderError(f"cannot read {path}: {e.strerror}")
+        raise FileProviderError(f"cannot read {path}: {e.strerror}") from None
     if previous == data:
         return FileResult(False, path, f"provider {provider}: unchanged, nothing to do")
     try:
         atomic_write(path, data)
     except OSError as e:
-        raise FileProviderError(f"cannot write {path}: {e.strerror}; nothing was changed")
+        raise FileProviderError(
+            f"cannot write {path}: {e.strerror}; nothing was changed") from None
     try:
         reload_agent(consul_url, token, ca)
     except ConsulUnavailable as e:
@@ -130,11 +168,11 @@ def provide_to_config_dir(provider, document, config_dir, consul_url, token=None
                       f"{path} and reloaded the Consul agent")
 
 
-def _put_back(path):
+def _put_back(path: str) -> str:
     return f"; the previous {os.path.basename(path)} was put back"
 
 
-def _restore(path, previous):
+def _restore(path: str, previous: bytes | None) -> None:
     # The agent kept its old configuration when the reload failed; the
     # directory must say the same, or the next reload would pick it up.
     if previous is None:

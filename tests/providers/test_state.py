@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 
 from glimpse.mapping import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
+from glimpse.providers.files import config_services
 from glimpse.providers.state import (
     InvalidState,
     NoSuchCheck,
-    config_services,
     diff,
     instance_ref,
     registrations,
