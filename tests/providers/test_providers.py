@@ -159,7 +159,7 @@ def test_different_providers_do_not_wait_for_each_other(applier, consul):
     assert result_of(stuck).added
 
 
-def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul):
+def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul, tmp_path):
     """
     When the catalog never shows the new state, the apply fails with
     NotAcknowledged after the deadline, the previous acknowledged state is
@@ -173,7 +173,7 @@ def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul)
     assert sorted(consul.agent) == ["deploy:shop--prod--web:a:admin",
                                     "deploy:shop--prod--web:a:http"]
     assert applier.state("deploy") == validate_state(state("a"))
-    assert applier._store.pending() == []
+    assert ProviderStore(str(tmp_path)).pending() == []
 
 
 def test_an_unchanged_catalog_answer_is_not_an_empty_catalog(applier, consul):
@@ -239,13 +239,13 @@ def test_reconcile_after_agent_restart_restores_acknowledged(applier, consul):
     acknowledged state, and a failing round does not stop the next.
     """
     result_of(applier.apply("deploy", state("a")))
-    service = ReconcileService(applier, applier._clock, interval=5)
+    service = ReconcileService(applier, consul.clock, interval=5)
     service.startService()
     consul.down = True
-    applier._clock.advance(5)
+    consul.clock.advance(5)
     consul.down = False
     consul.agent.clear()
-    applier._clock.advance(5)
+    consul.clock.advance(5)
     assert sorted(consul.agent) == sorted(registrations("deploy", validate_state(state("a"))))
     service.stopService()
 
