@@ -169,7 +169,7 @@ def test_register_and_deregister(h):
     assert (deregister.method, deregister.path) == ("PUT", "agent/service/deregister/p%3Ax")
 
 
-@pytest.mark.parametrize("status, error", [
+@pytest.mark.parametrize(("status", "error"), [
     (403, ConsulDenied),
     (404, ConsulNotFound),
     (500, ConsulError),

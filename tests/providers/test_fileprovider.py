@@ -6,9 +6,9 @@ reads a config directory, with a real Glimpse answering DNS from it.
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
-from support import a_addresses, ask, wait_until
 from twisted.names import dns
 
 from glimpse.cli.main import main
@@ -16,6 +16,8 @@ from glimpse.dev.consul import free_ports
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.files import FileProviderError, provide_to_config_dir, provider_file
 from glimpse.providers.state import InvalidState
+
+from support import a_addresses, ask, wait_until
 
 ZONE = "glimpse.test"
 
@@ -84,11 +86,11 @@ def test_invalid_state_changes_nothing(consul):
     """
     provide(consul, "fp-b", state("inv", ("i-1", "127.0.9.1")))
     path = provider_file(str(consul.config_dir), "fp-b")
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     with pytest.raises(InvalidState) as e:
         provide(consul, "fp-b", {"instances": [{"product": "shop"}]})
     assert "$.instances[0].ports" in str(e.value)
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert agent_ids(consul, "fp-b") == ["fp-b:shop--prod--inv:i-1:http"]
 
 
@@ -115,7 +117,7 @@ def test_failed_reload_keeps_the_previous_file(consul):
     """
     provide(consul, "fp-e", state("rel", ("e-1", "127.0.11.1")))
     path = provider_file(str(consul.config_dir), "fp-e")
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     broken = consul.config_dir / "zz-broken.json"
     broken.write_text("{not json")
     try:
@@ -125,13 +127,13 @@ def test_failed_reload_keeps_the_previous_file(consul):
         assert "put back" in str(e.value)
     finally:
         broken.unlink()
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     (port,) = free_ports(1)
     with pytest.raises(FileProviderError) as e:
         provide_to_config_dir("fp-e", state("rel", ("e-3", "127.0.11.3")),
                               str(consul.config_dir), f"http://127.0.0.1:{port}")
     assert e.value.unreachable and "cannot reach" in str(e.value)
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert agent_ids(consul, "fp-e") == ["fp-e:shop--prod--rel:e-1:http"]
 
 

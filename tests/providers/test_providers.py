@@ -12,7 +12,6 @@ import json
 import os
 
 import pytest
-from support import result_of
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -25,6 +24,8 @@ from glimpse.providers.applier import Applier, NotAcknowledged, ReconcileService
 from glimpse.providers.state import NoSuchCheck, registrations, validate_state
 from glimpse.providers.store import ProviderStore
 from glimpse.tap import Options
+
+from support import result_of
 
 
 def state(*names, ttl=False):
@@ -136,7 +137,7 @@ def test_same_provider_applies_in_arrival_order(applier, consul):
     assert [c[0] for c in consul.calls] == ["register", "register"]
     for _ in range(3):
         consul.release()
-    first, second, third = (result_of(d) for d in results)
+    _first, second, third = (result_of(d) for d in results)
     assert second.removed == ["deploy:shop--prod--web:a:admin", "deploy:shop--prod--web:a:http"]
     assert third.removed == ["deploy:shop--prod--web:b:admin", "deploy:shop--prod--web:b:http"]
     assert sorted(consul.catalog) == ["deploy:shop--prod--web:c:admin",
@@ -268,7 +269,10 @@ def test_ttl_pass_through_sets_every_port(applier, consul):
         assert e.value.status == status
 
 
-def request(method, path, client=IPv4Address("TCP", "127.0.0.1", 5555), token=None, body=b""):
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 5555)
+
+
+def request(method, path, client=LOOPBACK, token=None, body=b""):
     """
     A DummyRequest for the providers resource, from ``client``.
     """
@@ -297,7 +301,7 @@ def render(resource, req):
     return req.responseCode or 200, json.loads(b"".join(req.written))
 
 
-@pytest.mark.parametrize("client, allowed", [
+@pytest.mark.parametrize(("client", "allowed"), [
     (IPv4Address("TCP", "127.0.0.1", 1), True),
     (IPv4Address("TCP", "10.1.2.3", 1), False),
     (UNIXAddress(b"/run/glimpse.sock"), True),

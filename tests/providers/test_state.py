@@ -231,7 +231,7 @@ def test_good_checks(check):
     assert validate_state({"instances": [web(checks=[check])]})
 
 
-@pytest.mark.parametrize("check, path, message", [
+@pytest.mark.parametrize(("check", "path", "message"), [
     ({"http": "ftp://10.0.0.1/", "interval": "5s"}, "http",
      "'ftp://10.0.0.1/' is not an http:// or https:// URL"),
     ({"http": "http:///health", "interval": "5s"}, "http",
