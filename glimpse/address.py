@@ -12,6 +12,8 @@ node of the tree (``<product>.<zone>``, ``<env>.<product>.<zone>``,
 ``<hex-ip>.addr.<zone>`` that Glimpse resolves itself.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import re
 
@@ -34,7 +36,7 @@ class InvalidName(ValueError):
     """
 
 
-def label_problem(value, field):
+def label_problem(value: object, field: str) -> str | None:
     """
     Say what is wrong with one field of an address, or nothing.
 
@@ -56,7 +58,7 @@ def label_problem(value, field):
     return None
 
 
-def normalize_zone(dns_zone):
+def normalize_zone(dns_zone: str) -> str:
     """
     The canonical form of a DNS zone name: lower case, no trailing dot.
 
@@ -84,33 +86,33 @@ class Address:
     zone: str
 
     @property
-    def consul_service(self):
+    def consul_service(self) -> str:
         """
         The Consul service name that holds this job's registrations.
         """
         return consul_service_name(self.product, self.env, self.job)
 
-    def relative(self):
+    def relative(self) -> str:
         """
         The address without the DNS zone: ``http.web.prod.shop.ams``.
         """
         return ".".join((self.service, self.job, self.env, self.product, self.zone))
 
-    def fqdn(self, dns_zone):
+    def fqdn(self, dns_zone: str) -> str:
         """
         The fully qualified DNS name, with the trailing dot.
         """
         return f"{self.relative()}.{dns_zone}."
 
 
-def consul_service_name(product, env, job):
+def consul_service_name(product: str, env: str, job: str) -> str:
     """
     The Consul service name for a job: ``<product>--<env>--<job>``.
     """
     return SEPARATOR.join((product, env, job))
 
 
-def split_consul_service(name):
+def split_consul_service(name: str) -> tuple[str, str, str] | None:
     """
     The (product, env, job) of a Consul service name, or ``None`` when the
     name is not one Glimpse wrote (e.g. Consul's own ``consul`` service).
@@ -118,12 +120,12 @@ def split_consul_service(name):
     parts = name.split(SEPARATOR)
     if len(parts) != 3:
         return None
-    if any(label_problem(p, f) for p, f in zip(parts, ("product", "env", "job"))):
+    if any(label_problem(p, f) for p, f in zip(parts, ("product", "env", "job"), strict=True)):
         return None
-    return tuple(parts)
+    return parts[0], parts[1], parts[2]
 
 
-def relative_labels(name, dns_zone):
+def relative_labels(name: str, dns_zone: str) -> list[str] | None:
     """
     The labels of ``name`` below ``dns_zone``, outermost first
     (``zone, product, env, ...``), lower-cased.
@@ -143,7 +145,7 @@ def relative_labels(name, dns_zone):
     return list(reversed(head.split(".")))
 
 
-def parse_address(text, dns_zone, wildcard=False):
+def parse_address(text: str, dns_zone: str, wildcard: bool = False) -> Address:
     """
     Parse an address as HTTP clients write it: with or without the DNS zone
     and the trailing dot, any case.
@@ -163,7 +165,7 @@ def parse_address(text, dns_zone, wildcard=False):
     zone, product, env, job, service = labels
     if zone == "*":
         raise InvalidName("the zone of an address cannot be '*': name one zone")
-    fields = dict(service=service, job=job, env=env, product=product, zone=zone)
+    fields = {"service": service, "job": job, "env": env, "product": product, "zone": zone}
     for field, value in fields.items():
         if wildcard and value == "*":
             continue
@@ -173,7 +175,7 @@ def parse_address(text, dns_zone, wildcard=False):
     return Address(**fields)
 
 
-def target_name(zone, ip, dns_zone):
+def target_name(zone: str, ip: str, dns_zone: str) -> str:
     """
     The SRV target name Glimpse gives an instance IP: ``<hex>.addr.<zone>``.
     """
@@ -181,7 +183,7 @@ def target_name(zone, ip, dns_zone):
     return f"{packed.hex()}.{TARGET_LABEL}.{zone}.{dns_zone}."
 
 
-def parse_target_label(label):
+def parse_target_label(label: str) -> str | None:
     """
     The IP address encoded in the first label of a target name, or ``None``.
     """

@@ -1,10 +1,21 @@
 """
-Composition: the Consul client, the topology view, the DNS server and the
-HTTP API, each given the one reactor.
+The composition root: the one place that builds Glimpse's long-lived parts
+(the Consul client, the view, the DNS server, the write side, the HTTP API
+and its subscriptions, the metrics), gives each the one reactor, and makes
+each a service or owned by one, so that stopping Glimpse stops them all.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import attrs
+from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
 from twisted.application import internet, service, strports
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.ssl import Certificate
 from twisted.web.client import (
     Agent,
@@ -12,6 +23,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
+from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from glimpse.config import read_secret
@@ -20,11 +32,15 @@ from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
 from glimpse.dns.udpport import FastUDPServer
+from glimpse.http.hub import Hub
+from glimpse.http.lookup import Context
 from glimpse.http.root import make_root
 from glimpse.metrics.gcpauses import GCPauses
 from glimpse.metrics.lag import LagProbe
+from glimpse.metrics.registry import GlimpseCollector, make_registry
 from glimpse.providers.applier import Applier, ReconcileService
 from glimpse.providers.store import ProviderStore
+from glimpse.view.history import CheckHistory
 from glimpse.view.topology import Topology
 
 
@@ -34,8 +50,10 @@ class QuietSite(Site):
     requests.
     """
 
-    def log(self, request):
-        pass
+    def log(self, request: object) -> None:
+        """
+        Log nothing.
+        """
 
 
 class TopologyService(service.Service):
@@ -43,16 +61,22 @@ class TopologyService(service.Service):
     Starts and stops the view's watches with the application.
     """
 
-    def __init__(self, topology):
-        self.topology = topology
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
 
-    def startService(self):
+    def startService(self) -> None:
+        """
+        Start the watches.
+        """
         super().startService()
-        self.topology.start()
+        self._topology.start()
 
-    def stopService(self):
+    def stopService(self) -> None:
+        """
+        Stop every watch.
+        """
         super().stopService()
-        self.topology.stop()
+        self._topology.stop()
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -65,33 +89,101 @@ class _QuietPool(HTTPConnectionPool):
     _factory = _QuietClientFactory
 
 
-def http_client(reactor, consul_ca=None):
+class ConsulConnections(service.Service):
     """
-    A treq client for Consul: persistent connections (not logged one by
-    one), and TLS verified against the system's trust store or ``consul_ca``.
+    The connections to the Consul agent: on stop, every request under way
+    is cancelled and every kept-alive connection closed.
+
+    :param consul: the :class:`glimpse.consul.ConsulClient`.
+    :param pool: its connection pool.
+    """
+
+    def __init__(self, consul: ConsulClient, pool: HTTPConnectionPool) -> None:
+        self._consul = consul
+        self._pool = pool
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Cancel what is under way and close the connections.
+        """
+        super().stopService()
+        self._consul.close()
+        return self._pool.closeCachedConnections()
+
+
+def consul_pool(reactor: Any) -> HTTPConnectionPool:
+    """
+    The persistent connections to the Consul agent, not logged one by one.
     """
     pool = _QuietPool(reactor, persistent=True)
     # Blocking queries each hold a connection; let them all stay open.
     pool.maxPersistentPerHost = 64
     pool.retryAutomatically = False
+    return pool
+
+
+def http_client(reactor: Any, pool: HTTPConnectionPool, consul_ca: str | None = None) -> HTTPClient:
+    """
+    A treq client for Consul over ``pool``, TLS verified against the
+    system's trust store or ``consul_ca``.
+    """
     if consul_ca:
         with open(consul_ca, "rb") as f:
             policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
     else:
         policy = BrowserLikePolicyForHTTPS()
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    # mypy does not see zope interfaces: Agent provides IAgent.
+    return HTTPClient(cast(IAgent, Agent(reactor, contextFactory=policy, pool=pool)))
 
 
-def build_agent(reactor, options):
+@attrs.frozen
+class Glimpse:
     """
-    Build the application's services.
+    Every long-lived part of one Glimpse, built by :func:`build` and owned
+    by its ``service``: starting the service starts them all, stopping it
+    stops them all (watches cancelled, streams closed, timers gone).
 
-    :return: a ``MultiService``; its ``.topology``, ``.consul`` and
-        ``.dns_factory`` are kept for tests and benchmarks.
+    :ivar service: the ``MultiService`` twistd runs.
+    :ivar consul: the Consul client.
+    :ivar topology: the view (the read side).
+    :ivar dns: the DNS server factory (twisted.names' side, and its stats).
+    :ivar dns_udp: the fast path on the UDP port.
+    :ivar applier: the provider states' applier (the write side).
+    :ivar checks: when each check last changed, as Glimpse saw it.
+    :ivar hub: the HTTP API's subscriptions.
+    :ivar registry: the Prometheus registry ``/metrics`` serves.
+    :ivar site: the HTTP API's site.
+    """
+
+    service: service.MultiService
+    consul: ConsulClient
+    topology: Topology
+    dns: GlimpseServerFactory
+    dns_udp: FastDatagramProtocol
+    applier: Applier
+    checks: CheckHistory
+    hub: Hub
+    registry: CollectorRegistry
+    site: Site
+
+
+def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
+    """
+    Build every part of Glimpse on ``reactor``: the one place that does.
+
+    :param reactor: the reactor everything runs on (a
+        ``MemoryReactorClock`` in tests).
+    :param options: a parsed :class:`glimpse.tap.Options` (or a dict with
+        the same keys).
+    :return: a :class:`Glimpse`.
     """
     top = service.MultiService()
-    consul = ConsulClient(http_client(reactor, options["consul-ca"]), options["consul"],
+    pool = consul_pool(reactor)
+    consul = ConsulClient(http_client(reactor, pool, options["consul-ca"]), options["consul"],
                           reactor, token=read_secret(options["consul-token-file"]))
+    # Stopped last (services stop in reverse order): what the others
+    # leave under way as they stop is cancelled, then the connections go.
+    ConsulConnections(consul, pool).setServiceParent(top)
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
                         idle_timeout=options["idle-timeout"],
                         zones_interval=options["zones-interval"])
@@ -120,18 +212,25 @@ def build_agent(reactor, options):
     lag = LagProbe(reactor)
     lag.setServiceParent(top)
     gc_pauses = GCPauses()
-    site = QuietSite(make_root(topology, applier, options["dns-zone"], reactor,
-                               provider_token=read_secret(options.get("provider-token-file")),
-                               consul=consul, dns_stats=factory.stats,
-                               dns_flush=dns_udp.flush_stats,
-                               lookup_cap=options.get("lookup-cap", 1000), lag=lag,
-                               gc_pauses=gc_pauses))
+
+    # The view calls its listeners in order: the check history must have
+    # recorded a change before the hub recomputes the answers that show it.
+    checks = CheckHistory(topology, reactor)
+    hub = Hub(topology, reactor)
+    hub.setServiceParent(top)
+    registry, latency = make_registry(GlimpseCollector(
+        topology, reactor, consul=consul, dns_stats=factory.stats, hub=hub, applier=applier,
+        dns_flush=dns_udp.flush_stats, lag=lag, gc_pauses=gc_pauses))
+    api = Context(topology, hub, checks, options["dns-zone"],
+                  cap=options.get("lookup-cap", 1000))
+    site = QuietSite(make_root(
+        api, applier, registry, latency, reactor,
+        provider_token=read_secret(options.get("provider-token-file"))))
     for endpoint in options["http"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+        strports.service(endpoint, cast(IProtocolFactory, site),
+                         reactor=reactor).setServiceParent(top)
     # Last, so that it starts after the others: what they made as they
     # started is frozen too.
     gc_pauses.setServiceParent(top)
-
-    top.topology, top.consul, top.dns_factory = topology, consul, factory
-    top.dns_udp = dns_udp
-    return top
+    return Glimpse(service=top, consul=consul, topology=topology, dns=factory, dns_udp=dns_udp,
+                   applier=applier, checks=checks, hub=hub, registry=registry, site=site)

@@ -13,7 +13,11 @@ overrides the file's, and any ``--http`` on the command line replaces the
 file's whole list.  Pure apart from reading the file.
 """
 
+from __future__ import annotations
+
 import tomllib
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import attrs
 
@@ -30,11 +34,11 @@ class ConfigError(Exception):
     path: str
     problem: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"--config={self.path}: {self.problem}"
 
 
-def config_path(argv):
+def config_path(argv: Sequence[str]) -> str | None:
     """
     The ``--config`` path given in ``argv``, or ``None``.
 
@@ -54,7 +58,7 @@ def config_path(argv):
     return path
 
 
-def load_config(path):
+def load_config(path: str) -> dict[str, Any]:
     """
     Read a config file.
 
@@ -65,12 +69,13 @@ def load_config(path):
         with open(path, "rb") as f:
             return tomllib.load(f)
     except OSError as e:
-        raise ConfigError(path, f"cannot read it ({e.strerror}); give the path of a TOML file")
+        raise ConfigError(
+            path, f"cannot read it ({e.strerror}); give the path of a TOML file") from e
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, f"not valid TOML: {e}")
+        raise ConfigError(path, f"not valid TOML: {e}") from e
 
 
-def _scalar(path, key, value):
+def _scalar(path: str, key: str, value: object) -> str:
     # A bool is an int to Python, but "dns-port = true" is surely a mistake.
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(path, f"{key} takes a string or a number, not {value!r}; "
@@ -78,7 +83,11 @@ def _scalar(path, key, value):
     return str(value)
 
 
-def config_arguments(path, table, parameters, flags=(), repeatable=(), types=None):
+def config_arguments(
+    path: str, table: dict[str, Any], parameters: Collection[str],
+    flags: Collection[str] = (), repeatable: Collection[str] = (),
+    types: dict[str, Callable[[str], object]] | None = None,
+) -> list[str]:
     """
     The command-line arguments that say what a config table says.
 
@@ -120,12 +129,15 @@ def config_arguments(path, table, parameters, flags=(), repeatable=(), types=Non
                     coerce(text)
                 except ValueError:
                     raise ConfigError(path, f"{key} takes a number, e.g. {key} = 5; "
-                                      f"not {value!r}")
+                                      f"not {value!r}") from None
             args.append(f"--{key}={text}")
     return args
 
 
-def with_config(argv, parameters, flags=(), repeatable=(), types=None):
+def with_config(
+    argv: Sequence[str], parameters: Collection[str], flags: Collection[str] = (),
+    repeatable: Collection[str] = (), types: dict[str, Callable[[str], object]] | None = None,
+) -> list[str]:
     """
     ``argv`` with the arguments of its ``--config`` file (if any) in front,
     less the file's repeatable options that ``argv`` gives itself.  The
@@ -145,7 +157,7 @@ def with_config(argv, parameters, flags=(), repeatable=(), types=None):
     return args + list(argv)
 
 
-def read_secret(path):
+def read_secret(path: str | None) -> str | None:
     """
     The token kept in a file (Consul's ACL token, the provider API's
     token), without surrounding whitespace; ``None`` when no file is given

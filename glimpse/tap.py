@@ -3,8 +3,12 @@
 client, the topology view, the DNS server and the HTTP API on one reactor.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
@@ -13,20 +17,29 @@ from twisted.python import usage
 from glimpse.address import InvalidName, normalize_zone
 from glimpse.config import ConfigError, read_secret, with_config
 
+if TYPE_CHECKING:
+    from twisted.application.service import MultiService
 
-def _positive(name, cast=float):
-    def check(value):
+
+def _positive(name: str, cast: Callable[[str], float] = float) -> Callable[[object], float]:
+    def check(value: object) -> float:
         try:
-            number = cast(value)
+            number = cast(str(value))
         except ValueError:
-            raise usage.UsageError(f"--{name} takes a number, e.g. --{name}=5; not {value!r}")
+            raise usage.UsageError(
+                f"--{name} takes a number, e.g. --{name}=5; not {value!r}") from None
         if number <= 0:
             raise usage.UsageError(f"--{name} must be more than 0, e.g. --{name}=5")
         return number
     return check
 
 
-def _readable(name, path):
+def _coercions(parameters: list[list[object]]) -> dict[str, Callable[[str], object]]:
+    # The options that take a number: their fifth field is int or float.
+    return {str(p[0]): p[4] for p in parameters if len(p) > 4 and callable(p[4])}
+
+
+def _readable(name: str, path: str) -> str:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise usage.UsageError(f"--{name}={path}: no such readable file; give the path of one")
     return path
@@ -45,7 +58,7 @@ class Options(usage.Options):
         "Everything listens on loopback unless told otherwise."
     )
 
-    optParameters = [
+    optParameters: ClassVar[list[list[object]]] = [
         ["config", None, None,
          "TOML file whose keys are these long options (e.g. dns-port = 8053); "
          "the command line overrides it."],
@@ -85,11 +98,11 @@ class Options(usage.Options):
          "without it the provider API serves loopback clients only."],
     ]
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self["http"] = []
 
-    def parseOptions(self, options=None):
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse the command line, after the arguments of its ``--config`` file.
         """
@@ -100,14 +113,14 @@ class Options(usage.Options):
         try:
             options = with_config(options, [n for n in names if n + "=" in self.longOpt],
                                   [n for n in names if n in self.longOpt], repeatable=["http"],
-                                  types={p[0]: p[4] for p in self.optParameters if len(p) > 4})
+                                  types=_coercions(self.optParameters))
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise usage.UsageError(str(e)) from e
         super().parseOptions(options)
 
-    def opt_http(self, endpoint):
+    def opt_http(self, endpoint: str) -> None:
         """
-        Twisted endpoint string the HTTP API listens on; repeatable (default: tcp:8411:interface=127.0.0.1).
+        Endpoint the HTTP API listens on; repeatable (default: tcp:8411:interface=127.0.0.1).
         """
         from twisted.internet import reactor
         try:
@@ -115,10 +128,10 @@ class Options(usage.Options):
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(
                 f"--http={endpoint}: not an endpoint ({e}); write e.g. "
-                "--http=tcp:8411:interface=127.0.0.1")
+                "--http=tcp:8411:interface=127.0.0.1") from e
         self["http"].append(endpoint)
 
-    def postOptions(self):
+    def postOptions(self) -> None:
         """
         Check the options together and normalise them.
         """
@@ -129,7 +142,7 @@ class Options(usage.Options):
         try:
             self["dns-zone"] = normalize_zone(self["dns-zone"])
         except InvalidName as e:
-            raise usage.UsageError(f"--dns-zone: {e}")
+            raise usage.UsageError(f"--dns-zone: {e}") from e
         for name in ("consul-token-file", "consul-ca"):
             if self[name] is not None:
                 _readable(name, self[name])
@@ -147,8 +160,10 @@ class Options(usage.Options):
                 try:
                     ipaddress.ip_address(self[name])
                 except ValueError:
-                    raise usage.UsageError(f"--{name}={self[name]}: give an IP address, e.g. 127.0.0.1")
-        if self["dns-advertise"] is None and ipaddress.ip_address(self["dns-interface"]).is_unspecified:
+                    raise usage.UsageError(
+                        f"--{name}={self[name]}: give an IP address, e.g. 127.0.0.1") from None
+        unspecified = ipaddress.ip_address(self["dns-interface"]).is_unspecified
+        if self["dns-advertise"] is None and unspecified:
             raise usage.UsageError(
                 "--dns-interface listens on every address; say which one to advertise "
                 "for ns.<dns-zone> with --dns-advertise=ADDR")
@@ -167,25 +182,17 @@ class Options(usage.Options):
         except OSError as e:
             raise usage.UsageError(
                 f"--state-dir={self['state-dir']}: cannot create it ({e.strerror}); "
-                "give a writable directory")
+                "give a writable directory") from e
         if not os.access(self["state-dir"], os.W_OK):
             raise usage.UsageError(f"--state-dir={self['state-dir']} is not writable; "
                                    "give a writable directory")
 
 
-def makeService(options):
+def makeService(options: Options) -> MultiService:
     """
     The ``twistd glimpse`` service, on the global reactor.
     """
     from twisted.internet import reactor
-    return compose(reactor, options)
 
-
-def compose(reactor, options):
-    """
-    Build Glimpse's services on ``reactor``.
-
-    :param options: a parsed :class:`Options` (or a dict with the same keys).
-    """
-    from glimpse.agent import build_agent
-    return build_agent(reactor, options)
+    from glimpse.agent import build
+    return build(reactor, options).service

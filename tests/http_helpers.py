@@ -8,7 +8,7 @@ import threading
 import urllib.parse
 import urllib.request
 
-from glimpse.cli.client import sse_events
+from glimpse.cli import sse_events
 
 
 class EventReader:

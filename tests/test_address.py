@@ -86,7 +86,7 @@ def test_wildcard_zone_refused():
         parse_address("http.web.prod.shop.*", DNS_ZONE, wildcard=True)
 
 
-@pytest.mark.parametrize("text, field, value", [
+@pytest.mark.parametrize(("text", "field", "value"), [
     ("http.web.prod.-shop.ams", "product", "-shop"),
     ("http.web.prod-.shop.ams", "env", "prod-"),
     ("http.we_b.prod.shop.ams", "job", "we_b"),
@@ -201,7 +201,7 @@ def test_relative_labels():
     assert relative_labels("xglimpse.test.", DNS_ZONE) is None
 
 
-@pytest.mark.parametrize("ip, label", [
+@pytest.mark.parametrize(("ip", "label"), [
     ("10.0.0.1", "0a000001"),
     ("2001:db8::1", "20010db8000000000000000000000001"),
 ])

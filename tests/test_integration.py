@@ -7,10 +7,11 @@ import http.server
 import threading
 
 import pytest
-from support import a_addresses, ask, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.twistd import start_glimpse
+
+from support import a_addresses, ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 
@@ -126,7 +127,8 @@ def test_failing_http_check_leaves_dns_and_shows_critical(glimpse):
         assert "500" in check_json["output"]
 
         endpoint.healthy = True
-        wait_until(lambda: srv_targets(srv(glimpse, name)) == both, what="the instance to come back")
+        wait_until(lambda: srv_targets(srv(glimpse, name)) == both,
+                   what="the instance to come back")
     finally:
         endpoint.close()
 

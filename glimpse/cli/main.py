@@ -5,12 +5,16 @@ Blocking stdlib HTTP (urllib): the CLI makes one request (or follows one
 stream) and exits with a code scripts can rely on.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn, TextIO
 
 from glimpse.cli.client import (
     EXIT_NOT_FOUND,
@@ -19,16 +23,19 @@ from glimpse.cli.client import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     Unreachable,
-    _code_for,
-    _error,
-    _quote,
+    exit_code,
     fetch,
+    print_error,
     print_json,
+    quote_segment,
     request,
     sse_events,
     table,
 )
 from glimpse.cli.provide import cmd_provide
+
+#: A subcommand: parsed arguments, standard output and error in, exit code out.
+Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
 DEFAULT_AGENT = "http://127.0.0.1:8411"
 
@@ -44,13 +51,17 @@ previous file stays), 3 when Consul is unreachable, 4 for an invalid state.
 """
 
 
-def _failing(checks):
+def _failing(checks: Iterable[Mapping[str, Any]]) -> str:
     bad = [f"{c['name'] or c['id']}={c['status']}" for c in checks if c["status"] != "passing"]
     return ", ".join(bad) or "-"
 
 
-def cmd_lookup(args, out, err):
-    url = f"{args.agent}/v1/lookup/{_quote(args.address)}"
+def cmd_lookup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    ``glimpse lookup ADDRESS``: every instance with its health, 1 when
+    there is none.
+    """
+    url = f"{args.agent}/v1/lookup/{quote_segment(args.address)}"
     if args.healthy:
         url += "?healthy=true"
     body, code = fetch("GET", url, err)
@@ -67,7 +78,11 @@ def cmd_lookup(args, out, err):
     return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
 
 
-def cmd_topology(args, out, err):
+def cmd_topology(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    ``glimpse topology [PATH]``: the children of a topology path with their
+    counts, or the instances of a job.
+    """
     path = "/".join(p for p in args.path.replace(".", "/").split("/") if p) if args.path else ""
     suffix = f"/{urllib.parse.quote(path)}" if path else ""
     body, code = fetch("GET", f"{args.agent}/v1/topology{suffix}", err)
@@ -85,8 +100,12 @@ def cmd_topology(args, out, err):
     return EXIT_OK
 
 
-def cmd_explain(args, out, err):
-    body, code = fetch("GET", f"{args.agent}/v1/explain/{_quote(args.address)}", err)
+def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    ``glimpse explain ADDRESS``: each instance, whether DNS answers with it,
+    and why; 1 when there is none.
+    """
+    body, code = fetch("GET", f"{args.agent}/v1/explain/{quote_segment(args.address)}", err)
     if body is None:
         return code
     if args.json:
@@ -99,10 +118,13 @@ def cmd_explain(args, out, err):
     return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
 
 
-def cmd_status(args, out, err):
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    ``glimpse status``: the agent's own health, 1 when it cannot serve.
+    """
     status, body = request("GET", f"{args.agent}/v1/status")
     if not isinstance(body, dict) or "serving" not in body:
-        _error(status, body, err)
+        print_error(status, body, err)
         return EXIT_REFUSED
     if args.json:
         print_json(body, out)
@@ -115,7 +137,7 @@ def cmd_status(args, out, err):
     return EXIT_OK if body["serving"] else EXIT_NOT_FOUND
 
 
-def _describe(kind, data):
+def _describe(kind: str, data: Any) -> str:
     if kind == "snapshot":
         lines = [f"snapshot: {len(data['instances'])} instance(s)"]
         lines += [f"  = {i['id']} {i['ip']}:{i['port']} {i['status']}" for i in data["instances"]]
@@ -131,8 +153,15 @@ def _describe(kind, data):
     return f"{kind}: {json.dumps(data)}"
 
 
-def cmd_watch(args, out, err):
-    url = f"{args.agent}/v1/watch/{_quote(args.address)}"
+def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    ``glimpse watch ADDRESS``: print the instances, then each change, until
+    the agent closes the stream, ``--count`` events came, or the user
+    interrupts.
+
+    :raises Unreachable: when the agent cannot be asked.
+    """
+    url = f"{args.agent}/v1/watch/{quote_segment(args.address)}"
     if args.healthy:
         url += "?healthy=true"
     req = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
@@ -140,12 +169,13 @@ def cmd_watch(args, out, err):
         response = urllib.request.urlopen(req, timeout=args.timeout)
     except urllib.error.HTTPError as e:
         try:
-            _error(e.code, json.loads(e.read()), err)
+            print_error(e.code, json.loads(e.read()), err)
         except ValueError:
             err.write(f"glimpse: HTTP {e.code}\n")
-        return _code_for(e.code)
+        return exit_code(e.code)
     except (urllib.error.URLError, OSError) as e:
-        raise Unreachable(f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}")
+        raise Unreachable(
+            f"cannot reach the Glimpse agent at {url}: {getattr(e, 'reason', e)}") from e
     seen = 0
     with response:
         for kind, event_id, data in sse_events(response):
@@ -161,11 +191,11 @@ def cmd_watch(args, out, err):
     return EXIT_OK
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     """
     The argument parser, with every subcommand's help.
     """
-    def options(parser, default):
+    def options(parser: argparse.ArgumentParser, default: bool) -> None:
         # Accepted before and after the subcommand; after wins.
         parser.add_argument("--agent", default=DEFAULT_AGENT if default else argparse.SUPPRESS,
                             metavar="URL",
@@ -183,7 +213,7 @@ def parser():
     options(p, True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name, func, help_text):
+    def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         s.set_defaults(func=func)
@@ -233,9 +263,14 @@ def parser():
     return p
 
 
-def main(argv=None, out=None, err=None):
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
     """
     Run the CLI; returns the exit code (the console script exits with it).
+
+    :param argv: the arguments, default ``sys.argv[1:]``.
+    :param out: standard output, default :obj:`sys.stdout`.
+    :param err: standard error, default :obj:`sys.stderr`.
     """
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -252,7 +287,7 @@ def main(argv=None, out=None, err=None):
         return EXIT_OK
 
 
-def run():
+def run() -> NoReturn:
     """
     The console script's entry point: exit with :obj:`main`'s code.
     """

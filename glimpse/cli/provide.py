@@ -4,8 +4,12 @@ agent's HTTP API or, with ``--config-dir``, the Consul agent's config
 directory.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import sys
+from typing import Any, TextIO
 
 from glimpse.cli.client import (
     EXIT_NOT_FOUND,
@@ -13,14 +17,19 @@ from glimpse.cli.client import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    _quote,
     fetch,
     print_json,
+    quote_segment,
 )
 from glimpse.config import read_secret
 
 
-def cmd_provide(args, out, err):
+def cmd_provide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    ``glimpse provide --provider NAME [STATE.json]``: make the file the
+    provider's whole state on this host, through the agent's HTTP API or,
+    with ``--config-dir``, the Consul agent's config directory.
+    """
     try:
         if args.state == "-":
             document = json.load(sys.stdin)
@@ -32,14 +41,14 @@ def cmd_provide(args, out, err):
         return EXIT_USAGE
     if args.config_dir:
         return _provide_file(args, document, out, err)
-    headers = {}
+    headers: dict[str, str] = {}
     if args.token_file:
         try:
             headers["Authorization"] = "Bearer " + (read_secret(args.token_file) or "")
         except OSError as e:
             err.write(f"glimpse: cannot read --token-file: {e}\n")
             return EXIT_USAGE
-    url = f"{args.agent}/v1/providers/{_quote(args.provider)}"
+    url = f"{args.agent}/v1/providers/{quote_segment(args.provider)}"
     if args.dry_run:
         url += "?dry_run=true"
     body, code = fetch("PUT", url, err, document, headers, failed=EXIT_REFUSED)
@@ -57,7 +66,7 @@ def cmd_provide(args, out, err):
     return EXIT_OK
 
 
-def _provide_file(args, document, out, err):
+def _provide_file(args: argparse.Namespace, document: Any, out: TextIO, err: TextIO) -> int:
     from glimpse.providers.files import FileProviderError, provide_to_config_dir
     from glimpse.providers.state import InvalidState
     try:

@@ -62,6 +62,8 @@ class ConsulClient:
         self.errors: dict[str, int] = {}
         #: The last agent/services answer per filter: ``(content, body)``.
         self._services: dict[str | None, tuple[bytes | None, Any]] = {}
+        #: Requests under way, cancelled by :meth:`close`.
+        self._pending: set[Deferred[Response]] = set()
 
     def _headers(self) -> dict[str, list[str]]:
         headers = {"Accept": ["application/json"]}
@@ -107,7 +109,21 @@ class ConsulClient:
         d.addCallback(self._read, endpoint, unchanged_index, reuse)
         d.addTimeout(timeout or self._timeout, self._clock)
         d.addErrback(self._translate, endpoint)
-        return d
+        self._pending.add(d)
+
+        def done(result: object) -> object:
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def close(self) -> None:
+        """
+        Cancel every request under way (each fails with
+        :class:`ConsulUnavailable`): Glimpse is stopping.
+        """
+        for d in list(self._pending):
+            d.cancel()
 
     def _read(self, response: Any, endpoint: str, unchanged_index: int | None = None,
               reuse: tuple[bytes | None, Any] | None = None) -> Deferred[Response]:

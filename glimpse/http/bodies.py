@@ -9,15 +9,31 @@ equal answers have the same index and a changed answer (almost surely) a
 different one.  Long-polls and the ``X-Glimpse-Index`` header use it.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import FirstError, gatherResults, succeed
 
 from glimpse.address import consul_service_name
 from glimpse.http._json import HTTPError
 from glimpse.view.topology import Unavailable
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
+
+    from glimpse.address import Address
+    from glimpse.view.history import CheckHistory
+    from glimpse.view.model import Instance
+    from glimpse.view.topology import Topology
+
+#: A job's labels: ``(product, env, job)``.
+Job = tuple[str, str, str]
 
 #: Instance statuses in order of gravity; an instance has its worst check's.
 STATUSES = ("passing", "warning", "critical")
@@ -26,7 +42,7 @@ STATUSES = ("passing", "warning", "critical")
 LEVELS = ("zone", "product", "env", "job")
 
 
-def body_index(body):
+def body_index(body: Any) -> int:
     """
     The index of a body: 60 bits of SHA-256 over its canonical JSON.
 
@@ -38,25 +54,33 @@ def body_index(body):
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") & (2**53 - 1) or 1
 
 
-def zone_or_error(topology, zone):
+def zone_or_error(topology: Topology, zone: str) -> None:
     """
     Raise the :class:`HTTPError` for a zone that cannot be served, else nothing.
+
+    :raises HTTPError: 404 for a zone that does not exist, 503 for one whose
+        view cannot serve now.
     """
     try:
         problem = topology.zone_problem(zone)
     except KeyError:
         known = ", ".join(sorted(topology.zones)) or "none yet"
-        raise HTTPError(404, f"unknown zone {zone!r}", f"known zones: {known}")
+        raise HTTPError(404, f"unknown zone {zone!r}", f"known zones: {known}") from None
     if problem:
         raise HTTPError(503, "Glimpse cannot serve this zone now", problem)
 
 
-def _unavailable(failure):
+def _unwrap(failure: Failure) -> Failure:
+    # gatherResults fails with a FirstError around the failure that counts.
+    return failure.value.subFailure if isinstance(failure.value, FirstError) else failure
+
+
+def _unavailable(failure: Failure) -> NoReturn:
     failure.trap(Unavailable)
     raise HTTPError(503, "Glimpse cannot serve this now", str(failure.value))
 
 
-def instance_status(instance):
+def instance_status(instance: Instance) -> str:
     """
     ``passing``, ``warning`` or ``critical``: the worst status of the
     instance's checks (an unknown status counts as critical).
@@ -68,11 +92,13 @@ def instance_status(instance):
     return STATUSES[worst]
 
 
-def matching_jobs(tree, address):
+def matching_jobs(tree: Mapping[Job, Collection[str]],
+                  address: Address) -> list[tuple[Job, list[str]]]:
     """
     The jobs of a zone's tree that an address (possibly with ``*`` labels)
     names, with the named ports it selects.
 
+    :param tree: a zone's tree: ``{(product, env, job): port names}``.
     :return: a sorted list of ``((product, env, job), [port names])``.
     """
     found = []
@@ -86,14 +112,14 @@ def matching_jobs(tree, address):
     return found
 
 
-def is_wildcard(address):
+def is_wildcard(address: Address) -> bool:
     """
     Whether an address holds a ``*`` label.
     """
     return "*" in (address.service, address.job, address.env, address.product)
 
 
-def jobs_of(topology, address):
+def jobs_of(topology: Topology, address: Address) -> list[str]:
     """
     The Consul service names a lookup of ``address`` reads: what its answer
     depends on, besides the zone's catalog.
@@ -106,16 +132,20 @@ def jobs_of(topology, address):
     return [consul_service_name(*job) for job, _ in matching_jobs(zone.tree, address)]
 
 
-def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, checks=None):
+def lookup_body(topology: Topology, address: Address, dns_zone: str, healthy_only: bool = False,
+                cap: int = 1000, checks: CheckHistory | None = None) -> Deferred[dict[str, Any]]:
     """
     The lookup answer for an address, exact or with ``*`` labels.
 
+    :param dns_zone: the DNS zone, for the ``fqdn``.
+    :param healthy_only: leave out the instances DNS does not serve.
     :param cap: at most this many instances; more make ``truncated`` true.
     :param checks: a :class:`glimpse.view.history.CheckHistory` adding each
         check's ``last_change``, or ``None``.
     :return: a Deferred firing with the body, failing with an :class:`HTTPError`
-        (404 for an exact address that does not exist, 503 when the view
-        cannot serve).
+        (503 when the view cannot serve).
+    :raises HTTPError: at once, for a zone that cannot be served or an
+        exact address that does not exist (404).
     """
     zone_or_error(topology, address.zone)
     tree = topology.zones[address.zone].tree
@@ -129,12 +159,12 @@ def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, check
         selected = [((address.product, address.env, address.job), [address.service])]
     ds = [topology.instances(address.zone, consul_service_name(*job)) for job, _ in selected]
 
-    def answer(results):
-        instances = []
-        for (job, ports), found in zip(selected, results):
+    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
+        instances: list[Instance] = []
+        for (_, ports), found in zip(selected, results, strict=True):
             instances.extend(i for i in found if i.service in ports
                              and (i.healthy or not healthy_only))
-        body = {
+        return {
             "address": address.relative(),
             "fqdn": address.fqdn(dns_zone),
             "zone": address.zone,
@@ -142,14 +172,14 @@ def lookup_body(topology, address, dns_zone, healthy_only=False, cap=1000, check
             "truncated": len(instances) > cap,
             "instances": [instance_json(i, address.zone, checks) for i in instances[:cap]],
         }
-        return body
 
     d = gatherResults(ds, consumeErrors=True)
-    d.addErrback(lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f)
+    d.addErrback(_unwrap)
     return d.addCallbacks(answer, _unavailable)
 
 
-def instance_json(instance, zone, checks=None):
+def instance_json(instance: Instance, zone: str,
+                  checks: CheckHistory | None = None) -> dict[str, Any]:
     """
     An instance as the HTTP API shows it, with each check's ``last_change``
     (``None`` when unknown).
@@ -161,7 +191,7 @@ def instance_json(instance, zone, checks=None):
     return body
 
 
-def _split_path(topology, path):
+def _split_path(topology: Topology, path: Sequence[str]) -> None:
     """
     The validated labels of a topology path, raising 404 for a zone or node
     that does not exist.
@@ -177,7 +207,7 @@ def _split_path(topology, path):
                             f"GET /v1/topology/{'/'.join(path[:-1])} lists what exists")
 
 
-def under(path, zone, job):
+def under(path: Sequence[str], zone: str, job: Sequence[str]) -> bool:
     """
     Whether ``job`` (``(product, env, job)``) of ``zone`` is below a topology
     path.
@@ -185,42 +215,46 @@ def under(path, zone, job):
     return not path or (zone == path[0] and tuple(job[:len(path) - 1]) == tuple(path[1:]))
 
 
-def _counts():
+def _counts() -> dict[str, Any]:
     return {"instances": 0, "passing": 0, "warning": 0, "critical": 0, "draining": 0}
 
 
-def _count(counts, status, drain):
+def _count(counts: dict[str, Any], status: str, drain: bool) -> None:
     counts["instances"] += 1
     counts[status] += 1
     counts["draining"] += int(drain)
 
 
-def topology_body(topology, path):
+def topology_body(topology: Topology, path: Sequence[str]) -> Deferred[dict[str, Any]]:
     """
     The topology at a path (``[]``, ``[zone]``, ... ``[zone, product, env,
     job]``): its children with counts of instances passing, warning,
     critical.  An instance is counted once, with the worst status over its
     named ports.
 
-    :return: a Deferred firing with the body, failing with an :class:`HTTPError`.
+    :return: a Deferred firing with the body, failing with an :class:`HTTPError`
+        (503 when the view cannot serve).
+    :raises HTTPError: at once, for a path that does not exist (404) or a
+        zone that cannot be served.
     """
     _split_path(topology, path)
     if path:
         zones = [path[0]]
     else:
         zones = sorted(z for z in topology.zones if topology.zone_problem(z) is None)
-    jobs = []
+    jobs: list[tuple[str, Job]] = []
     for zone in zones:
         for job in sorted(topology.zones[zone].tree):
             if under(path, zone, job):
                 jobs.append((zone, job))
     ds = [topology.instances(zone, consul_service_name(*job)) for zone, job in jobs]
 
-    def answer(results):
+    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
         level = LEVELS[len(path)] if len(path) < len(LEVELS) else "instance"
-        total, children = _counts(), {}
-        for (zone, job), found in zip(jobs, results):
-            merged = {}
+        total = _counts()
+        children: dict[str, dict[str, Any]] = {}
+        for (zone, job), found in zip(jobs, results, strict=True):
+            merged: dict[tuple[str, str, str], dict[str, Any]] = {}
             for i in found:
                 key = (i.node, i.provider, i.instance)
                 entry = merged.setdefault(key, {"instance": i, "status": "passing",
@@ -229,7 +263,7 @@ def topology_body(topology, path):
                 status = instance_status(i)
                 if STATUSES.index(status) > STATUSES.index(entry["status"]):
                     entry["status"] = status
-            labels = (zone,) + job
+            labels = (zone, *job)
             for (node, provider, name), entry in sorted(merged.items()):
                 _count(total, entry["status"], entry["instance"].drain)
                 if level == "instance":
@@ -241,7 +275,8 @@ def topology_body(topology, path):
                 child = labels[len(path)]
                 counts = children.setdefault(child, dict(_counts(), name=child))
                 _count(counts, entry["status"], entry["instance"].drain)
-            if level != "instance" and len(path) < len(labels) and labels[len(path)] not in children:
+            if (level != "instance" and len(path) < len(labels)
+                    and labels[len(path)] not in children):
                 children[labels[len(path)]] = dict(_counts(), name=labels[len(path)])
         if not path:
             for zone in zones:
@@ -254,11 +289,11 @@ def topology_body(topology, path):
         }
 
     d = gatherResults(ds, consumeErrors=True)
-    d.addErrback(lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f)
+    d.addErrback(_unwrap)
     return d.addCallbacks(answer, _unavailable)
 
 
-def _rule(instance, problem):
+def _rule(instance: Instance, problem: str | None) -> str:
     if problem:
         return f"stale view: {problem}"
     if instance.drain:
@@ -270,12 +305,16 @@ def _rule(instance, problem):
     return "every check passes, the node's included"
 
 
-def explain_body(topology, address, dns_zone):
+def explain_body(topology: Topology, address: Address,
+                 dns_zone: str) -> Deferred[dict[str, Any]]:
     """
     Each registered instance of an exact address, whether DNS answers with
     it, and the rule that decided.
 
-    :return: a Deferred firing with the body, failing with an :class:`HTTPError`.
+    :return: a Deferred firing with the body, failing with an :class:`HTTPError`
+        (503 when the view cannot serve).
+    :raises HTTPError: at once, for a wildcard address (400) or a zone that
+        does not exist (404).
     """
     if is_wildcard(address):
         raise HTTPError(400, "explain takes an exact address",
@@ -284,16 +323,16 @@ def explain_body(topology, address, dns_zone):
         problem = topology.zone_problem(address.zone)
     except KeyError:
         zone_or_error(topology, address.zone)
+    d: Deferred[Iterable[Instance]]
     if problem:
         # The view is too old to serve: explain from what it last held.
         cached = topology.cached_instances(address.zone, address.consul_service)
-        d = maybeDeferred(lambda: cached or ())
+        d = succeed(cached or ())
     else:
-        d = lookup_body(topology, address, dns_zone)
-        d.addCallback(lambda _: topology.cached_instances(
-            address.zone, address.consul_service) or ())
+        d = lookup_body(topology, address, dns_zone).addCallback(
+            lambda _: topology.cached_instances(address.zone, address.consul_service) or ())
 
-    def answer(instances):
+    def answer(instances: Iterable[Instance]) -> dict[str, Any]:
         rows = []
         for i in instances:
             if i.service != address.service:

@@ -4,6 +4,11 @@ answer, long-polls (``?index=N&wait=30s``) and Server-Sent Event streams,
 all through the :class:`glimpse.http.hub.Hub`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import attrs
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
@@ -13,14 +18,25 @@ from glimpse.duration import InvalidDuration, parse_duration
 from glimpse.http._json import HTTPError, error_body, finish, write_json
 from glimpse.http.hub import sse_event
 
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+    from twisted.web.server import Request
+
+    from glimpse.http.hub import Compute, Hub, Jobs, Key, Matches, Subject
+
 log = Logger()
 
 #: The longest long-poll a client may ask for, as Consul's blocking queries.
 MAX_WAIT = 600.0
 
-def parse_wait(request, default=30.0):
+
+def parse_wait(request: Request, default: float = 30.0) -> float:
     """
     The ``wait`` parameter in seconds (``30s``, ``500ms``, ``2m``, ``10``).
+
+    :param default: seconds when there is none.
+    :raises HTTPError: 400 for what is not a duration, or longer than
+        :obj:`MAX_WAIT`.
     """
     raw = request.args.get(b"wait", [None])[0]
     if raw is None:
@@ -28,15 +44,18 @@ def parse_wait(request, default=30.0):
     try:
         seconds = parse_duration(raw.decode("ascii", "replace"), bare_unit="s")
     except InvalidDuration:
-        raise HTTPError(400, "invalid 'wait'", "write a duration such as wait=30s, 500ms or 2m")
+        raise HTTPError(400, "invalid 'wait'",
+                        "write a duration such as wait=30s, 500ms or 2m") from None
     if seconds > MAX_WAIT:
         raise HTTPError(400, "'wait' is too long", f"at most {MAX_WAIT:g}s")
     return seconds
 
 
-def parse_index(request):
+def parse_index(request: Request) -> int | None:
     """
     The ``index`` parameter, or ``None``.
+
+    :raises HTTPError: 400 for what is not an index.
     """
     raw = request.args.get(b"index", [None])[0]
     if raw is None:
@@ -47,9 +66,11 @@ def parse_index(request):
     return int(raw)
 
 
-def parse_bool(request, name):
+def parse_bool(request: Request, name: str) -> bool:
     """
-    A ``true``/``false`` parameter (default false).
+    A ``true``/``false`` parameter (default false; ``1`` and ``0`` too).
+
+    :raises HTTPError: 400 for any other value.
     """
     raw = request.args.get(name.encode(), [b"false"])[0].lower()
     if raw not in (b"true", b"false", b"1", b"0"):
@@ -65,22 +86,24 @@ class Followed:
     :ivar key: the answer's identity among the hub's subjects.
     :ivar compute: returns a Deferred of the body (or an :class:`HTTPError`).
     :ivar matches: ``matches(zone, name)``: can this change of the view
-        change the answer?
+        change the answer?  (``name`` is ``None`` for a change of the zone's
+        catalog.)
     :ivar jobs: returns the ``(zone, consul service)`` pairs it reads.
-    :ivar field: the list of items in the body; :ivar item_key: an item's id.
+    :ivar field: the list of items in the body.
+    :ivar item_key: an item's id.
     :ivar check: raises the :class:`HTTPError` that an answer kept from before
         would hide (the zone's view has grown too old), else nothing.
     """
 
-    key: tuple
-    compute: object
-    matches: object
-    jobs: object
+    key: Key
+    compute: Compute
+    matches: Matches
+    jobs: Jobs
     field: str
     item_key: str
-    check: object = None
+    check: Callable[[], None] | None = None
 
-    def subject(self, hub):
+    def subject(self, hub: Hub) -> Subject:
         """
         The hub's subject for this answer.
         """
@@ -88,13 +111,13 @@ class Followed:
                            self.item_key, self.jobs)
 
 
-def _gone_or_log(failure, request):
+def _gone_or_log(failure: Failure, request: Request) -> None:
     # A client that hangs up cancels its wait: nothing to report.
     if not failure.check(CancelledError):
         log.failure("Answering {uri} failed", failure, uri=request.uri)
 
 
-def _send(request, subject):
+def _send(request: Request, subject: Subject) -> None:
     if request._disconnected or request.finished:
         return
     request.setResponseCode(200 if subject.error is None else subject.error[0])
@@ -104,13 +127,16 @@ def _send(request, subject):
     request.finish()
 
 
-def answer(request, hub, followed):
+def answer(request: Request, hub: Hub, followed: Followed) -> int:
     """
     Render a GET: at once, or as a long-poll when ``?index=`` is given.
 
     Both are served from the hub's subject, which keeps the encoded answer
     current as the view changes: a steady-state lookup costs no
     computation, only the check that the view may still serve.
+
+    :return: ``NOT_DONE_YET``.
+    :raises HTTPError: for bad parameters, or a view too old to serve.
     """
     index = parse_index(request)
     wait = parse_wait(request)
@@ -141,21 +167,23 @@ class Stream:
     """
     One Server-Sent Event stream: writes what its subject sends, holding
     at most ``limit`` bytes while the client does not read, then closing the
-    stream with the reason.
+    stream with the reason.  It is the request's push producer.
+
+    :ivar closed: the stream has ended (closed, or the client went away).
     """
 
-    def __init__(self, request, subject, limit):
+    def __init__(self, request: Request, subject: Subject, limit: int) -> None:
         self._request = request
         self._subject = subject
         self._limit = limit
         self._paused = False
-        self._pending = []
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
         self.closed = False
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(lambda _: self._gone())
 
-    def send(self, data):
+    def send(self, data: bytes) -> None:
         """
         Write ``data``, or hold it while the client is not reading.
         """
@@ -170,7 +198,7 @@ class Stream:
             self.close(f"the client read too slowly: more than {self._limit} bytes "
                        "were waiting; reconnect with Last-Event-ID to resume")
 
-    def close(self, reason):
+    def close(self, reason: str) -> None:
         """
         End the stream with a ``close`` event saying why.
         """
@@ -183,17 +211,17 @@ class Stream:
         self._request.unregisterProducer()
         self._request.finish()
 
-    def _gone(self):
+    def _gone(self) -> None:
         self.closed = True
         self._subject.streams.discard(self)
 
-    def pauseProducing(self):
+    def pauseProducing(self) -> None:
         """
         The client's socket is full: hold events from now on.
         """
         self._paused = True
 
-    def resumeProducing(self):
+    def resumeProducing(self) -> None:
         """
         The client reads again: write what was held.
         """
@@ -202,14 +230,14 @@ class Stream:
         for data in pending:
             self.send(data)
 
-    def stopProducing(self):
+    def stopProducing(self) -> None:
         """
         The connection is gone.
         """
         self._gone()
 
 
-def stream(request, hub, followed, limit):
+def stream(request: Request, hub: Hub, followed: Followed, limit: int) -> int:
     """
     Render a ``text/event-stream`` of ``followed``: a snapshot (or, with a
     known ``Last-Event-ID``, the events missed), then changes as they come.
@@ -218,6 +246,10 @@ def stream(request, hub, followed, limit):
     ``unavailable`` event of status 404, and a snapshot follows when it
     appears (a deploy waiting for its new job).  Only bad input ends the
     request at once, with its 400.
+
+    :param limit: bytes held for a client that does not read, before the
+        stream is closed.
+    :return: ``NOT_DONE_YET``.
     """
     last_id = request.getHeader(b"last-event-id")
     subject = followed.subject(hub)
@@ -225,7 +257,7 @@ def stream(request, hub, followed, limit):
     request.setHeader(b"cache-control", b"no-cache")
     request.setHeader(b"x-accel-buffering", b"no")
 
-    def ready(subject):
+    def ready(subject: Subject) -> None:
         if request._disconnected or request.finished:
             return
         if subject.error is not None and subject.error[0] == 400:
@@ -247,7 +279,7 @@ def stream(request, hub, followed, limit):
     return NOT_DONE_YET
 
 
-def render_error(request, e):
+def render_error(request: Request, e: HTTPError) -> bytes:
     """
     An :class:`HTTPError` as a JSON answer (for resources that render bytes).
     """

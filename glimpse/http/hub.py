@@ -18,10 +18,15 @@ the current answer.  While the view cannot serve: an ``unavailable``
 event, then a fresh ``snapshot`` once it can again.
 """
 
+from __future__ import annotations
+
 import json
 import secrets
 from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
+from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -29,12 +34,37 @@ from twisted.logger import Logger
 from glimpse.http._json import HTTPError, error_body
 from glimpse.http.bodies import body_index
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.python.failure import Failure
+
+    from glimpse.http._clock import Clock
+    from glimpse.http.follow import Stream
+    from glimpse.view.topology import Topology
+
 log = Logger()
 
+#: What identifies a subject among the hub's.
+Key = tuple[Hashable, ...]
+#: Computes an answer: a Deferred of its body, failing with an
+#: :class:`HTTPError`.
+Compute = Callable[[], Deferred[dict[str, Any]]]
+#: ``matches(zone, name)``: whether a change of the view can change an
+#: answer (``name`` is ``None`` for a change of the zone's catalog).
+Matches = Callable[[str, str | None], bool]
+#: Returns the ``(zone, consul service)`` pairs an answer reads.
+Jobs = Callable[[], Iterable[tuple[str, str]]]
+#: An error answer: its status and its body.
+ErrorAnswer = tuple[int, dict[str, Any]]
 
-def sse_event(kind, data, event_id=None):
+
+def sse_event(kind: str, data: Any, event_id: str | None = None) -> bytes:
     """
     One Server-Sent Event, encoded.
+
+    :param kind: its ``event:``.
+    :param data: its ``data:``, encoded as JSON.
+    :param event_id: its ``id:``, or ``None`` for none.
     """
     lines = [f"event: {kind}"]
     if event_id is not None:
@@ -43,7 +73,8 @@ def sse_event(kind, data, event_id=None):
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-def item_events(old, new, field, key):
+def item_events(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, field: str,
+                key: str) -> list[tuple[str, Any]] | None:
     """
     The events that turn body ``old`` into ``new``: ``add`` / ``remove`` /
     ``update`` per item, then a ``summary`` (the body without its items)
@@ -52,12 +83,13 @@ def item_events(old, new, field, key):
 
     :param field: the key of the list of items in a body.
     :param key: the key of an item's identity.
+    :return: ``(kind, data)`` pairs, or ``None``.
     """
     if old is None or new is None:
         return None
     before = {i[key]: i for i in old[field]}
     after = {i[key]: i for i in new[field]}
-    events = []
+    events: list[tuple[str, Any]] = []
     for name, item in after.items():
         if name not in before:
             events.append(("add", item))
@@ -70,9 +102,14 @@ def item_events(old, new, field, key):
     return events
 
 
-def replay(snapshot, events, field, key):
+def replay(snapshot: Mapping[str, Any], events: Iterable[tuple[str, Any]], field: str,
+           key: str) -> dict[str, Any]:
     """
     Apply ``events`` to a ``snapshot`` body: what a stream's reader holds.
+
+    :param events: ``(kind, data)`` pairs, as :func:`item_events` makes them.
+    :param field: the key of the list of items in a body.
+    :param key: the key of an item's identity.
     """
     items = {i[key]: i for i in snapshot[field]}
     for kind, data in events:
@@ -96,12 +133,15 @@ class Subject:
         with an :class:`HTTPError`.
     :param matches: ``matches(zone, name)``: whether a change of the view
         can change this answer.
-    :param field: the body's list of items; :param item_key: an item's id.
+    :param field: the body's list of items.
+    :param item_key: an item's id.
     :param jobs: a callable returning the ``(zone, consul service)`` pairs
         the answer reads, to keep their watches alive.
+    :param history: events kept for resuming streams.
     """
 
-    def __init__(self, key, compute, matches, field, item_key, jobs, history=1000):
+    def __init__(self, key: Key, compute: Compute, matches: Matches, field: str, item_key: str,
+                 jobs: Jobs, history: int = 1000) -> None:
         self.key = key
         self.token = secrets.token_hex(4)
         self._compute = compute
@@ -109,30 +149,30 @@ class Subject:
         self.field = field
         self.item_key = item_key
         self.jobs = jobs
-        self.body = None
-        self.error = None
+        self.body: dict[str, Any] | None = None
+        self.error: ErrorAnswer | None = None
         self.seq = 0
-        self.log = deque(maxlen=history)
-        self.waiters = []
-        self.streams = set()
-        self.idle_since = None
+        self.log: deque[tuple[int, str, Any]] = deque(maxlen=history)
+        self.waiters: list[Waiter] = []
+        self.streams: set[Stream] = set()
+        self.idle_since: float | None = None
         #: Asked for since the last heartbeat (its jobs are kept watched).
         self.used = True
         #: The index of the current answer (or error), and the answer as
         #: the HTTP API sends it: computed once per change, not per request.
-        self.index = None
-        self.encoded = None
-        self._running = None
+        self.index: int | None = None
+        self.encoded: bytes | None = None
+        self._running: Deferred[Subject] | None = None
         self._again = False
-        self.ready = None
+        self.ready: Deferred[Subject] | None = None
 
-    def event_id(self, seq=None):
+    def event_id(self, seq: int | None = None) -> str:
         """
         The ``id:`` of the event at ``seq`` (default: the latest).
         """
         return f"{self.token}-{self.seq if seq is None else seq}"
 
-    def refresh(self):
+    def refresh(self) -> Deferred[Subject]:
         """
         Recompute the answer (once at a time: a change during a computation
         makes one more), then tell followers what changed.
@@ -142,18 +182,18 @@ class Subject:
         if self._running is not None:
             self._again = True
             return self._running
-        done = Deferred()
+        done: Deferred[Subject] = Deferred()
         self._running = done
 
-        def computed(result):
+        def computed(result: dict[str, Any]) -> None:
             self._settle(result, None)
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             failure.trap(HTTPError)
-            e = failure.value
+            e = cast(HTTPError, failure.value)
             self._settle(None, (e.code, error_body(e.error, e.detail)))
 
-        def finished(_):
+        def finished(_: object) -> None:
             self._running = None
             if self._again:
                 self._again = False
@@ -169,7 +209,7 @@ class Subject:
             self.ready = done
         return done
 
-    def _settle(self, body, error):
+    def _settle(self, body: dict[str, Any] | None, error: ErrorAnswer | None) -> None:
         old_body, old_index = self.body, self.index
         index = body_index(body if error is None else error)
         if index == old_index:
@@ -177,6 +217,7 @@ class Subject:
         self.body, self.error, self.index = body, error, index
         self.encoded = json.dumps(body if error is None else error[1], indent=2,
                                   sort_keys=True).encode("utf-8") + b"\n"
+        out: list[tuple[str, Any]]
         if error is not None:
             out = [("unavailable", dict(error[1], status=error[0]))]
         else:
@@ -192,34 +233,39 @@ class Subject:
         for waiter in waiters:
             waiter.fire(self)
 
-    def current(self):
+    def current(self) -> Deferred[Subject]:
         """
         A Deferred firing with this subject once its answer is current (at
         once unless it is being recomputed).
         """
-        d = Deferred()
+        d: Deferred[Subject] = Deferred()
         running = self._running or self.ready
         if running is None or running.called:
             d.callback(self)
         else:
-            running.addCallback(lambda s: (d.callback(s), s)[1])
+
+            def relay(subject: Subject) -> Subject:
+                d.callback(subject)
+                return subject
+
+            running.addCallback(relay)
         return d
 
-    def since(self, last_id):
+    def since(self, last_id: str | None) -> list[bytes] | None:
         """
         The encoded events after ``last_id``, or ``None`` when they are no
         longer kept (or the id is not one of this subject's).
         """
-        token, _, seq = (last_id or "").rpartition("-")
-        if token != self.token or not seq.isdigit():
+        token, _, digits = (last_id or "").rpartition("-")
+        if token != self.token or not digits.isdigit():
             return None
-        seq = int(seq)
+        seq = int(digits)
         if seq > self.seq or (self.log and seq < self.log[0][0] - 1) or (
                 not self.log and seq != self.seq):
             return None
         return [sse_event(k, d, self.event_id(s)) for s, k, d in self.log if s > seq]
 
-    def snapshot(self):
+    def snapshot(self) -> bytes:
         """
         The encoded event that starts a stream: the whole answer.
         """
@@ -228,7 +274,7 @@ class Subject:
                              self.event_id())
         return sse_event("snapshot", self.body, self.event_id())
 
-    def busy(self):
+    def busy(self) -> bool:
         """
         Whether someone still follows this subject.
         """
@@ -239,15 +285,17 @@ class Waiter:
     """
     One long-poll: fires with the subject when its answer's index is no
     longer ``index``, or when ``wait`` seconds have passed.
+
+    :ivar deferred: fires with the subject; cancelling it ends the wait.
     """
 
-    def __init__(self, subject, index, wait, clock):
-        self.deferred = Deferred(lambda _: self._cancelled())
+    def __init__(self, subject: Subject, index: int, wait: float, clock: Clock) -> None:
+        self.deferred: Deferred[Subject] = Deferred(lambda _: self._cancelled())
         self._subject = subject
         self._index = index
         self._timer = clock.callLater(wait, self.fire, subject, True)
 
-    def fire(self, subject, timed_out=False):
+    def fire(self, subject: Subject, timed_out: bool = False) -> None:
         """
         Answer, if the answer differs or time is up; else keep waiting.
         """
@@ -262,16 +310,18 @@ class Waiter:
             subject.waiters.remove(self)
         self.deferred.callback(subject)
 
-    def _cancelled(self):
+    def _cancelled(self) -> None:
         if self._timer.active():
             self._timer.cancel()
         if self in self._subject.waiters:
             self._subject.waiters.remove(self)
 
 
-class Hub:
+class Hub(service.Service):
     """
-    Every subject followed, fed by the view's change listener.
+    Every subject followed, fed by the view's change listener.  A service:
+    while it runs, streams get their heartbeats and followed jobs are kept
+    watched; stopping it closes every stream.
 
     :param topology: the :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``.
@@ -279,41 +329,46 @@ class Hub:
         how often followed jobs are marked as used).
     :param linger: seconds a subject with no followers is kept, so that a
         reconnecting stream can resume with ``Last-Event-ID``.
+    :param history: events a subject keeps for resuming streams.
     """
 
-    def __init__(self, topology, clock, heartbeat=5.0, linger=60.0, history=1000):
+    def __init__(self, topology: Topology, clock: Clock, heartbeat: float = 5.0,
+                 linger: float = 60.0, history: int = 1000) -> None:
         self._topology = topology
         self._clock = clock
         self.heartbeat = heartbeat
         self.linger = linger
         self.history = history
-        self.subjects = {}
+        self.subjects: dict[Key, Subject] = {}
         topology.add_listener(self._changed)
         self._loop = LoopingCall(self._beat)
-        self._loop.clock = clock
+        # The clock provides IReactorTime, which mypy cannot see (no mypy-zope).
+        self._loop.clock = cast("IReactorTime", clock)
 
-    def start(self):
+    def startService(self) -> None:
         """
         Start the heartbeats.
         """
-        if not self._loop.running:
-            self._loop.start(self.heartbeat, now=False)
+        super().startService()
+        self._loop.start(self.heartbeat, now=False)
 
-    def stop(self):
+    def stopService(self) -> None:
         """
         Stop the heartbeats and close every stream.
         """
+        super().stopService()
         if self._loop.running:
             self._loop.stop()
         for subject in self.subjects.values():
             for stream in list(subject.streams):
                 stream.close("Glimpse is stopping")
 
-    def subject(self, key, compute, matches, field, item_key, jobs):
+    def subject(self, key: Key, compute: Compute, matches: Matches, field: str, item_key: str,
+                jobs: Jobs) -> Subject:
         """
-        The subject for ``key``, made and computed on first use.
+        The subject for ``key``, made and computed on first use; the other
+        parameters are :class:`Subject`'s.
         """
-        self.start()
         subject = self.subjects.get(key)
         if subject is None:
             subject = Subject(key, compute, matches, field, item_key, jobs, self.history)
@@ -323,7 +378,7 @@ class Hub:
         subject.used = True
         return subject
 
-    def forget_if_idle(self, subject, errors_only=False):
+    def forget_if_idle(self, subject: Subject, errors_only: bool = False) -> None:
         """
         Drop ``subject`` now if nobody follows it (with ``errors_only``, only
         when its answer is a 4xx error).
@@ -334,13 +389,13 @@ class Hub:
             return
         del self.subjects[subject.key]
 
-    def subscribers(self):
+    def subscribers(self) -> int:
         """
         How many streams and long-polls are open.
         """
         return sum(len(s.streams) + len(s.waiters) for s in self.subjects.values())
 
-    def wait(self, subject, index, wait):
+    def wait(self, subject: Subject, index: int, wait: float) -> Deferred[Subject]:
         """
         A Deferred firing with ``subject`` once its answer's index differs
         from ``index``, or after ``wait`` seconds.
@@ -349,12 +404,12 @@ class Hub:
         subject.current().addCallback(waiter.fire)
         return waiter.deferred
 
-    def _changed(self, zone, name):
+    def _changed(self, zone: str, name: str | None) -> None:
         for subject in list(self.subjects.values()):
             if subject.matches(zone, name):
                 subject.refresh()
 
-    def _beat(self):
+    def _beat(self) -> None:
         now = self._clock.seconds()
         for key, subject in list(self.subjects.items()):
             for stream in list(subject.streams):

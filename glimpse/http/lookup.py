@@ -5,12 +5,25 @@ lookups, up to a cap.  ``/v1/explain/{address}`` says why each instance is
 in DNS answers or not.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NoReturn
+
 from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import InvalidName, parse_address
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
 from glimpse.http.bodies import explain_body, jobs_of, lookup_body, zone_or_error
 from glimpse.http.follow import Followed, answer, parse_bool, stream
+
+if TYPE_CHECKING:
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
+
+    from glimpse.address import Address
+    from glimpse.http.hub import Hub
+    from glimpse.view.history import CheckHistory
+    from glimpse.view.topology import Topology
 
 
 class Context:
@@ -26,7 +39,8 @@ class Context:
         closing it.
     """
 
-    def __init__(self, topology, hub, checks, dns_zone, cap=1000, stream_buffer=1 << 20):
+    def __init__(self, topology: Topology, hub: Hub, checks: CheckHistory | None, dns_zone: str,
+                 cap: int = 1000, stream_buffer: int = 1 << 20) -> None:
         self.topology = topology
         self.hub = hub
         self.checks = checks
@@ -35,13 +49,15 @@ class Context:
         self.stream_buffer = stream_buffer
 
 
-def followed_lookup(ctx, address, healthy):
+def followed_lookup(ctx: Context, address: Address, healthy: bool) -> Followed:
     """
-    The :class:`Followed` lookup of an address.
+    The :class:`~glimpse.http.follow.Followed` lookup of an address.
+
+    :param healthy: only the instances DNS serves.
     """
     topology = ctx.topology
 
-    def matches(zone, name):
+    def matches(zone: str, name: str | None) -> bool:
         return zone == address.zone and (name is None or name in jobs_of(topology, address))
 
     return Followed(
@@ -59,15 +75,20 @@ class LookupResource(JSONResource):
     ``/v1/lookup/`` (and ``/v1/watch/``, ``/v1/explain/``): one child per
     address.
 
+    :param ctx: the :class:`Context`.
     :param kind: ``lookup``, ``watch`` or ``explain``.
     """
 
-    def __init__(self, ctx, kind="lookup"):
+    def __init__(self, ctx: Context, kind: str = "lookup") -> None:
         super().__init__()
         self._ctx = ctx
         self._kind = kind
 
-    def getChild(self, path, request):
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        """
+        The :class:`AddressResource` of the address ``path``; 400 for what is
+        not one, 404 for a longer path.
+        """
         if request.postpath:
             return ErrorResource(404, "not found", "an address is one path segment: "
                                  f"/v1/{self._kind}/http.web.prod.shop.ams")
@@ -78,7 +99,10 @@ class LookupResource(JSONResource):
             return ErrorResource(400, "invalid address", str(e))
         return AddressResource(self._ctx, address, self._kind)
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> NoReturn:
+        """
+        ``/v1/lookup/`` alone: a 400 saying what to append.
+        """
         raise HTTPError(400, "no address",
                         f"append one: /v1/{self._kind}/http.web.prod.shop.ams")
 
@@ -86,17 +110,25 @@ class LookupResource(JSONResource):
 class AddressResource(JSONResource):
     """
     One address: its lookup, its stream, or its explanation.
+
+    :param ctx: the :class:`Context`.
+    :param address: the address, possibly with ``*`` labels.
+    :param kind: ``lookup``, ``watch`` or ``explain``.
     """
 
     isLeaf = True
 
-    def __init__(self, ctx, address, kind):
+    def __init__(self, ctx: Context, address: Address, kind: str) -> None:
         super().__init__()
         self._ctx = ctx
         self._address = address
         self._kind = kind
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> int:
+        """
+        Answer (``?healthy=``, and ``?index=`` for a long-poll), stream, or
+        explain the address, as the parent's ``kind`` says.
+        """
         ctx = self._ctx
         if self._kind == "explain":
             d = maybeDeferred(explain_body, ctx.topology, self._address, ctx.dns_zone)

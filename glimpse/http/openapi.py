@@ -5,32 +5,41 @@ test that runs schemathesis against a live Glimpse checks the code against
 this very document.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import glimpse
 from glimpse.http._json import JSONResource, write_json
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 #: The provider state's JSON Schema, written with the provider API.
 PROVIDER_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "provider-state.json"
 
 
-def _ref(name):
+def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(kind):
+def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
-def _json(schema, description, headers=None):
-    answer = {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any], description: str,
+          headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description,
+                              "content": {"application/json": {"schema": schema}}}
     if headers:
         answer["headers"] = headers
     return answer
 
 
-def _errors(*codes):
+def _errors(*codes: int) -> dict[str, Any]:
     meaning = {
         400: "Bad request: the error says which parameter or label to fix.",
         401: "A provider token is configured and was not sent, or was wrong.",
@@ -45,7 +54,7 @@ def _errors(*codes):
             for c in codes}
 
 
-_INDEX = {"X-Glimpse-Index": {
+_INDEX: dict[str, Any] = {"X-Glimpse-Index": {
     "description": "Index of this answer: equal answers have equal indexes. Pass it as "
                    "?index= to wait for a different answer.",
     "schema": {"type": "integer", "minimum": 1}}}
@@ -74,7 +83,7 @@ _LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header",
 LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
-def _label(name, description):
+def _label(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description,
             "schema": {"type": "string", "pattern": LABEL}}
 
@@ -90,11 +99,12 @@ _STREAM = {"description": "A text/event-stream: 'snapshot' (the whole answer), t
                           "Glimpse ends the stream; heartbeat comments every few seconds",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
-COUNTS = {"type": "object", "required": ["instances", "passing", "warning", "critical"],
-          "properties": {k: {"type": "integer", "minimum": 0} for k in
-                         ("instances", "passing", "warning", "critical", "draining")}}
+COUNTS: dict[str, Any] = {
+    "type": "object", "required": ["instances", "passing", "warning", "critical"],
+    "properties": {k: {"type": "integer", "minimum": 0} for k in
+                   ("instances", "passing", "warning", "critical", "draining")}}
 
-SCHEMAS = {
+SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error", "detail"],
               "properties": {"error": {"type": "string", "description": "what was wrong"},
                              "detail": {"description": "how to fix it; any JSON"}}},
@@ -163,7 +173,7 @@ SCHEMAS = {
 }
 
 
-def provider_state_schema():
+def provider_state_schema() -> dict[str, Any]:
     """
     The provider state's JSON Schema: ``glimpse/schema/provider-state.json``
     when the provider API ships one, else a minimal stand-in.
@@ -178,7 +188,7 @@ def provider_state_schema():
     return schema
 
 
-def _hoist(schema, prefix):
+def _hoist(schema: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     Move a schema's ``$defs`` into the components, so that every ``$ref``
     of the document points into ``#/components/schemas`` as OpenAPI
@@ -199,18 +209,19 @@ def _hoist(schema, prefix):
     return json.loads(text), hoisted
 
 
-def _get(summary, params, ok, errors, headers=None):
+def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any],
+         errors: Iterable[int]) -> dict[str, Any]:
     return {"get": {"summary": summary, "parameters": params,
                     "responses": {"200": ok} | _errors(*errors)}}
 
 
-def document():
+def document() -> dict[str, Any]:
     """
     The OpenAPI 3.1 document.
     """
     lookup_ok = _json(_ref("Lookup"), "Every instance with every check", _INDEX)
     topology_ok = _json(_ref("Topology"), "The children with counts of instances", _INDEX)
-    paths = {
+    paths: dict[str, Any] = {
         "/v1/lookup/{address}": _get(
             "Every instance of an address with its health; '*' labels take the union "
             "(capped, then truncated: true)", [_ADDRESS, _HEALTHY, _INDEX_PARAM, _WAIT],
@@ -236,13 +247,13 @@ def document():
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     }
     for depth in range(len(_LEVELS) + 1):
-        suffix = "".join("/{%s}" % p["name"] for p in _LEVELS[:depth])
+        suffix = "".join("/{" + p["name"] + "}" for p in _LEVELS[:depth])
         params = _LEVELS[:depth]
         paths["/v1/topology" + suffix] = _get(
             "The topology below this path, with instances passing / warning / critical",
-            params + [_INDEX_PARAM, _WAIT], topology_ok, (400, 404, 503))
+            [*params, _INDEX_PARAM, _WAIT], topology_ok, (400, 404, 503))
         paths["/v1/watch/topology" + suffix] = _get(
-            "The topology below this path as Server-Sent Events", params + [_LAST_EVENT_ID],
+            "The topology below this path as Server-Sent Events", [*params, _LAST_EVENT_ID],
             _STREAM, (400, 404))
     provider = {"name": "provider", "in": "path", "required": True,
                 "description": "the provider's name (a DNS label)", "schema": {"type": "string"}}
@@ -292,5 +303,8 @@ class OpenAPIResource(JSONResource):
 
     isLeaf = True
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> bytes:
+        """
+        The document, built now.
+        """
         return write_json(request, 200, document())

@@ -12,41 +12,57 @@ With a provider token configured, every request here needs
 served, so the provider API is never open to the network by accident.
 """
 
+from __future__ import annotations
+
 import hmac
 import ipaddress
 import json
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import label_problem
 from glimpse.consul import ConsulError
-from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
+from glimpse.http._json import (
+    ErrorResource,
+    HTTPError,
+    JSONResource,
+    read_body,
+    render_deferred,
+)
 from glimpse.http.follow import parse_bool
 from glimpse.providers.applier import NotAcknowledged, NotApplied
 from glimpse.providers.state import InvalidState, NoSuchCheck
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
+
+    from glimpse.providers.applier import Applier
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_NOTE = 4096
 _STATUSES = ("pass", "warn", "fail")
 
 
-def _is_loopback(address):
+def _is_loopback(address: object) -> bool:
     if isinstance(address, (IPv4Address, IPv6Address)):
         ip = ipaddress.ip_address(address.host.split("%")[0])
-        return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None)
-                                      and ip.ipv4_mapped.is_loopback)
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return ip.is_loopback or bool(mapped and mapped.is_loopback)
     # UNIX sockets are guarded by file permissions; anything else is refused.
     return getattr(address, "name", None) is not None
 
 
 class _Unauthorized(ErrorResource):
-    def render(self, request):
+    def render(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="glimpse-providers"')
         return super().render(request)
 
 
-def _authorization_problem(request, token):
+def _authorization_problem(request: Request, token: str | None) -> Resource | None:
     """
     ``None`` when the request may use the provider API, else the resource
     that refuses it.
@@ -76,12 +92,16 @@ class ProvidersResource(JSONResource):
     :param token: the provider token, or ``None`` for loopback clients only.
     """
 
-    def __init__(self, applier, token=None):
+    def __init__(self, applier: Applier, token: str | None = None) -> None:
         super().__init__()
         self._applier = applier
         self._token = token
 
-    def getChild(self, path, request):
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        """
+        The provider ``path``'s state, or one of its TTL checks; a 401 or
+        403 for a client the provider API does not serve.
+        """
         refusal = _authorization_problem(request, self._token)
         if refusal is not None:
             return refusal
@@ -89,7 +109,7 @@ class ProvidersResource(JSONResource):
         problem = label_problem(name, "provider name")
         if problem:
             return ErrorResource(400, "invalid provider name", problem)
-        rest = [p.decode("utf-8", "replace") for p in request.postpath]
+        rest = [p.decode("utf-8", "replace") for p in request.postpath or ()]
         if not rest or rest == [""]:
             return ProviderResource(self._applier, name)
         if len(rest) == 5 and rest[0] == "instances" and rest[2] == "checks":
@@ -100,11 +120,14 @@ class ProvidersResource(JSONResource):
         return ErrorResource(404, "not found", "use /v1/providers/<provider> or "
                              "/v1/providers/<provider>/instances/<instance>/checks/<check>/pass")
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> NoReturn:
+        """
+        ``/v1/providers/`` alone: a 400 saying what to append.
+        """
         raise HTTPError(400, "no provider", "use /v1/providers/<provider>")
 
 
-def _consul_failed(failure):
+def _consul_failed(failure: Failure) -> Failure:
     if failure.check(NotAcknowledged):
         raise HTTPError(504, "the state was not acknowledged by Consul's catalog in time; "
                         "the previous state was put back", str(failure.value))
@@ -117,39 +140,58 @@ def _consul_failed(failure):
 class ProviderResource(JSONResource):
     """
     One provider's state.
+
+    :param applier: a :class:`glimpse.providers.applier.Applier`.
+    :param provider: the provider's name.
     """
 
     isLeaf = True
 
-    def __init__(self, applier, provider):
+    def __init__(self, applier: Applier, provider: str) -> None:
         super().__init__()
         self._applier = applier
         self._provider = provider
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> int:
+        """
+        The provider's acknowledged state.
+
+        :raises HTTPError: 404 when it has none.
+        """
         state = self._applier.state(self._provider)
         if state is None:
             raise HTTPError(404, f"provider {self._provider!r} has no state",
                             f"PUT one to /v1/providers/{self._provider}")
         return render_deferred(request, maybeDeferred(lambda: (200, state)))
 
-    def render_PUT(self, request):
-        body = request.content.read(MAX_BODY + 1)
+    def render_PUT(self, request: Request) -> int:
+        """
+        Replace the provider's whole state (``?dry_run=true``: only say what
+        would change); the answer comes once Consul's catalog shows it.
+
+        :raises HTTPError: 413 for a body too large, 400 for one that is not
+            JSON or not a valid state (nothing is changed then).
+        """
+        body = read_body(request, MAX_BODY + 1)
         if len(body) > MAX_BODY:
             raise HTTPError(413, "state too large", f"at most {MAX_BODY} bytes")
         try:
             document = json.loads(body)
         except ValueError as e:
-            raise HTTPError(400, "the body is not JSON", str(e))
+            raise HTTPError(400, "the body is not JSON", str(e)) from e
         dry_run = parse_bool(request, "dry_run")
         try:
             d = self._applier.apply(self._provider, document, dry_run=dry_run)
         except InvalidState as e:
-            raise HTTPError(400, "invalid provider state; nothing was changed", e.to_json())
+            raise HTTPError(400, "invalid provider state; nothing was changed",
+                            e.to_json()) from e
         d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=dry_run)))
         return render_deferred(request, d.addErrback(_consul_failed))
 
-    def render_DELETE(self, request):
+    def render_DELETE(self, request: Request) -> int:
+        """
+        Remove the provider's state.
+        """
         d = self._applier.remove(self._provider)
         d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=False)))
         return render_deferred(request, d.addErrback(_consul_failed))
@@ -160,31 +202,40 @@ class CheckResource(JSONResource):
     ``PUT .../instances/{instance}/checks/{check}/{pass,warn,fail}``: set a
     TTL check on every named port of the instance.  An optional JSON body
     ``{"note": "..."}`` becomes the check's output.
+
+    :param applier: a :class:`glimpse.providers.applier.Applier`.
+    :param status: ``pass``, ``warn`` or ``fail``.
     """
 
     isLeaf = True
 
-    def __init__(self, applier, provider, instance, check, status):
+    def __init__(self, applier: Applier, provider: str, instance: str, check: str,
+                 status: str) -> None:
         super().__init__()
         self._applier = applier
         self._args = (provider, instance, check, status)
 
-    def render_PUT(self, request):
-        body = request.content.read(MAX_NOTE + 64)
-        note = ""
+    def render_PUT(self, request: Request) -> int:
+        """
+        Set the check.
+
+        :raises HTTPError: 400 for a body that is not a note.
+        """
+        body = read_body(request, MAX_NOTE + 64)
+        note: Any = ""
         if body.strip():
             try:
                 note = json.loads(body)["note"]
             except (ValueError, KeyError, TypeError):
                 raise HTTPError(400, "the body is not {\"note\": \"...\"}",
-                                "send no body, or a JSON object with a string 'note'")
+                                "send no body, or a JSON object with a string 'note'") from None
             if not isinstance(note, str) or len(note) > MAX_NOTE:
                 raise HTTPError(400, "bad note", f"'note' is a string of at most {MAX_NOTE} "
                                 "characters")
         d = self._applier.pass_check(*self._args, note=note)
 
-        def failed(failure):
-            if failure.check(NoSuchCheck):
+        def failed(failure: Failure) -> Failure:
+            if isinstance(failure.value, NoSuchCheck):
                 raise HTTPError(failure.value.status, "no such ttl check", str(failure.value))
             if failure.check(ConsulError):
                 raise HTTPError(503, "Consul did not take the check update", str(failure.value))

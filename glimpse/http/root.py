@@ -2,36 +2,53 @@
 The resource tree of Glimpse's HTTP API.
 """
 
+from __future__ import annotations
+
 import platform
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import glimpse
 import twisted
 from glimpse.http._json import HTTPError, JSONResource, write_json
-from glimpse.http.hub import Hub
-from glimpse.http.lookup import Context, LookupResource
+from glimpse.http.lookup import LookupResource
 from glimpse.http.metrics import MetricsResource
 from glimpse.http.openapi import OpenAPIResource
 from glimpse.http.providers import ProvidersResource
 from glimpse.http.topology import TopologyResource
 from glimpse.http.zones import ZonesResource
-from glimpse.metrics.registry import GlimpseCollector, make_registry
-from glimpse.view.history import CheckHistory
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Histogram
+    from twisted.web.resource import IResource, Resource
+    from twisted.web.server import Request
+
+    from glimpse.http._clock import Clock
+    from glimpse.http.lookup import Context
+    from glimpse.providers.applier import Applier
+    from glimpse.view.topology import Topology
 
 
 class StatusResource(JSONResource):
     """
     ``GET /v1/status``: Glimpse's own health, 503 when it cannot serve.
+
+    :param topology: the :class:`glimpse.view.topology.Topology`.
+    :param clock: ``IReactorTime``, for the views' ages.
     """
 
     isLeaf = True
 
-    def __init__(self, topology, clock):
+    def __init__(self, topology: Topology, clock: Clock) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock
 
-    def render_GET(self, request):
-        zones = {}
+    def render_GET(self, request: Request) -> bytes:
+        """
+        Versions, whether Glimpse serves (its local zone can be served), and
+        each zone's state.
+        """
+        zones: dict[str, dict[str, Any]] = {}
         serving = bool(self._topology.zones)
         for name in sorted(self._topology.zones):
             problem = self._topology.zone_problem(name)
@@ -60,7 +77,10 @@ class V1(JSONResource):
     ``/v1/``.
     """
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> NoReturn:
+        """
+        A 404 that lists where to go.
+        """
         raise HTTPError(404, "not found", "try /v1/lookup/<address>, /v1/topology, "
                         "/v1/status; /v1/openapi.json describes them all")
 
@@ -69,28 +89,36 @@ class Root(JSONResource):
     """
     ``/``: times every request for the latency histogram (streams, which
     last as long as the client stays, excluded).
+
+    :param clock: ``IReactorTime``.
+    :param latency: the HTTP latency histogram, or ``None``.
     """
 
-    def __init__(self, clock, latency):
+    def __init__(self, clock: Clock, latency: Histogram | None) -> None:
         super().__init__()
         self._clock = clock
         self._latency = latency
 
-    def getChildWithDefault(self, path, request):
-        if self._latency is not None:
-            route = (request.postpath[0] if path == b"v1" and request.postpath else path)
-            route = route.decode("ascii", "replace")
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        """
+        The child, as for any resource; the request's time is observed when
+        it finishes (long-polls and streams excepted).
+        """
+        latency = self._latency
+        if latency is not None:
+            segment = request.postpath[0] if path == b"v1" and request.postpath else path
+            route = segment.decode("ascii", "replace")
             if route not in ROUTES:
                 route = "other"
             # Streams and long-polls last as long as they wait: not latency.
             if route != "watch" and b"index" not in request.args:
                 started = self._clock.seconds()
 
-                def observe(_):
-                    self._latency.labels(route, request.method.decode("ascii", "replace")
-                                         if request.method in METHODS else "other",
-                                         str(request.code)).observe(
-                                             self._clock.seconds() - started)
+                def observe(_: object) -> None:
+                    method = (request.method.decode("ascii", "replace")
+                              if request.method in METHODS else "other")
+                    latency.labels(route, method, str(request.code)).observe(
+                        self._clock.seconds() - started)
 
                 request.notifyFinish().addBoth(observe)
         return super().getChildWithDefault(path, request)
@@ -102,47 +130,40 @@ ROUTES = frozenset(["lookup", "topology", "explain", "watch", "status", "zones",
 METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 
-def make_root(topology, applier, dns_zone, clock, provider_token=None, consul=None,
-              dns_stats=None, dns_flush=None, lookup_cap=1000, stream_buffer=1 << 20, heartbeat=5.0,
-              lag=None, gc_pauses=None):
-    """
-    Build the whole tree.
+def _put(parent: Resource, path: bytes, child: Resource) -> None:
+    # A Resource provides IResource, which mypy cannot see (no mypy-zope).
+    parent.putChild(path, cast("IResource", child))
 
+
+def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
+              latency: Histogram | None, clock: Clock, provider_token: str | None = None) -> Root:
+    """
+    Build the resource tree over parts the composition root made
+    (:func:`glimpse.agent.build`); nothing here outlives a request.
+
+    :param api: the :class:`glimpse.http.lookup.Context` the lookup, topology
+        and watch resources share (the view, the hub, the check history).
+    :param applier: the :class:`glimpse.providers.applier.Applier`.
+    :param registry: the Prometheus registry ``/metrics`` serves.
+    :param latency: the HTTP latency histogram in ``registry``, or ``None``.
+    :param clock: ``IReactorTime``.
     :param provider_token: the token the provider API requires, or ``None``
         to serve it to loopback clients only.
-    :param consul: the :class:`glimpse.consul.ConsulClient`, for metrics.
-    :param dns_stats: the DNS server's counters, for metrics.
-    :param dns_flush: called before each scrape to bring ``dns_stats`` up to
-        date (the fast path counts hits on its answers and adds them later).
-    :param lookup_cap: most instances a wildcard lookup returns.
-    :param stream_buffer: bytes an event stream holds for a slow client.
-    :param heartbeat: seconds between event streams' heartbeat comments.
-    :param lag: a :class:`glimpse.metrics.registry.LagProbe`, for metrics.
-    :param gc_pauses: a :class:`glimpse.metrics.gcpauses.GCPauses`, for metrics.
-    :return: the root resource; its ``hub`` and ``registry`` are kept for
-        tests and benchmarks.
+    :return: the root resource.
     """
-    # Listeners run in order: the check history must have recorded a change
-    # before the hub recomputes the answers that show it.
-    checks = CheckHistory(topology, clock)
-    hub = Hub(topology, clock, heartbeat=heartbeat)
-    registry, latency = make_registry(GlimpseCollector(
-        topology, clock, consul=consul, dns_stats=dns_stats, hub=hub, applier=applier,
-        dns_flush=dns_flush, lag=lag, gc_pauses=gc_pauses))
-    ctx = Context(topology, hub, checks, dns_zone, cap=lookup_cap, stream_buffer=stream_buffer)
+    topology = api.topology
     root = Root(clock, latency)
-    root.hub, root.registry = hub, registry
     v1 = V1()
-    root.putChild(b"v1", v1)
-    root.putChild(b"metrics", MetricsResource(registry))
-    v1.putChild(b"lookup", LookupResource(ctx))
-    v1.putChild(b"explain", LookupResource(ctx, "explain"))
-    watch = LookupResource(ctx, "watch")
-    watch.putChild(b"topology", TopologyResource(ctx, streaming=True))
-    v1.putChild(b"watch", watch)
-    v1.putChild(b"topology", TopologyResource(ctx))
-    v1.putChild(b"openapi.json", OpenAPIResource())
-    v1.putChild(b"providers", ProvidersResource(applier, provider_token))
-    v1.putChild(b"status", StatusResource(topology, clock))
-    v1.putChild(b"zones", ZonesResource(topology, clock))
+    _put(root, b"v1", v1)
+    _put(root, b"metrics", MetricsResource(registry))
+    _put(v1, b"lookup", LookupResource(api))
+    _put(v1, b"explain", LookupResource(api, "explain"))
+    watch = LookupResource(api, "watch")
+    _put(watch, b"topology", TopologyResource(api, streaming=True))
+    _put(v1, b"watch", watch)
+    _put(v1, b"topology", TopologyResource(api))
+    _put(v1, b"openapi.json", OpenAPIResource())
+    _put(v1, b"providers", ProvidersResource(applier, provider_token))
+    _put(v1, b"status", StatusResource(topology, clock))
+    _put(v1, b"zones", ZonesResource(topology, clock))
     return root

@@ -5,10 +5,21 @@ reach it now.  A zone that cannot be reached still answers from its view
 for ``--max-stale`` seconds; ``serving`` and ``problem`` say when that ends.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, write_json
 
+if TYPE_CHECKING:
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
 
-def zone_summary(topology, name, now):
+    from glimpse.http._clock import Clock
+    from glimpse.view.topology import Topology
+
+
+def zone_summary(topology: Topology, name: str, now: float) -> dict[str, Any]:
     """
     What ``/v1/zones`` says about one zone.
 
@@ -57,12 +68,17 @@ class ZonesResource(JSONResource):
     :param clock: ``IReactorTime``, for the views' ages.
     """
 
-    def __init__(self, topology, clock):
+    def __init__(self, topology: Topology, clock: Clock) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> bytes:
+        """
+        Every zone's summary, and which is local.
+
+        :raises HTTPError: 503 while Glimpse knows no zone yet.
+        """
         now = self._clock.seconds()
         zones = [zone_summary(self._topology, name, now) for name in sorted(self._topology.zones)]
         if not zones:
@@ -76,7 +92,11 @@ class ZonesResource(JSONResource):
         return write_json(request, 200, {"local_zone": self._topology.local_zone,
                                          "zones": zones})
 
-    def getChild(self, path, request):
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        """
+        The :class:`ZoneResource` of zone ``path``; 404 for a zone Glimpse
+        does not know, or a longer path.
+        """
         name = path.decode("utf-8", "replace")
         if name == "" and not request.postpath:
             return self  # /v1/zones/
@@ -90,16 +110,23 @@ class ZonesResource(JSONResource):
 class ZoneResource(JSONResource):
     """
     ``/v1/zones/{zone}``: one zone, 200 whether or not it is reachable.
+
+    :param topology: a :class:`glimpse.view.topology.Topology`.
+    :param clock: ``IReactorTime``, for the view's age.
+    :param name: the zone.
     """
 
     isLeaf = True
 
-    def __init__(self, topology, clock, name):
+    def __init__(self, topology: Topology, clock: Clock, name: str) -> None:
         super().__init__()
         self._topology = topology
         self._clock = clock
         self._name = name
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> bytes:
+        """
+        The zone's summary (:func:`zone_summary`).
+        """
         return write_json(request, 200,
                           zone_summary(self._topology, self._name, self._clock.seconds()))

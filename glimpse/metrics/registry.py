@@ -8,9 +8,29 @@ collector on a :class:`CollectorRegistry` made here: no global registry, so two
 Glimpses in one process (tests) do not mix their figures.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from twisted.names import dns
+
+if TYPE_CHECKING:
+    from glimpse.consul import ConsulClient
+    from glimpse.dns.wire import DNSStats
+    from glimpse.http.hub import Hub
+    from glimpse.metrics._clock import Clock
+    from glimpse.metrics.gcpauses import GCPauses
+    from glimpse.metrics.lag import LagProbe
+    from glimpse.providers.applier import Applier
+    from glimpse.view.topology import Topology
 
 #: Latency buckets, seconds: lookups are served from memory, so the
 #: interesting part is well below a millisecond.
@@ -18,7 +38,7 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
            0.25, 0.5, 1.0, 2.5)
 
 
-def _qtype(number):
+def _qtype(number: int) -> str:
     return dns.QUERY_TYPES.get(number, dns.EXT_QUERIES.get(number, str(number)))
 
 
@@ -43,8 +63,10 @@ class GlimpseCollector:
     :param gc_pauses: a :class:`glimpse.metrics.gcpauses.GCPauses`, or ``None``.
     """
 
-    def __init__(self, topology, clock, consul=None, dns_stats=None, hub=None, applier=None,
-                 dns_flush=None, lag=None, gc_pauses=None):
+    def __init__(self, topology: Topology, clock: Clock, consul: ConsulClient | None = None,
+                 dns_stats: DNSStats | None = None, hub: Hub | None = None,
+                 applier: Applier | None = None, dns_flush: Callable[[], object] | None = None,
+                 lag: LagProbe | None = None, gc_pauses: GCPauses | None = None) -> None:
         self._lag = lag
         self._gc = gc_pauses
         self._dns_flush = dns_flush
@@ -55,7 +77,7 @@ class GlimpseCollector:
         self._hub = hub
         self._applier = applier
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         """
         The metric families, as prometheus-client's ``Collector`` protocol
         asks.
@@ -133,7 +155,7 @@ class GlimpseCollector:
             yield family
 
 
-def make_registry(collector):
+def make_registry(collector: GlimpseCollector) -> tuple[CollectorRegistry, Histogram]:
     """
     A registry holding ``collector`` and the HTTP latency histogram.
 
@@ -147,7 +169,7 @@ def make_registry(collector):
     return registry, latency
 
 
-def _latency_histogram(stats):
+def _latency_histogram(stats: DNSStats) -> HistogramMetricFamily:
     """
     The DNS server's latency buckets as a Prometheus histogram (seconds).
     """
@@ -158,16 +180,18 @@ def _latency_histogram(stats):
         stats.latency.total / 1e9)
 
 
-def _histogram(name, help_text, bounds, counts, total):
+def _histogram(name: str, help_text: str, bounds: Sequence[float], counts: Sequence[int],
+               total: float) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, help_text, buckets=_buckets(bounds, counts),
                                  sum_value=total)
 
 
-def _buckets(bounds, counts):
+def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
     # Plain per-bucket counts (the last one above every bound) as a
     # Prometheus histogram's cumulative buckets, in seconds.
-    buckets, running = [], 0
-    for bound, count in zip(bounds + (float("inf"),), counts):
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
         running += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
     return buckets

@@ -10,11 +10,12 @@ import subprocess
 import sys
 
 import pytest
-from support import wait_until
 
-from glimpse.cli.main import main
+from glimpse.cli import main
 from glimpse.dev.registrations import register
 from glimpse.dev.twistd import REPO, start_glimpse
+
+from support import wait_until
 
 ZONE = "glimpse.test"
 WEB = "http.web.prod.shop.ams"
@@ -156,13 +157,13 @@ def test_console_script_exit_code_and_help():
     """
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, "-m", "glimpse.cli", "--help"],
-                            capture_output=True, text=True, env=env, timeout=30)
+                            capture_output=True, text=True, env=env, timeout=30, check=False)
     assert result.returncode == 0
     for word in ("lookup", "topology", "watch", "explain", "provide", "status", "exit codes"):
         assert word in result.stdout
     result = subprocess.run([sys.executable, "-m", "glimpse.cli", "--agent",
                              "http://127.0.0.1:9", "status"],
-                            capture_output=True, text=True, env=env, timeout=30)
+                            capture_output=True, text=True, env=env, timeout=30, check=False)
     assert result.returncode == 3
 
 
@@ -176,7 +177,7 @@ def test_provide_through_the_config_dir(consul, glimpse, tmp_path):
     state.write_text(json.dumps({"instances": [{
         "product": "shop", "env": "prod", "job": "filecli", "instance": "f-1",
         "address": "127.0.13.20", "ports": {"http": 8080}}]}))
-    code, out, err = run("provide", "--provider", "file-cli", str(state),
+    code, _, err = run("provide", "--provider", "file-cli", str(state),
                          "--config-dir", str(consul.config_dir), "--consul", consul.url)
     assert code == 0, err
     wait_until(lambda: glimpse.get("/v1/lookup/http.filecli.prod.shop.ams")[0] == 200,

@@ -9,10 +9,11 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support import wait_until
 
 from glimpse.dev.registrations import deregister, register, set_check
 from glimpse.dev.twistd import http_json, start_glimpse
+
+from support import wait_until
 
 ZONE = "glimpse.test"
 WEB = "http.web.prod.shop.ams"
@@ -195,7 +196,7 @@ def test_long_poll_wakes_on_its_change_only(consul, glimpse, topo):
     one it sleeps through changes to other jobs and to other named ports of
     the same job, and returns as soon as its own answer changes.
     """
-    _, body, index = get_with_index(glimpse, f"/v1/lookup/{WEB}")
+    _, _, index = get_with_index(glimpse, f"/v1/lookup/{WEB}")
     status, _, _ = get_with_index(glimpse, f"/v1/lookup/{WEB}?index=1&wait=30s")
     assert status == 200
     result = {}

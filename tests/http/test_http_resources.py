@@ -12,8 +12,10 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from glimpse.consul import ConsulClient
-from glimpse.http.root import make_root
+from glimpse.http import Context, Hub, make_root
+from glimpse.metrics import GlimpseCollector, make_registry
 from glimpse.testing import FakeConsul
+from glimpse.view.history import CheckHistory
 from glimpse.view.topology import Topology
 
 WEB = "shop--prod--web"
@@ -46,7 +48,12 @@ class Harness:
         self.consul_stub = StubTreq(self.fake)
         consul = ConsulClient(self.consul_stub, "http://127.0.0.1:8500", self.clock)
         self.topology = Topology(consul, self.clock, max_stale=30.0, rand=random.Random(0))
-        self.root = make_root(self.topology, None, "glimpse.test", self.clock, consul=consul)
+        self.hub = Hub(self.topology, self.clock)
+        registry, latency = make_registry(GlimpseCollector(self.topology, self.clock, consul=consul,
+                                                           hub=self.hub))
+        api = Context(self.topology, self.hub, CheckHistory(self.topology, self.clock),
+                      "glimpse.test")
+        self.root = make_root(api, None, registry, latency, self.clock)
         self.http = StubTreq(self.root)
 
     def advance(self, seconds, step=0.25):
@@ -74,6 +81,7 @@ class Harness:
 def started():
     h = Harness()
     h.topology.start()
+    h.hub.startService()
     h.advance(1)
     return h
 
@@ -135,7 +143,7 @@ def test_made_up_addresses_leave_nothing_behind():
     for n in range(20):
         code, _, _ = h.get(f"/v1/lookup/http.nope{n}.prod.shop.ams")
         assert code == 404
-    assert h.root.hub.subjects == {}
+    assert h.hub.subjects == {}
     h.topology.stop()
 
 

@@ -5,6 +5,8 @@ fake request for slow clients.  The same behaviour against a real Consul
 is in test_subscriptions_consul.py.
 """
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from glimpse.http._json import HTTPError
+from glimpse.http import HTTPError
 from glimpse.http.bodies import body_index
 from glimpse.http.follow import Stream, parse_wait
 from glimpse.http.hub import Hub, item_events, replay
@@ -81,7 +83,7 @@ def test_replaying_diffs_on_the_snapshot_gives_the_last_body(sequence):
     events between each pair rebuild the last answer exactly.
     """
     events = []
-    for old, new in zip(sequence, sequence[1:]):
+    for old, new in pairwise(sequence):
         events.extend(item_events(old, new, "instances", "id"))
     rebuilt = replay(sequence[0], events, "instances", "id")
     assert rebuilt == sequence[-1]
@@ -96,7 +98,7 @@ def test_index_follows_content():
     assert 0 < body_index({}) < 2**53
 
 
-@pytest.mark.parametrize("raw,seconds", [(b"30s", 30), (b"500ms", 0.5), (b"2m", 120),
+@pytest.mark.parametrize(("raw", "seconds"), [(b"30s", 30), (b"500ms", 0.5), (b"2m", 120),
                                          (b"10", 10)])
 def test_wait_durations(raw, seconds):
     """
@@ -126,6 +128,7 @@ def make_hub(answers):
     """
     clock, topology = Clock(), FakeTopology()
     hub = Hub(topology, clock, heartbeat=5.0, linger=30.0)
+    hub.startService()
     subject = hub.subject(("lookup", "x"), lambda: succeed(answers[0]),
                           lambda zone, name: zone == "ams" and name == "web",
                           "instances", "id", lambda: [("ams", "web")])
@@ -162,7 +165,7 @@ def test_streams_get_heartbeats_and_keep_jobs_watched():
     Every few seconds a stream gets a heartbeat comment, and the jobs it
     follows are marked used so their Consul watches are not dropped.
     """
-    clock, topology, hub, subject = make_hub([{"instances": []}])
+    clock, topology, _, subject = make_hub([{"instances": []}])
     request = StreamRequest()
     stream = Stream(request, subject, limit=1000)
     subject.streams.add(stream)
@@ -177,7 +180,7 @@ def test_a_slow_client_is_cut_off_with_a_reason():
     past it the stream ends with a ``close`` event saying why.
     """
     answers = [{"instances": []}]
-    clock, topology, hub, subject = make_hub(answers)
+    _, topology, _, subject = make_hub(answers)
     request = StreamRequest()
     stream = Stream(request, subject, limit=300)
     subject.streams.add(stream)
@@ -197,7 +200,7 @@ def test_held_events_are_written_when_the_client_reads_again():
     once it reads again.
     """
     answers = [{"instances": []}]
-    clock, topology, hub, subject = make_hub(answers)
+    _, topology, _, subject = make_hub(answers)
     request = StreamRequest()
     stream = Stream(request, subject, limit=10000)
     subject.streams.add(stream)
@@ -216,7 +219,7 @@ def test_too_old_last_event_id_gets_a_snapshot():
     so the stream starts with a snapshot.
     """
     answers = [{"instances": []}]
-    clock, topology, hub, subject = make_hub(answers)
+    _, topology, hub, subject = make_hub(answers)
     hub.history = 3
     subject.log = type(subject.log)(maxlen=3)
     first = subject.event_id()
@@ -234,7 +237,7 @@ def test_idle_subjects_are_forgotten_after_lingering():
     A subject nobody follows any more is dropped after the linger time,
     so the hub does not recompute answers for no one.
     """
-    clock, topology, hub, subject = make_hub([{"instances": []}])
+    clock, _, hub, _ = make_hub([{"instances": []}])
     clock.advance(5.0)
     assert hub.subjects
     for _ in range(10):

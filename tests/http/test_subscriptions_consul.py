@@ -11,11 +11,12 @@ import socket
 import urllib.request
 
 import pytest
-from http_helpers import EventReader, replay_instances
-from support import wait_until
 
 from glimpse.dev.registrations import deregister, register, service_id, set_check
 from glimpse.dev.twistd import start_glimpse
+
+from http_helpers import EventReader, replay_instances
+from support import wait_until
 
 ZONE = "glimpse.test"
 ADDRESS = "http.feed.prod.shop.ams"

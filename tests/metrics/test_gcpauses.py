@@ -8,12 +8,12 @@ import weakref
 
 from twisted.internet.task import Clock
 
-from glimpse.metrics.gcpauses import GCPauses
-from glimpse.metrics.registry import GlimpseCollector, make_registry
+from glimpse.metrics import GCPauses, GlimpseCollector, make_registry
 
 
 class _Topology:
-    zones = {}
+    def __init__(self):
+        self.zones = {}
 
     def watch_count(self):
         return 0
@@ -60,8 +60,9 @@ def test_each_collection_pause_is_counted_by_generation():
     now = [100.0]
 
     class FakeGC:
-        callbacks = []
-        frozen = 0
+        def __init__(self):
+            self.callbacks = []
+            self.frozen = 0
 
         def collect(self):
             pass

@@ -8,17 +8,29 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import ask, wait_until
 from twisted.internet.task import Clock
 from twisted.names import dns
 
 from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 from glimpse.dns.wire import DNSStats
-from glimpse.metrics.lag import LagProbe
-from glimpse.metrics.registry import GlimpseCollector, make_registry
+from glimpse.metrics import GlimpseCollector, LagProbe, make_registry
+
+from support import ask, wait_until
 
 ZONE = "glimpse.test"
+
+
+class NoZones:
+    """
+    What the collector reads of a topology, with no zone yet.
+    """
+
+    def __init__(self):
+        self.zones = {}
+
+    def watch_count(self):
+        return 0
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +118,7 @@ def test_collector_reads_plain_counters():
     stats.responses[(dns.AAAA, 3)] += 1
     stats.fast_hits = 5
 
-    class Topology:
-        zones = {}
-
-        def watch_count(self):
-            return 0
-
-    registry, _ = make_registry(GlimpseCollector(Topology(), Clock(), dns_stats=stats))
+    registry, _ = make_registry(GlimpseCollector(NoZones(), Clock(), dns_stats=stats))
     assert registry.get_sample_value("glimpse_dns_responses_total",
                                      {"qtype": "A", "rcode": "NOERROR"}) == 2
     assert registry.get_sample_value("glimpse_dns_responses_total",
@@ -127,19 +133,13 @@ def test_reactor_stalls_show_in_the_lag_histogram():
     event loop stalls (here, 0.35 s pass at once) the probe that ran late
     counts the stall, which a scrape shows in seconds.
     """
-    class Topology:
-        zones = {}
-
-        def watch_count(self):
-            return 0
-
     clock = Clock()
     lag = LagProbe(clock)
     lag.startService()
     for _ in range(10):
         clock.advance(0.1)
     clock.advance(0.45)  # the probe due 0.1 s in runs 0.35 s late
-    registry, _ = make_registry(GlimpseCollector(Topology(), clock, lag=lag))
+    registry, _ = make_registry(GlimpseCollector(NoZones(), clock, lag=lag))
     value = registry.get_sample_value
     assert value("glimpse_reactor_lag_seconds_count") == 11
     assert value("glimpse_reactor_lag_seconds_bucket", {"le": "0.001"}) == 10
