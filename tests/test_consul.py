@@ -15,7 +15,6 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 from zope.interface.verify import verifyObject
 
-import glimpse.consul
 from glimpse.consul import (
     AgentSelf,
     ConsulClient,
@@ -62,20 +61,6 @@ def h():
     A fresh :class:`Harness`.
     """
     return Harness()
-
-
-def test_exports():
-    """
-    The package exports the client, its answers and errors, and the
-    blocking reload, each defined inside it.
-    """
-    assert glimpse.consul.__all__ == [
-        "CHECK_STATUSES", "TOKEN_HEADER", "AgentSelf", "ConsulClient", "ConsulDenied",
-        "ConsulError", "ConsulNotFound", "ConsulUnavailable", "Response", "reload_agent",
-    ]
-    for name in glimpse.consul.__all__:
-        value = getattr(glimpse.consul, name)
-        assert getattr(value, "__module__", "glimpse.consul.").startswith("glimpse.consul.")
 
 
 def test_fake_agent_interface():
