@@ -9,14 +9,17 @@ that answers one (:class:`FakeConsul.set`, :class:`FakeConsul.release`,
 """
 
 import json
+import random
+from collections.abc import Callable
+from typing import Any
 
 import attrs
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from glimpse.duration import parse_duration
 
@@ -39,13 +42,15 @@ class RecordedRequest:
 
     method: str
     path: str
-    args: dict
-    headers: dict
+    args: dict[str, str]
+    headers: dict[str, str]
     body: bytes
 
-    def json(self):
+    def json(self) -> Any:
         """
         The body decoded as JSON.
+
+        :return: the decoded body.
         """
         return json.loads(self.body)
 
@@ -56,10 +61,10 @@ class _Held:
     A request held open: a blocking query, or any request while stalled.
     """
 
-    request: object
+    request: Request
     path: str
     index: float
-    timer: object = None
+    timer: Any = None
 
 
 class FakeConsul(Resource):
@@ -75,6 +80,7 @@ class FakeConsul(Resource):
     ``catalog/services`` are set at the start.
 
     :param datacenter: the agent's datacenter.
+    :param node: the agent's node name.
     :param clock: an ``IReactorTime`` to end blocking queries after their
         ``wait`` as Consul does (without its jitter); without one they are
         held until answered by hand.
@@ -83,22 +89,23 @@ class FakeConsul(Resource):
 
     isLeaf = True
 
-    def __init__(self, datacenter="dc1", clock=None):
+    def __init__(self, datacenter: str = "dc1", clock: Any = None,
+                 node: str = "node1") -> None:
         super().__init__()
         self._clock = clock
-        self.requests = []
-        self._values = {}
+        self.requests: list[RecordedRequest] = []
+        self._values: dict[str, tuple[Any, int]] = {}
         self._index = 0
-        self._held = []
-        self._failure = None
+        self._held: list[_Held] = []
+        self._failure: tuple[int, str] | None = None
         self._stalled = False
-        self.set("agent/self", {"Config": {"Datacenter": datacenter}})
+        self.set("agent/self", {"Config": {"Datacenter": datacenter, "NodeName": node}})
         self.set("catalog/datacenters", [datacenter])
         self.set("catalog/services", {"consul": []})
 
     # Telling the fake what to answer
 
-    def set(self, path, body, index=None):
+    def set(self, path: str, body: Any, index: int | None = None) -> None:
         """
         Give a path a new answer and wake the queries blocked on it.
 
@@ -112,7 +119,7 @@ class FakeConsul(Resource):
         self._values[path] = (body, self._index)
         self._answer_held(lambda held: held.path == path and held.index < self._index)
 
-    def fail(self, status, message="fake Consul failure"):
+    def fail(self, status: int, message: str = "fake Consul failure") -> None:
         """
         Answer every request, and every held query, with an HTTP error until
         :obj:`recover` is called.
@@ -123,26 +130,26 @@ class FakeConsul(Resource):
         self._failure = (status, message)
         self._answer_held(lambda held: True)
 
-    def recover(self):
+    def recover(self) -> None:
         """
         Stop failing: answer from the paths' values again.
         """
         self._failure = None
 
-    def stall(self):
+    def stall(self) -> None:
         """
         Hold every request from now on without answering it, like an agent
         that accepted the connection and hung.  :obj:`release` answers them.
         """
         self._stalled = True
 
-    def unstall(self):
+    def unstall(self) -> None:
         """
         Answer new requests again; those already held stay held.
         """
         self._stalled = False
 
-    def release(self, path=None):
+    def release(self, path: str | None = None) -> None:
         """
         Answer held queries now with their path's current value, as Consul
         does when a blocking query's ``wait`` runs out.
@@ -154,24 +161,30 @@ class FakeConsul(Resource):
     # Reading what happened
 
     @property
-    def held(self):
+    def held(self) -> int:
         """
         How many requests are being held unanswered.
         """
         return len(self._held)
 
-    def count(self, path_prefix=""):
+    def count(self, path_prefix: str = "") -> int:
         """
-        How many requests were received for paths starting with
-        ``path_prefix``.
+        How many requests were received for some paths.
+
+        :param path_prefix: count the paths starting with it (every path by
+            default).
+        :return: the count.
         """
         return sum(1 for r in self.requests if r.path.startswith(path_prefix))
 
     # The resource
 
-    def render(self, request):
+    def render(self, request: Request) -> bytes | int:
         """
         Record the request, then answer it now or hold it.
+
+        :param request: the request.
+        :return: the body, or ``NOT_DONE_YET`` when held.
         """
         path = request.path.decode("utf-8")
         if not path.startswith("/v1/"):
@@ -181,9 +194,11 @@ class FakeConsul(Resource):
         args = {k.decode(): v[0].decode() for k, v in request.args.items()}
         headers = {k.decode().lower(): v[0].decode()
                    for k, v in request.requestHeaders.getAllRawHeaders()}
-        request.content.seek(0)
+        content = request.content
+        assert content is not None  # Request.requestReceived has set it.
+        content.seek(0)
         self.requests.append(RecordedRequest(
-            request.method.decode(), path, args, headers, request.content.read()))
+            request.method.decode(), path, args, headers, content.read()))
         if self._stalled:
             index = _FOREVER
         elif self._failure is None and request.method == b"GET" and "index" in args:
@@ -202,7 +217,7 @@ class FakeConsul(Resource):
             return NOT_DONE_YET
         return self._body(request, path)
 
-    def _forget(self, held):
+    def _forget(self, held: _Held) -> None:
         """
         Stop holding a request: it was answered or its client went away.
         """
@@ -211,7 +226,7 @@ class FakeConsul(Resource):
         if held.timer is not None and held.timer.active():
             held.timer.cancel()
 
-    def _answer_held(self, which):
+    def _answer_held(self, which: Callable[[_Held], bool]) -> None:
         """
         Answer the held requests for which ``which(held)`` is true.
         """
@@ -221,7 +236,7 @@ class FakeConsul(Resource):
             held.request.write(self._body(held.request, held.path))
             held.request.finish()
 
-    def _body(self, request, path):
+    def _body(self, request: Request, path: str) -> bytes:
         """
         Set the status and headers of an answer and return its body.
         """
@@ -249,18 +264,21 @@ class UnreachableAgent:
     :ivar attempts: how many requests were tried.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.attempts = 0
 
-    def request(self, method, uri, headers=None, bodyProducer=None):
+    def request(self, method: bytes, uri: bytes, headers: object = None,
+                bodyProducer: object = None) -> Deferred[Any]:
         """
         Fail at once: the connection was refused.
+
+        :return: a Deferred failing with ``ConnectionRefusedError``.
         """
         self.attempts += 1
         return fail(ConnectionRefusedError("fake Consul is down"))
 
 
-def mutate_packet(rng, data):
+def mutate_packet(rng: random.Random, data: bytes) -> bytes:
     """
     One random mutation of a DNS packet, for fuzzing: flipped bits, a cut,
     inserted bytes, a bad header byte, a compression pointer, random section
@@ -271,24 +289,24 @@ def mutate_packet(rng, data):
     :param data: a valid packet (``bytes``).
     :return: the mutated packet (``bytes``).
     """
-    data = bytearray(data)
+    buf = bytearray(data)
     kind = rng.randrange(7)
-    if kind == 0 and data:
+    if kind == 0 and buf:
         for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    elif kind == 1 and data:
-        del data[rng.randrange(len(data)):]
+            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+    elif kind == 1 and buf:
+        del buf[rng.randrange(len(buf)):]
     elif kind == 2:
-        at = rng.randrange(len(data) + 1)
-        data[at:at] = rng.randbytes(rng.randint(1, 16))
-    elif kind == 3 and len(data) > 2:
-        data[rng.randrange(2, min(12, len(data)))] = rng.choice(
+        at = rng.randrange(len(buf) + 1)
+        buf[at:at] = rng.randbytes(rng.randint(1, 16))
+    elif kind == 3 and len(buf) > 2:
+        buf[rng.randrange(2, min(12, len(buf)))] = rng.choice(
             (0x00, 0x01, 0x80, 0xFF, 0x28, 0x78, 0x30))
-    elif kind == 4 and len(data) > 12:
-        at = rng.randrange(12, len(data))
-        data[at:at + 2] = bytes((0xC0 | rng.randrange(64), rng.randrange(256)))
-    elif kind == 5 and len(data) >= 12:
-        data[4:12] = rng.randbytes(8)
+    elif kind == 4 and len(buf) > 12:
+        at = rng.randrange(12, len(buf))
+        buf[at:at + 2] = bytes((0xC0 | rng.randrange(64), rng.randrange(256)))
+    elif kind == 5 and len(buf) >= 12:
+        buf[4:12] = rng.randbytes(8)
     else:
-        data = bytearray(rng.randbytes(rng.randrange(600)))
-    return bytes(data)
+        buf = bytearray(rng.randbytes(rng.randrange(600)))
+    return bytes(buf)

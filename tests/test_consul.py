@@ -3,6 +3,10 @@ Tests for :obj:`glimpse.consul`: the Consul HTTP client, over the in-memory fake
 Consul of :obj:`glimpse.testing`.
 """
 
+import http.server
+import socket
+import threading
+
 import pytest
 from treq.client import HTTPClient
 from treq.testing import StubTreq
@@ -12,12 +16,14 @@ from twisted.web.iweb import IAgent
 from zope.interface.verify import verifyObject
 
 from glimpse.consul import (
+    AgentSelf,
     ConsulClient,
     ConsulDenied,
     ConsulError,
     ConsulNotFound,
     ConsulUnavailable,
     Response,
+    reload_agent,
 )
 from glimpse.testing import FakeConsul, UnreachableAgent
 
@@ -69,7 +75,7 @@ def test_token_sent():
     A configured ACL token goes with every request as ``X-Consul-Token``.
     """
     h = Harness(token="s3cr3t")
-    h.result(h.client.datacenter())
+    h.result(h.client.agent_self())
     h.result(h.client.register({"ID": "x", "Name": "shop--prod--web"}))
     assert [r.headers.get("x-consul-token") for r in h.fake.requests] == ["s3cr3t", "s3cr3t"]
 
@@ -79,7 +85,7 @@ def test_no_token(h):
     Without a token, no ``X-Consul-Token`` header is sent at all (an empty
     one would be an anonymous token of its own).
     """
-    h.result(h.client.datacenter())
+    h.result(h.client.agent_self())
     assert "x-consul-token" not in h.fake.requests[0].headers
 
 
@@ -99,7 +105,7 @@ def test_endpoints(h):
     """
     h.fake.set("catalog/datacenters", ["lon", "ams"])
     h.fake.set("agent/services", {"x": {"ID": "x"}})
-    assert h.result(h.client.datacenter()) == "ams"
+    assert h.result(h.client.agent_self()) == AgentSelf(datacenter="ams", node="node1")
     assert h.result(h.client.datacenters()) == ["ams", "lon"]
     assert h.result(h.client.agent_services('Meta["glimpse-provider"] == "p"')) == {
         "x": {"ID": "x"}}
@@ -148,7 +154,7 @@ def test_register_and_deregister(h):
     assert (deregister.method, deregister.path) == ("PUT", "agent/service/deregister/p%3Ax")
 
 
-@pytest.mark.parametrize("status, error", [
+@pytest.mark.parametrize(("status", "error"), [
     (403, ConsulDenied),
     (404, ConsulNotFound),
     (500, ConsulError),
@@ -173,7 +179,7 @@ def test_unknown_path_not_found(h):
     """
     A path Consul does not know is a :class:`ConsulNotFound`.
     """
-    assert isinstance(h.result(h.client.get("agent/nothing")), ConsulNotFound)
+    assert isinstance(h.result(h.client.node_services("nowhere")), ConsulNotFound)
 
 
 def test_not_json(h):
@@ -231,7 +237,7 @@ def test_connection_refused():
     agent = UnreachableAgent()
     client = ConsulClient(HTTPClient(agent), "http://127.0.0.1:1", Clock())
     results = []
-    client.datacenter().addErrback(results.append)
+    client.agent_self().addErrback(results.append)
     error = results[0].value
     assert type(error) is ConsulUnavailable
     assert error.status is None
@@ -247,7 +253,7 @@ def test_timeout():
     h = Harness(timeout=3.0)
     h.fake.stall()
     results = []
-    h.client.datacenter().addErrback(results.append)
+    h.client.agent_self().addErrback(results.append)
     h.stub.flush()
     h.clock.advance(2.9)
     assert results == []
@@ -325,3 +331,101 @@ def test_blocking_query_ending_with_the_same_index_is_not_decoded(h):
     h.fake.release()
     result = h.result(d)
     assert result == Response(body=None, index=7, unchanged=True)
+
+
+def test_agent_self_without_its_fields_is_a_consul_error(h):
+    """
+    An ``agent/self`` answer without the datacenter or the node name is a
+    :class:`ConsulError` naming what is missing, not a crash.
+    """
+    h.fake.set("agent/self", {"Config": {"Datacenter": "ams"}})
+    error = h.result(h.client.agent_self())
+    assert type(error) is ConsulError and error.endpoint == "agent/self"
+    assert "NodeName" in error.message
+
+
+def test_node_services(h):
+    """
+    A node's services come from the catalog, filtered, as a list (Consul
+    wraps them in ``Services``), blocking when given an index; a node the
+    catalog does not know is a :class:`ConsulNotFound`.
+    """
+    h.fake.set("catalog/node-services/node1", {"Node": {}, "Services": [{"ID": "x"}]}, index=5)
+    response = h.result(h.client.node_services("node1", 'Meta["glimpse-provider"] == "p"'))
+    assert (response.body, response.index) == ([{"ID": "x"}], 5)
+    assert h.fake.requests[-1].args == {"filter": 'Meta["glimpse-provider"] == "p"'}
+    d = h.client.node_services("node1", index=5, wait=10)
+    h.fake.set("catalog/node-services/node1", {"Node": {}, "Services": None}, index=6)
+    assert h.result(d) == Response(body=[], index=6)
+    assert h.fake.requests[-1].args == {"index": "5", "wait": "10s"}
+    assert type(h.result(h.client.node_services("other"))) is ConsulNotFound
+    assert h.client.requests["catalog/node-services"] == 3
+
+
+def test_set_check(h):
+    """
+    Setting a TTL check PUTs its status word and note to the check's ID;
+    another status word is refused before anything is sent.
+    """
+    h.fake.set("agent/check/warn/p%3Ax%3Acheck0", None)
+    h.result(h.client.set_check("p:x:check0", "warn", "slow"))
+    request = h.fake.requests[-1]
+    assert (request.method, request.path, request.args) == (
+        "PUT", "agent/check/warn/p%3Ax%3Acheck0", {"note": "slow"})
+    with pytest.raises(ValueError, match="pass, warn, fail"):
+        h.client.set_check("p:x:check0", "passing")
+    assert len(h.fake.requests) == 1
+
+
+class _AgentHandler(http.server.BaseHTTPRequestHandler):
+    """
+    A Consul agent that answers ``PUT /v1/agent/reload`` with the server's
+    ``status`` and ``body``, recording what it was sent.
+    """
+
+    def do_PUT(self):
+        self.server.seen.append((self.path, self.headers.get("X-Consul-Token")))
+        self.send_response(self.server.status)
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def agent():
+    """
+    A :class:`_AgentHandler` server on a free loopback port, in a thread.
+    """
+    server = http.server.HTTPServer(("127.0.0.1", 0), _AgentHandler)
+    server.seen, server.status, server.body = [], 200, b""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_reload_agent(agent):
+    """
+    The file path's blocking reload PUTs ``/v1/agent/reload`` with the
+    token; a refusal is a :class:`ConsulError` with Consul's status and
+    message, an agent that cannot be reached a :class:`ConsulUnavailable`.
+    """
+    url = f"http://127.0.0.1:{agent.server_port}/"
+    reload_agent(url, token="s3cr3t")
+    assert agent.seen == [("/v1/agent/reload", "s3cr3t")]
+    agent.status, agent.body = 500, b"Failed reloading services: bad config\n"
+    with pytest.raises(ConsulError) as e:
+        reload_agent(url)
+    assert (e.value.status, e.value.endpoint, e.value.message) == (
+        500, "agent/reload", "Failed reloading services: bad config")
+    assert agent.seen[-1] == ("/v1/agent/reload", None)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(ConsulUnavailable) as e:
+        reload_agent(f"http://127.0.0.1:{port}", timeout=5)
+    assert "refused" in e.value.message.lower()

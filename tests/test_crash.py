@@ -9,11 +9,12 @@ import threading
 import urllib.parse
 
 import pytest
-from support import wait_until
 
 from glimpse.dev.consul import start_dev_consul
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.state import registrations, validate_state
+
+from support import wait_until
 
 ZONE = "glimpse.test"
 

@@ -16,8 +16,7 @@ from twisted.names import dns
 from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
-from glimpse.view.model import instances_from_health
-from glimpse.view.topology import JobView, Topology, ZoneView
+from glimpse.view import JobView, Topology, ZoneView, instances_from_health
 
 JOBS, PER_JOB = 1000, 100
 
@@ -61,7 +60,7 @@ def main():
     clock = Clock()
     topology = Topology(consul=None, clock=clock)
     before = rss_mb()
-    topology._zones_fresh.ok()
+    topology.zones_fresh.ok()
     zone = topology.zones["ams"] = ZoneView("ams")
     zone.fresh.ok()
     for j in range(JOBS):

@@ -80,7 +80,7 @@ def percentiles(samples):
     ``(p50, p99)`` in milliseconds.
     """
     ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return statistics.median(ordered) * 1000, p99 * 1000
 
 
@@ -110,7 +110,7 @@ def main(argv=None):
         for n in range(options.rounds):
             # Full state from nothing: start each round empty.
             glimpse_put({"instances": []})
-            full_g.append(timed(lambda: glimpse_put(state(f"v{n}"))))
+            full_g.append(timed(lambda n=n: glimpse_put(state(f"v{n}"))))
             if n:
                 raw.put([], remove=[d["ID"] for d in raw_full])
             full_r.append(timed(lambda: raw.put(raw_full)))
@@ -122,10 +122,10 @@ def main(argv=None):
             # One instance's meta changes: 3 registrations of 150.
             # web-0 alone changes from round to round (the others stay "base").
             document = state(f"c{n}", changed=0)
-            change_g.append(timed(lambda: glimpse_put(document, changed=3)))
+            change_g.append(timed(lambda document=document: glimpse_put(document, changed=3)))
             regs = registrations("raw", validate_state(document))
             changed = [regs[s] for s in regs if ":web-0:" in s]
-            change_r.append(timed(lambda: raw.put(changed)))
+            change_r.append(timed(lambda changed=changed: raw.put(changed)))
         results = {"full 50x3 (150 regs)": (full_g, full_r),
                    "1-instance change (3 regs)": (change_g, change_r)}
     finally:

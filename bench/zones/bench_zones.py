@@ -6,9 +6,10 @@ Starts two WAN-joined dev Consul agents and a Glimpse on each, seeds each
 zone through its own Glimpse, then asks the ams Glimpse, one query at a
 time over UDP, for an ams name (timed) alone and alternately with a fra
 name (the load the outage touches), in half-second blocks, for PHASE
-seconds with fra up and PHASE seconds after SIGKILLing fra's server.  During the outage fra's answers go from the stale
-view to SERVFAIL (``--max-stale`` is short here); ams's must not change
-beyond noise.  Prints p50/p99/max of both phases and the ratio.
+seconds with fra up and PHASE seconds after SIGKILLing fra's server.
+During the outage fra's answers go from the stale view to SERVFAIL
+(``--max-stale`` is short here); ams's must not change beyond noise.
+Prints p50/p99/max of both phases and the ratio.
 
     make bench-zones            # or: python -m bench.zones.bench_zones --phase 8
 """
@@ -123,7 +124,7 @@ def main(argv=None):
         agents.append(start_dev_consul(binary, "ams", workdir=workdir))
         agents.append(start_dev_consul(binary, "fra", join_wan=agents[0], workdir=workdir))
         args = [f"--max-stale={options.max_stale}"]
-        for agent, prefix in zip(agents, ("127.0.50", "127.0.60")):
+        for agent, prefix in zip(agents, ("127.0.50", "127.0.60"), strict=True):
             g = start_glimpse(agent.url, ZONE, args,
                               workdir=os.path.join(workdir, agent.datacenter))
             glimpses.append(g)

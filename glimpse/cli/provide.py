@@ -11,7 +11,16 @@ import json
 import sys
 from typing import Any, TextIO
 
-from glimpse.cli.client import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, fetch, print_json, quote_segment
+from glimpse.cli.client import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    fetch,
+    print_json,
+    quote_segment,
+)
 from glimpse.config import read_secret
 
 
@@ -74,6 +83,7 @@ def _provide_file(args: argparse.Namespace, document: Any, out: TextIO, err: Tex
         return EXIT_REFUSED
     except FileProviderError as e:
         err.write(f"glimpse: {e}\n")
-        return e.exit_code
+        # 1 for a failed write or reload, as main's epilog says.
+        return EXIT_UNREACHABLE if e.unreachable else EXIT_NOT_FOUND
     out.write(result.message + "\n")
     return EXIT_OK

@@ -12,78 +12,75 @@ it; only then is it saved as the provider's state.  Before Consul is
 touched a pending marker is written, so a crash mid-apply is noticed on
 start and rolled back: Consul ends with the last acknowledged state, never a
 mix of the old and the new.  The same reconciliation runs every few seconds,
-which also puts things right after a Consul agent restart.
+which also puts things right after a Consul agent restart
+(:class:`ReconcileService`).
 """
 
-import attrs
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any
+
 from twisted.application.internet import TimerService
-from twisted.internet.defer import DeferredLock, DeferredSemaphore, gatherResults, inlineCallbacks
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    DeferredSemaphore,
+    FirstError,
+    gatherResults,
+    inlineCallbacks,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from glimpse.consul import ConsulNotFound
+from glimpse.consul import ConsulClient, ConsulNotFound
+from glimpse.mapping import (
+    ANY_PROVIDER,
+    META_HASH,
+    META_PROVIDER,
+    is_file_sourced,
+    provider_filter,
+    registration_hash,
+)
+from glimpse.providers.results import ApplyResult, NotAcknowledged, NotApplied
 from glimpse.providers.state import (
+    Document,
     NoSuchCheck,
     diff,
-    is_file_sourced,
     registrations,
     ttl_check_ids,
     validate_state,
 )
-from glimpse.view.model import META_HASH, META_PROVIDER
+from glimpse.providers.store import ProviderStore
 
-EMPTY = {"instances": []}
+#: What an inlineCallbacks generator yields and is sent.
+_Steps = Generator[Deferred[Any], Any, Any]
 
 
-@attrs.frozen
-class ApplyResult:
+def _empty() -> Document:
+    # A new one each time: the store writes it, and nothing is shared.
+    return {"instances": []}
+
+
+def _all(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:
     """
-    What an apply did (or, for a dry run, would do): lists of service IDs.
+    Wait for all of ``deferreds``; on a failure, fail with the first one's
+    error itself rather than gatherResults' FirstError around it.
     """
+    def first(failure: Failure) -> Failure:
+        error = failure.value
+        assert isinstance(error, FirstError)
+        return error.subFailure
 
-    provider: str
-    added: list
-    changed: list
-    removed: list
-    unchanged: list
-
-    def to_json(self):
-        """
-        The result as the HTTP API reports it.
-        """
-        return attrs.asdict(self)
+    return gatherResults(deferreds, consumeErrors=True).addErrback(first)
 
 
-@attrs.define
-class NotApplied(Exception):
-    """
-    Consul did not take the state; ``message`` says where it stopped.
-    """
-
-    message: str
-
-    def __str__(self):
-        return self.message
-
-
-class NotAcknowledged(NotApplied):
-    """
-    The local agent took the state but the catalog did not show it in time.
-    """
-
-
-def _provider_filter(provider):
-    return f'Meta["{META_PROVIDER}"] == "{provider}"'
-
-
-def _hashes(services):
+def _hashes(services: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
     # The file path's registrations carry the same provider meta; they are
     # the agent's config files' business, never the HTTP path's.
-    return {s["ID"]: (s.get("Meta") or {}).get(META_HASH)
-            for s in services if not is_file_sourced(s)}
+    return {s["ID"]: registration_hash(s) for s in services if not is_file_sourced(s)}
 
 
-def _wanted(desired):
+def _wanted(desired: Mapping[str, Document]) -> dict[str, str | None]:
     return {sid: d["Meta"][META_HASH] for sid, d in desired.items()}
 
 
@@ -99,42 +96,51 @@ class Applier:
         once: each is an HTTP connection, and Consul answers 429 past its
         per-client connection limit (200 by default).  Per provider, so
         one provider's large apply never holds up another's.
+    :ivar applies: applies by outcome, for metrics: acknowledged, unchanged,
+        dry_run, invalid, failed, timeout.
     """
 
     log = Logger()
 
-    def __init__(self, consul, store, clock, ack_timeout=10.0, max_writes=16):
+    def __init__(self, consul: ConsulClient, store: ProviderStore, clock: Any,
+                 ack_timeout: float = 10.0, max_writes: int = 16) -> None:
         self._max_writes = max_writes
-        self._writes = {}
+        self._writes: dict[str, DeferredSemaphore] = {}
         # The registration hashes of each acknowledged state: reconciling
         # compares against them every few seconds, and computing them for a
         # large provider costs the reactor tens of milliseconds.
-        self._acknowledged = {}
+        self._acknowledged: dict[str, dict[str, str | None]] = {}
         self._consul = consul
         self._store = store
         self._clock = clock
         self._ack_timeout = ack_timeout
-        self._locks = {}
-        self._node = None
-        #: Applies by outcome, for metrics: acknowledged, unchanged, dry_run,
-        #: invalid, failed, timeout.
-        self.applies = {}
+        self._locks: dict[str, DeferredLock] = {}
+        self._node: str | None = None
+        self.applies: dict[str, int] = {}
 
-    def _count(self, outcome):
+    def _count(self, outcome: str) -> None:
         self.applies[outcome] = self.applies.get(outcome, 0) + 1
 
-    def _lock(self, provider):
+    def _lock(self, provider: str) -> DeferredLock:
         return self._locks.setdefault(provider, DeferredLock())
 
-    def state(self, provider):
+    def state(self, provider: str) -> Document | None:
         """
-        The provider's last acknowledged state, or ``None``.
+        The provider's last acknowledged state.
+
+        :param provider: the provider's name.
+        :return: the state, or ``None`` when it has none.
         """
         return self._store.load(provider)
 
-    def apply(self, provider, body, dry_run=False):
+    def apply(self, provider: str, body: object,
+              dry_run: bool = False) -> Deferred[ApplyResult]:
         """
         Validate ``body`` and make it the provider's state.
+
+        :param provider: the provider's name.
+        :param body: the decoded JSON state.
+        :param dry_run: only say what would change.
 
         :return: a Deferred firing with an :class:`ApplyResult` once the catalog
             shows the new state, or failing with :class:`NotApplied` (the previous
@@ -148,25 +154,29 @@ class Applier:
             raise
         d = self._lock(provider).run(self._apply, provider, state, dry_run)
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             self._count("timeout" if failure.check(NotAcknowledged) else "failed")
             return failure
 
         return d.addErrback(failed)
 
-    def remove(self, provider):
+    def remove(self, provider: str) -> Deferred[ApplyResult]:
         """
         Deregister everything of the provider's and forget its state.
-        """
-        return self._lock(provider).run(self._apply, provider, EMPTY, False, forget=True)
 
-    def _current(self, provider):
-        d = self._consul.agent_services(_provider_filter(provider))
+        :param provider: the provider's name.
+        :return: a Deferred as :meth:`apply`'s.
+        """
+        return self._lock(provider).run(self._apply, provider, _empty(), False, forget=True)
+
+    def _current(self, provider: str) -> Deferred[dict[str, Any]]:
+        d = self._consul.agent_services(provider_filter(provider))
         return d.addCallback(lambda services: {
             sid: s for sid, s in services.items() if not is_file_sourced(s)})
 
     @inlineCallbacks
-    def _apply(self, provider, state, dry_run, forget=False):
+    def _apply(self, provider: str, state: Document, dry_run: bool,
+               forget: bool = False) -> Generator[Deferred[Any], Any, ApplyResult]:
         desired = registrations(provider, state)
         current = yield self._current(provider)
         add, change, remove, unchanged = diff(desired, current)
@@ -199,19 +209,17 @@ class Applier:
                 changed=len(change), removed=len(remove))
         return result
 
-    def _bounded(self, provider):
+    def _bounded(self, provider: str) -> Callable[..., Deferred[Any]]:
         return self._writes.setdefault(provider, DeferredSemaphore(self._max_writes)).run
 
-    def _push(self, provider, desired, register, deregister):
+    def _push(self, provider: str, desired: Mapping[str, Document], register: list[str],
+              deregister: list[str]) -> Deferred[Any]:
         run = self._bounded(provider)
-        d = gatherResults(
-            [run(self._consul.register, desired[sid]) for sid in register]
-            + [run(self._consul.deregister, sid) for sid in deregister],
-            consumeErrors=True)
-        return d.addErrback(lambda f: f.value.subFailure)
+        return _all([run(self._consul.register, desired[sid]) for sid in register]
+                    + [run(self._consul.deregister, sid) for sid in deregister])
 
     @inlineCallbacks
-    def _verify(self, provider, desired):
+    def _verify(self, provider: str, desired: Mapping[str, Document]) -> _Steps:
         current = yield self._current(provider)
         held = _hashes(current.values())
         wanted = _wanted(desired)
@@ -222,7 +230,7 @@ class Applier:
                 "registrations differ)")
 
     @inlineCallbacks
-    def _confirm_catalog(self, provider, desired):
+    def _confirm_catalog(self, provider: str, desired: Mapping[str, Document]) -> _Steps:
         """
         Wait, up to the deadline, until the catalog's entry for this node
         shows exactly ``desired``: the agent syncs to the servers
@@ -232,17 +240,19 @@ class Applier:
         deadline = self._clock.seconds() + self._ack_timeout
         if self._node is None:
             # The node's name does not change while the agent runs; asked once.
-            answer = yield self._consul.get("agent/self", endpoint="agent/self")
-            self._node = answer.body["Config"]["NodeName"]
+            self._node = (yield self._consul.agent_self()).node
         node = self._node
-        path, index = f"catalog/node-services/{node}", None
+        index: int | None = None
+        services: list[Any] = []
         while True:
             try:
-                response = yield self._consul.get(
-                    path, {"filter": _provider_filter(provider)}, index=index,
-                    wait=index and max(1, int(deadline - self._clock.seconds()) + 1),
-                    endpoint="catalog/node-services")
-                services = (response.body or {}).get("Services") or []
+                response = yield self._consul.node_services(
+                    node, provider_filter(provider), index=index,
+                    wait=index and max(1, int(deadline - self._clock.seconds()) + 1))
+                if not response.unchanged:
+                    # Unchanged: the wait ran out and the catalog still holds
+                    # what the last answer said (its body is not read).
+                    services = response.body
                 index = response.index or 1
             except ConsulNotFound:
                 # The node is not in the catalog yet (the agent has not
@@ -258,7 +268,7 @@ class Applier:
                     "servers reachable?)")
 
     @inlineCallbacks
-    def _roll_back(self, provider):
+    def _roll_back(self, provider: str) -> _Steps:
         # Best effort, inside the apply's lock: on failure the pending marker
         # stays, and the periodic reconciliation finishes the job later.
         try:
@@ -268,8 +278,8 @@ class Applier:
                           "back yet ({error}); will retry", provider=provider, error=str(e))
 
     @inlineCallbacks
-    def _reconcile(self, provider):
-        state = self._store.load(provider) or EMPTY
+    def _reconcile(self, provider: str) -> Generator[Deferred[Any], Any, bool]:
+        state = self._store.load(provider) or _empty()
         desired = registrations(provider, state)
         current = yield self._current(provider)
         add, change, remove, _ = diff(desired, current)
@@ -283,23 +293,24 @@ class Applier:
         self._store.clear_pending(provider)
         return bool(add or change or remove)
 
-    def reconcile(self, provider):
+    def reconcile(self, provider: str) -> Deferred[bool]:
         """
         Make the local agent hold exactly the provider's acknowledged state
         (nothing if it has none), rolling back an apply that was cut short.
 
+        :param provider: the provider's name.
         :return: a Deferred firing with whether anything had to change.
         """
         return self._lock(provider).run(self._reconcile, provider)
 
-    def _acknowledged_hashes(self, provider):
+    def _acknowledged_hashes(self, provider: str) -> dict[str, str | None]:
         if provider not in self._acknowledged:
-            state = self._store.load(provider) or EMPTY
+            state = self._store.load(provider) or _empty()
             self._acknowledged[provider] = _wanted(registrations(provider, state))
         return self._acknowledged[provider]
 
     @inlineCallbacks
-    def reconcile_all(self):
+    def reconcile_all(self) -> Generator[Deferred[Any], Any, list[str]]:
         """
         Reconcile every provider whose registrations differ from its
         acknowledged state, or that has an unfinished apply.  Costs one
@@ -312,39 +323,40 @@ class Applier:
         if not names:
             # Nothing acknowledged, nothing half-done: no request at all.
             return []
-        services = yield self._consul.agent_services(f'"{META_PROVIDER}" in Meta')
-        held = {}
+        services = yield self._consul.agent_services(ANY_PROVIDER)
+        held: dict[str, dict[str, str | None]] = {}
         for service in services.values():
             if not is_file_sourced(service):
                 held.setdefault(service["Meta"][META_PROVIDER], {})[service["ID"]] = (
-                    service["Meta"].get(META_HASH))
+                    registration_hash(service))
         todo = [p for p in sorted(names)
                 if p in pending
                 or held.get(p, {}) != self._acknowledged_hashes(p)]
-        yield gatherResults([self.reconcile(p) for p in todo], consumeErrors=True).addErrback(
-            lambda f: f.value.subFailure)
+        yield _all([self.reconcile(p) for p in todo])
         return todo
 
     @inlineCallbacks
-    def pass_check(self, provider, instance, check, status, note=""):
+    def pass_check(self, provider: str, instance: str, check: str, status: str,
+                   note: str = "") -> Generator[Deferred[Any], Any, list[str]]:
         """
         Set a TTL check of an instance, on every named port's registration.
 
+        :param provider: the provider's name.
         :param instance: ``<instance>.<job>.<env>.<product>`` or a unique
             bare instance name.
         :param check: the check's name, or ``check<N>``.
         :param status: ``pass``, ``warn`` or ``fail``.
-        :raises glimpse.providers.state.NoSuchCheck: when no such TTL check exists.
+        :param note: the check's output.
+        :return: a Deferred firing with the check IDs set.
+        :raises glimpse.providers.state.NoSuchCheck: when no such TTL check
+            exists (the Deferred fails with it).
         """
         state = self._store.load(provider)
         if state is None:
             raise NoSuchCheck(404, f"provider {provider!r} has no state")
         ids = ttl_check_ids(provider, state, instance, check)
-        yield gatherResults(
-            [self._bounded(provider)(self._consul.put, f"agent/check/{status}/{cid}",
-                              params={"note": note or None}, endpoint=f"agent/check/{status}")
-             for cid in ids],
-            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        yield _all([self._bounded(provider)(self._consul.set_check, cid, status, note)
+                    for cid in ids])
         return ids
 
 
@@ -362,21 +374,21 @@ class ReconcileService(TimerService):
 
     log = Logger()
 
-    def __init__(self, applier, clock, interval=5.0):
+    def __init__(self, applier: Applier, clock: Any, interval: float = 5.0) -> None:
         super().__init__(interval, self._round)
         self.clock = clock
         self._applier = applier
         self._failing = False
 
-    def _round(self):
+    def _round(self) -> Deferred[None]:
         d = self._applier.reconcile_all()
 
-        def done(names):
+        def done(names: list[str]) -> None:
             if self._failing:
                 self.log.info("Providers' reconciliation works again")
             self._failing = False
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             if not self._failing:
                 self.log.warn("Reconciling providers with Consul failed: {error}; retrying "
                               "every round", error=failure.getErrorMessage())

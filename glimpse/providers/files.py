@@ -3,7 +3,8 @@ The file path for providers: write a provider's state as Consul service
 definitions into the local agent's config directory and reload the agent.
 
 For hosts whose Consul agent reads a config directory (``glimpse provide
---config-dir``).  Blocking, stdlib only (``urllib``): it runs once per
+--config-dir``).  Blocking (the reload is
+:func:`glimpse.consul.reload_agent`, on ``urllib``): it runs once per
 command, outside any reactor.  The state is validated and mapped exactly as
 the HTTP path does it (:mod:`glimpse.providers.state`), and the registrations are
 marked ``Meta["glimpse-source"] = "file"`` so that the HTTP path never
@@ -12,20 +13,41 @@ touches them.
 
 import json
 import os
-import ssl
-import urllib.error
-import urllib.request
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from glimpse.address import label_problem
-from glimpse.providers.state import config_services, validate_state
+from glimpse.consul import ConsulError, ConsulUnavailable, reload_agent
+from glimpse.mapping import SOURCE_FILE
+from glimpse.providers.state import Document, registrations, validate_state
 from glimpse.providers.store import atomic_write
 
-#: Exit status for a state, write or reload that failed.
-EXIT_FAILED = 1
-#: Exit status when the Consul agent could not be reached.
-EXIT_UNREACHABLE = 3
+#: API field -> config-file field, for service definitions and checks.
+_CONFIG_KEYS = {
+    "ID": "id", "Name": "name", "Tags": "tags", "Port": "port", "Address": "address",
+    "Meta": "meta", "Checks": "checks", "CheckID": "id", "HTTP": "http", "TCP": "tcp",
+    "TTL": "ttl", "GRPC": "grpc", "Interval": "interval", "Timeout": "timeout",
+    "DeregisterCriticalServiceAfter": "deregister_critical_service_after",
+}
+
+
+def config_services(provider: str, state: Mapping[str, Any]) -> dict[str, list[Document]]:
+    """
+    A state as a Consul agent config file: ``{"services": [...]}`` with the
+    same registrations as the HTTP path, in the config file's spelling.
+
+    :param provider: the provider's name.
+    :param state: a state from :func:`glimpse.providers.state.validate_state`.
+    :return: the file's document.
+    """
+    def spell(definition: Mapping[str, Any]) -> Document:
+        return {_CONFIG_KEYS[key]: [spell(c) for c in value] if key == "Checks" else value
+                for key, value in definition.items()}
+
+    regs = registrations(provider, state, source=SOURCE_FILE)
+    return {"services": [spell(regs[sid]) for sid in sorted(regs)]}
 
 
 @attrs.frozen
@@ -49,21 +71,27 @@ class FileProviderError(Exception):
     The state could not be put in place; nothing changed.
 
     :ivar message: what failed and what to do.
-    :ivar exit_code: ``1`` for a write or reload failure, ``3`` when the
-        Consul agent is unreachable.
+    :ivar unreachable: the Consul agent could not be asked to reload (rather
+        than a bad provider name or directory, a failed write, or a reload
+        the agent refused).
     """
 
     message: str
-    exit_code: int = EXIT_FAILED
+    unreachable: bool = False
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
-def provider_file(config_dir, provider):
+def provider_file(config_dir: str, provider: str) -> str:
     """
-    The path of a provider's file: ``<config_dir>/glimpse-provider-<provider>.json``,
-    one per provider, so that providers never touch each other's files.
+    The path of a provider's file, one per provider, so that providers never
+    touch each other's files.
+
+    :param config_dir: the agent's config directory.
+    :param provider: the provider's name.
+    :return: ``<config_dir>/glimpse-provider-<provider>.json``.
+    :raises FileProviderError: when the name is not a DNS label.
     """
     problem = label_problem(provider, "provider name")
     if problem:
@@ -71,45 +99,21 @@ def provider_file(config_dir, provider):
     return os.path.join(config_dir, f"glimpse-provider-{provider}.json")
 
 
-def render(provider, document):
+def render(provider: str, document: object) -> bytes:
     """
-    Validate a state and render its config file (bytes).
+    Validate a state and render its config file.
 
+    :param provider: the provider's name.
+    :param document: the decoded JSON state.
+    :return: the file's content.
     :raises glimpse.providers.state.InvalidState: listing every problem.
     """
     services = config_services(provider, validate_state(document))
     return json.dumps(services, indent=1, sort_keys=True).encode("utf-8") + b"\n"
 
 
-def reload_agent(consul_url, token=None, ca=None, timeout=30.0):
-    """
-    ``PUT /v1/agent/reload``: the agent re-reads its config directory.
-
-    :param consul_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
-        verified against ``ca`` or the system's trust store.
-    :param token: the ACL token (needs ``agent:write``), or ``None``.
-    :raises FileProviderError: exit code 3 when unreachable, 1 when the
-        agent refused the new configuration.
-    """
-    request = urllib.request.Request(
-        consul_url.rstrip("/") + "/v1/agent/reload", data=b"", method="PUT")
-    if token:
-        request.add_header("X-Consul-Token", token)
-    context = ssl.create_default_context(cafile=ca) if consul_url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context):
-            return
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace").strip()
-        raise FileProviderError(f"the Consul agent refused to reload (HTTP {e.code}): {detail}")
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise FileProviderError(
-            f"cannot reach the Consul agent at {consul_url} ({reason}); is it running?",
-            EXIT_UNREACHABLE)
-
-
-def provide_to_config_dir(provider, document, config_dir, consul_url, token=None, ca=None):
+def provide_to_config_dir(provider: str, document: object, config_dir: str, consul_url: str,
+                          token: str | None = None, ca: str | None = None) -> FileResult:
     """
     Make ``document`` the provider's whole state through the agent's config
     directory.  Blocking.
@@ -140,25 +144,35 @@ def provide_to_config_dir(provider, document, config_dir, consul_url, token=None
     except FileNotFoundError:
         previous = None
     except OSError as e:
-        raise FileProviderError(f"cannot read {path}: {e.strerror}")
+        raise FileProviderError(f"cannot read {path}: {e.strerror}") from None
     if previous == data:
         return FileResult(False, path, f"provider {provider}: unchanged, nothing to do")
     try:
         atomic_write(path, data)
     except OSError as e:
-        raise FileProviderError(f"cannot write {path}: {e.strerror}; nothing was changed")
+        raise FileProviderError(
+            f"cannot write {path}: {e.strerror}; nothing was changed") from None
     try:
         reload_agent(consul_url, token, ca)
-    except FileProviderError as e:
+    except ConsulUnavailable as e:
         _restore(path, previous)
-        raise FileProviderError(f"{e.message}; the previous {os.path.basename(path)} "
-                                "was put back", e.exit_code)
+        raise FileProviderError(
+            f"cannot reach the Consul agent at {consul_url} ({e.message}); is it running?"
+            f"{_put_back(path)}", unreachable=True) from None
+    except ConsulError as e:
+        _restore(path, previous)
+        raise FileProviderError(f"the Consul agent refused to reload (HTTP {e.status}): "
+                                f"{e.message}{_put_back(path)}") from None
     count = len(json.loads(data)["services"])
     return FileResult(True, path, f"provider {provider}: wrote {count} registrations to "
                       f"{path} and reloaded the Consul agent")
 
 
-def _restore(path, previous):
+def _put_back(path: str) -> str:
+    return f"; the previous {os.path.basename(path)} was put back"
+
+
+def _restore(path: str, previous: bytes | None) -> None:
     # The agent kept its old configuration when the reload failed; the
     # directory must say the same, or the next reload would pick it up.
     if previous is None:

@@ -6,56 +6,73 @@ Validation collects every problem with its JSON path, so a provider can fix
 all of them at once; a state with any problem is rejected whole.
 """
 
-import hashlib
 import ipaddress
-import json
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
-from glimpse.address import consul_service_name, label_problem
+from glimpse.address import label_problem
 from glimpse.duration import InvalidDuration, parse_duration
-from glimpse.view.model import (
+from glimpse.mapping import (
+    CONSUL_META_PREFIX,
+    DRAINING,
     META_DRAIN,
     META_HASH,
     META_INSTANCE,
     META_PORT,
     META_PREFIX,
     META_PROVIDER,
+    META_SOURCE,
+    OWN_META_KEYS,
+    check_id,
+    consul_service_name,
+    fingerprint,
+    port_tags,
+    registration_hash,
+    registration_id,
 )
 
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta", "drain"}
+_INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta",
+                  "drain"}
 _CHECK_KINDS = ("http", "tcp", "ttl", "grpc")
 _CHECK_KEYS = {"http", "tcp", "ttl", "grpc", "interval", "timeout", "deregister_after", "name"}
-#: Consul allows 64 meta keys; Glimpse's own take this many.
-_OWN_META = 6
-#: Meta key marking registrations the file path wrote into the agent's
-#: config dir, which the HTTP path must never touch (and vice versa).
-META_SOURCE = "glimpse-source"
+#: Consul allows 64 meta keys; Glimpse's own take some of them.
+_MAX_PROVIDER_META = 64 - len(OWN_META_KEYS)
 MAX_INSTANCES = 10000
+
+#: A validated state, or a Consul registration: decoded JSON.
+Document = dict[str, Any]
+#: ``(json_path, message)`` pairs.
+Problems = list[tuple[str, str]]
 
 
 @attrs.define
 class InvalidState(Exception):
     """
-    A state with problems: ``[(json_path, message), ...]``.
+    A state with problems.
+
+    :ivar problems: ``[(json_path, message), ...]``.
     """
 
-    problems: list
+    problems: Problems
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "; ".join(f"{path}: {message}" for path, message in self.problems)
 
-    def to_json(self):
+    def to_json(self) -> list[dict[str, str]]:
         """
         The problems as the HTTP API and the CLI report them.
+
+        :return: ``[{"path": ..., "problem": ...}, ...]``.
         """
         return [{"path": path, "problem": message} for path, message in self.problems]
 
 
-def _duration_problem(value):
+def _duration_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return f"{value!r} is not a duration: write e.g. '10s', '500ms' or '1m30s'"
     try:
@@ -70,12 +87,14 @@ def _duration_problem(value):
     return None
 
 
-def _validate_check(check, path, problems):
+def _validate_check(check: object, path: str, problems: Problems) -> None:
     if not isinstance(check, dict):
-        problems.append((path, "a check is an object, e.g. {\"tcp\": \"10.0.0.1:80\", \"interval\": \"5s\"}"))
+        problems.append((path, "a check is an object, e.g. "
+                         "{\"tcp\": \"10.0.0.1:80\", \"interval\": \"5s\"}"))
         return
     for key in sorted(set(check) - _CHECK_KEYS):
-        problems.append((f"{path}.{key}", f"unknown key; a check has {', '.join(sorted(_CHECK_KEYS))}"))
+        problems.append((f"{path}.{key}",
+                         f"unknown key; a check has {', '.join(sorted(_CHECK_KEYS))}"))
     kinds = [k for k in _CHECK_KINDS if k in check]
     if len(kinds) != 1:
         problems.append((path, "a check has exactly one of 'http', 'tcp', 'ttl' or 'grpc'"))
@@ -110,12 +129,15 @@ def _validate_check(check, path, problems):
         problems.append((f"{path}.name", "a check's name is a string"))
 
 
-def _validate_instance(inst, path, problems):
+def _validate_instance(
+    inst: object, path: str, problems: Problems,
+) -> tuple[object, object, object, object] | None:
     if not isinstance(inst, dict):
         problems.append((path, "an instance is an object"))
         return None
     for key in sorted(set(inst) - _INSTANCE_KEYS):
-        problems.append((f"{path}.{key}", f"unknown key; an instance has {', '.join(sorted(_INSTANCE_KEYS))}"))
+        problems.append((f"{path}.{key}",
+                         f"unknown key; an instance has {', '.join(sorted(_INSTANCE_KEYS))}"))
     for field in ("product", "env", "job", "instance"):
         if field not in inst:
             problems.append((f"{path}.{field}", "missing"))
@@ -127,7 +149,8 @@ def _validate_instance(inst, path, problems):
         try:
             ipaddress.ip_address(inst["address"])
         except (ValueError, TypeError):
-            problems.append((f"{path}.address", f"{inst['address']!r} is not an IPv4 or IPv6 address"))
+            problems.append((f"{path}.address",
+                             f"{inst['address']!r} is not an IPv4 or IPv6 address"))
     ports = inst.get("ports")
     if not isinstance(ports, dict) or not ports:
         problems.append((f"{path}.ports", "give at least one named port, e.g. {\"http\": 8080}"))
@@ -137,7 +160,8 @@ def _validate_instance(inst, path, problems):
             if problem:
                 problems.append((f"{path}.ports.{name}", problem))
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-                problems.append((f"{path}.ports.{name}", f"{port!r} is not a port number (1-65535)"))
+                problems.append((f"{path}.ports.{name}",
+                                 f"{port!r} is not a port number (1-65535)"))
     checks = inst.get("checks", [])
     if not isinstance(checks, list):
         problems.append((f"{path}.checks", "checks is a list"))
@@ -148,20 +172,21 @@ def _validate_instance(inst, path, problems):
     if not isinstance(meta, dict):
         problems.append((f"{path}.meta", "meta is an object of strings"))
     else:
-        if len(meta) > 64 - _OWN_META:
-            problems.append((f"{path}.meta", f"at most {64 - _OWN_META} keys"))
+        if len(meta) > _MAX_PROVIDER_META:
+            problems.append((f"{path}.meta", f"at most {_MAX_PROVIDER_META} keys"))
         for key, value in meta.items():
-            if not _META_KEY.match(key) or key.startswith((META_PREFIX, "consul-")):
+            if not _META_KEY.match(key) or key.startswith((META_PREFIX, CONSUL_META_PREFIX)):
                 problems.append((f"{path}.meta.{key}", "keys are 1-128 of A-Z a-z 0-9 _ -, "
-                                 "not starting with 'glimpse-' or 'consul-'"))
+                                 f"not starting with '{META_PREFIX}' or '{CONSUL_META_PREFIX}'"))
             if not isinstance(value, str) or len(value) > 512:
-                problems.append((f"{path}.meta.{key}", "values are strings of at most 512 characters"))
+                problems.append((f"{path}.meta.{key}",
+                                 "values are strings of at most 512 characters"))
     if "drain" in inst and not isinstance(inst["drain"], bool):
         problems.append((f"{path}.drain", "drain is true or false"))
     return (inst.get("product"), inst.get("env"), inst.get("job"), inst.get("instance"))
 
 
-def validate_state(body):
+def validate_state(body: object) -> Document:
     """
     Check a provider's state whole.
 
@@ -169,7 +194,7 @@ def validate_state(body):
     :return: the state, normalised (sorted instances, defaults filled in).
     :raises InvalidState: listing every problem.
     """
-    problems = []
+    problems: Problems = []
     if not isinstance(body, dict):
         raise InvalidState([("$", "the state is an object: {\"instances\": [...]}")])
     for key in sorted(set(body) - {"instances"}):
@@ -180,15 +205,16 @@ def validate_state(body):
         instances = []
     if len(instances) > MAX_INSTANCES:
         problems.append(("$.instances", f"at most {MAX_INSTANCES} instances per provider"))
-    seen = {}
+    seen: dict[tuple[object, ...], int] = {}
     for i, inst in enumerate(instances):
         key = _validate_instance(inst, f"$.instances[{i}]", problems)
         # A field of the wrong type (a list, say) is already a problem, and
         # would not hash.
         if key is not None and all(isinstance(k, str) for k in key):
             if key in seen:
+                job = "/".join(str(k) for k in key[:3])
                 problems.append((f"$.instances[{i}]", f"instance {key[3]!r} of "
-                                 f"{'/'.join(key[:3])} is also $.instances[{seen[key]}]"))
+                                 f"{job} is also $.instances[{seen[key]}]"))
             seen.setdefault(key, i)
     if problems:
         raise InvalidState(problems)
@@ -197,7 +223,7 @@ def validate_state(body):
         key=lambda i: (i["product"], i["env"], i["job"], i["instance"]))}
 
 
-def _normalise(inst):
+def _normalise(inst: Mapping[str, Any]) -> Document:
     out = {k: inst[k] for k in ("product", "env", "job", "instance")}
     if "address" in inst:
         out["address"] = str(ipaddress.ip_address(inst["address"]))
@@ -208,20 +234,24 @@ def _normalise(inst):
     return out
 
 
-def service_id(provider, inst, port_name):
+def service_id(provider: str, inst: Mapping[str, Any], port_name: str) -> str:
     """
-    The Consul service ID of one named port of an instance.  It starts with
-    the provider's name, so a provider's registrations never collide with
-    another's.
+    The Consul service ID of one named port of an instance
+    (:func:`glimpse.mapping.registration_id`).
+
+    :param provider: the provider's name.
+    :param inst: an instance of a validated state.
+    :param port_name: one of its named ports.
+    :return: the ID.
     """
     job = consul_service_name(inst["product"], inst["env"], inst["job"])
-    return f"{provider}:{job}:{inst['instance']}:{port_name}"
+    return registration_id(provider, job, inst["instance"], port_name)
 
 
-def _check_definition(sid, index, check):
+def _check_definition(sid: str, index: int, check: Mapping[str, Any]) -> Document:
     kind = next(k for k in _CHECK_KINDS if k in check)
     definition = {
-        "CheckID": f"{sid}:check{index}",
+        "CheckID": check_id(sid, index),
         "Name": check.get("name") or f"{kind} {check[kind]}",
     }
     definition[kind.upper()] = check[kind]
@@ -234,7 +264,8 @@ def _check_definition(sid, index, check):
     return definition
 
 
-def registrations(provider, state, source=None):
+def registrations(provider: str, state: Mapping[str, Any],
+                  source: str | None = None) -> dict[str, Document]:
     """
     The Consul agent registrations of a validated state: one per (instance,
     named port), keyed by service ID.  Each carries a hash of itself in its
@@ -242,41 +273,44 @@ def registrations(provider, state, source=None):
 
     :param provider: the provider's name.
     :param state: a state from :func:`validate_state`.
-    :param source: ``None`` for the HTTP path; ``"file"`` for the file path,
-        marked in ``Meta["glimpse-source"]`` so that each path leaves the
-        other's registrations alone.
+    :param source: ``None`` for the HTTP path;
+        :data:`glimpse.mapping.SOURCE_FILE` for the file path, marked in
+        ``Meta["glimpse-source"]`` so that each path leaves the other's
+        registrations alone.
+    :return: ``{service id: registration}``, as the agent API takes them.
     """
-    out = {}
+    out: dict[str, Document] = {}
     for inst in state["instances"]:
         for port_name, port in inst["ports"].items():
             sid = service_id(provider, inst, port_name)
-            meta = dict(inst["meta"])
+            meta: dict[str, str] = dict(inst["meta"])
             meta.update({
                 META_PROVIDER: provider,
                 META_INSTANCE: inst["instance"],
                 META_PORT: port_name,
             })
             if inst["drain"]:
-                meta[META_DRAIN] = "true"
+                meta[META_DRAIN] = DRAINING
             if source:
                 meta[META_SOURCE] = source
-            definition = {
+            definition: Document = {
                 "ID": sid,
                 "Name": consul_service_name(inst["product"], inst["env"], inst["job"]),
-                "Tags": [port_name],
+                "Tags": port_tags(port_name),
                 "Port": port,
                 "Meta": meta,
                 "Checks": [_check_definition(sid, i, c) for i, c in enumerate(inst["checks"])],
             }
             if "address" in inst:
                 definition["Address"] = inst["address"]
-            digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-            definition["Meta"][META_HASH] = digest[:16]
+            definition["Meta"][META_HASH] = fingerprint(definition)
             out[sid] = definition
     return out
 
 
-def diff(desired, current):
+def diff(
+    desired: Mapping[str, Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[str], list[str], list[str], list[str]]:
     """
     What applying ``desired`` registrations over ``current`` ones changes.
 
@@ -285,11 +319,13 @@ def diff(desired, current):
         them (for this provider only).
     :return: ``(add, change, remove, unchanged)``: sorted lists of IDs.
     """
-    add, change, unchanged = [], [], []
+    add: list[str] = []
+    change: list[str] = []
+    unchanged: list[str] = []
     for sid, definition in sorted(desired.items()):
         if sid not in current:
             add.append(sid)
-        elif (current[sid].get("Meta") or {}).get(META_HASH) != definition["Meta"][META_HASH]:
+        elif registration_hash(current[sid]) != definition["Meta"][META_HASH]:
             change.append(sid)
         else:
             unchanged.append(sid)
@@ -297,49 +333,13 @@ def diff(desired, current):
     return add, change, remove, unchanged
 
 
-def is_file_sourced(service):
+def instance_ref(inst: Mapping[str, Any]) -> str:
     """
-    Whether an agent or catalog service was written by the file path.
+    The name of an instance in the provider API's paths.  Its bare name
+    works too while it is unique within the provider's state.
 
-    :param service: a service as ``/v1/agent/services`` or the catalog show it.
-    """
-    return (service.get("Meta") or {}).get(META_SOURCE) == "file"
-
-
-#: API field -> config-file field, for service definitions and checks.
-_CONFIG_KEYS = {
-    "ID": "id", "Name": "name", "Tags": "tags", "Port": "port", "Address": "address",
-    "Meta": "meta", "Checks": "checks", "CheckID": "id", "HTTP": "http", "TCP": "tcp",
-    "TTL": "ttl", "GRPC": "grpc", "Interval": "interval", "Timeout": "timeout",
-    "DeregisterCriticalServiceAfter": "deregister_critical_service_after",
-}
-
-
-def config_services(provider, state):
-    """
-    A state as a Consul agent config file: ``{"services": [...]}`` with the
-    same registrations as the HTTP path, in the config file's spelling.
-
-    :param provider: the provider's name.
-    :param state: a state from :func:`validate_state`.
-    """
-    def spell(definition):
-        out = {}
-        for key, value in definition.items():
-            if key == "Checks":
-                value = [spell(check) for check in value]
-            out[_CONFIG_KEYS[key]] = value
-        return out
-
-    regs = registrations(provider, state, source="file")
-    return {"services": [spell(regs[sid]) for sid in sorted(regs)]}
-
-
-def instance_ref(inst):
-    """
-    The name of an instance in the provider API's paths:
-    ``<instance>.<job>.<env>.<product>``.  Its bare name works too while it
-    is unique within the provider's state.
+    :param inst: an instance of a validated state.
+    :return: ``<instance>.<job>.<env>.<product>``.
     """
     return f"{inst['instance']}.{inst['job']}.{inst['env']}.{inst['product']}"
 
@@ -347,26 +347,33 @@ def instance_ref(inst):
 @attrs.define
 class NoSuchCheck(Exception):
     """
-    A TTL check reference that does not name one: ``status`` is the HTTP
-    status that fits (404 unknown, 409 not a ttl check, 400 ambiguous).
+    A TTL check reference that does not name one.
+
+    :ivar status: the HTTP status that fits (404 unknown, 409 not a ttl
+        check, 400 ambiguous).
+    :ivar message: what is wrong and what to write instead.
     """
 
     status: int
     message: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
-def ttl_check_ids(provider, state, instance, check):
+def ttl_check_ids(provider: str, state: Mapping[str, Any], instance: str,
+                  check: str) -> list[str]:
     """
     The Consul check IDs of one TTL check of one instance: one per named
     port, since an instance's checks are copied onto every port.
 
+    :param provider: the provider's name.
+    :param state: its state, from :func:`validate_state`.
     :param instance: ``<instance>.<job>.<env>.<product>``, or the bare
         instance name when only one instance has it.
     :param check: the check's ``name``, or ``check<N>`` for the N-th check
         of the instance (from 0).
+    :return: the check IDs.
     :raises NoSuchCheck: when they do not name exactly one TTL check.
     """
     matches = [i for i in state["instances"]
@@ -386,4 +393,4 @@ def ttl_check_ids(provider, state, instance, check):
     index = found[0]
     if "ttl" not in inst["checks"][index]:
         raise NoSuchCheck(409, f"check {check!r} is not a ttl check: Consul runs it itself")
-    return [f"{service_id(provider, inst, port)}:check{index}" for port in inst["ports"]]
+    return [check_id(service_id(provider, inst, port), index) for port in inst["ports"]]

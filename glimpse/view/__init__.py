@@ -1,1 +1,23 @@
-"""view"""
+"""
+The read side: the topology cache (:mod:`.topology`, one
+:class:`ZoneView` per zone) fed by Consul blocking queries (:mod:`.watch`),
+the read model built from Consul's answers (:mod:`.model`), and when checks
+last changed (:mod:`.history`).  Other packages import these names from here.
+"""
+
+from glimpse.view.history import CheckHistory
+from glimpse.view.model import Check, Instance, instances_from_health
+from glimpse.view.topology import Topology, Unavailable
+from glimpse.view.zone import Freshness, JobView, ZoneView
+
+__all__ = [
+    "Check",
+    "CheckHistory",
+    "Freshness",
+    "Instance",
+    "JobView",
+    "Topology",
+    "Unavailable",
+    "ZoneView",
+    "instances_from_health",
+]

@@ -4,10 +4,13 @@ no such time, so Glimpse records it from its view's changes.
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 from twisted.logger import Logger
 
-from glimpse.address import consul_service_name
+from glimpse.mapping import consul_service_name
+from glimpse.view.model import Instance
+from glimpse.view.topology import Topology
 
 log = Logger()
 
@@ -25,15 +28,22 @@ class CheckHistory:
     :param clock: ``IReactorTime``.
     """
 
-    def __init__(self, topology, clock):
+    def __init__(self, topology: Topology, clock: Any) -> None:
         self._topology = topology
         self._clock = clock
-        self._jobs = {}
+        # (zone, service name) -> {(instance id, check id or None for the
+        # instance's health): (status, since)}
+        self._jobs: dict[tuple[str, str | None], dict[tuple[str, str | None],
+                                                      tuple[object, str | None]]] = {}
         topology.add_listener(self.changed)
 
-    def changed(self, zone, name):
+    def changed(self, zone: str, name: str | None) -> None:
         """
         A view listener: record the status changes of one job's checks.
+
+        :param zone: the zone that changed.
+        :param name: the job's Consul service name, or ``None`` for a change
+            of the zone's catalog (nothing to record).
         """
         if name is None:
             return
@@ -42,7 +52,7 @@ class CheckHistory:
         if instances is None:
             return
         now = datetime.fromtimestamp(self._clock.seconds(), UTC).isoformat()
-        table = {}
+        table: dict[tuple[str, str | None], tuple[object, str | None]] = {}
         for instance in instances:
             for check in instance.checks:
                 key = (instance.id, check.id)
@@ -58,10 +68,15 @@ class CheckHistory:
                          health="healthy" if instance.healthy else "unhealthy")
         self._jobs[(zone, name)] = table
 
-    def since(self, zone, instance, check_id):
+    def since(self, zone: str, instance: Instance, check_id: str) -> str | None:
         """
-        When ``check_id`` of ``instance`` last changed status (ISO 8601 UTC),
-        or ``None`` when Glimpse has not seen it change.
+        When a check of an instance last changed status.
+
+        :param zone: the instance's zone.
+        :param instance: the :class:`glimpse.view.model.Instance`.
+        :param check_id: the check's ID.
+        :return: the time (ISO 8601, UTC), or ``None`` when Glimpse has not
+            seen it change.
         """
         job = consul_service_name(instance.product, instance.env, instance.job)
         return self._jobs.get((zone, job), {}).get((instance.id, check_id), (None, None))[1]

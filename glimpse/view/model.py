@@ -3,17 +3,19 @@ The topology as Glimpse sees it: instances with their health, built from
 Consul's health API answers.  Pure: no I/O.
 """
 
+from collections.abc import Iterable
+from typing import Any
+
 import attrs
 
-from glimpse.address import split_consul_service
-
-#: Meta keys Glimpse writes on every registration (see docs/consul-mapping.md).
-META_PREFIX = "glimpse-"
-META_PROVIDER = "glimpse-provider"
-META_INSTANCE = "glimpse-instance"
-META_PORT = "glimpse-port"
-META_HASH = "glimpse-hash"
-META_DRAIN = "glimpse-drain"
+from glimpse.mapping import (
+    META_INSTANCE,
+    META_PORT,
+    META_PROVIDER,
+    is_draining,
+    is_own_meta_key,
+    split_consul_service,
+)
 
 PASSING = "passing"
 
@@ -23,6 +25,11 @@ class Check:
     """
     One Consul health check as it bears on an instance.
 
+    :ivar id: Consul's check ID.
+    :ivar name: the check's name.
+    :ivar type: ``http``, ``tcp``, ``ttl``, ``grpc``, or empty (a node's).
+    :ivar status: ``passing``, ``warning`` or ``critical``.
+    :ivar output: what the check last said.
     :ivar node_level: the check belongs to the node (e.g. serfHealth), not
         to the service; a failing node check takes every instance on it out.
     """
@@ -34,9 +41,11 @@ class Check:
     output: str
     node_level: bool
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         """
         The check as the HTTP API shows it.
+
+        :return: a JSON-able dict.
         """
         return {
             "id": self.id,
@@ -52,6 +61,20 @@ class Check:
 class Instance:
     """
     One named port of one instance: one Consul registration.
+
+    :ivar id: the registration's ID.
+    :ivar product: the job's product.
+    :ivar env: the job's env.
+    :ivar job: the job.
+    :ivar instance: the instance's name.
+    :ivar service: the named port.
+    :ivar provider: the provider that registered it.
+    :ivar node: the Consul node it is registered on.
+    :ivar ip: its address (the node's when the registration has none).
+    :ivar port: its port.
+    :ivar meta: the provider's own Meta, ``(key, value)`` pairs, sorted.
+    :ivar checks: its checks (:class:`Check`), the node's first.
+    :ivar drain: it is draining: shown over HTTP, left out of DNS.
     """
 
     id: str
@@ -64,21 +87,24 @@ class Instance:
     node: str
     ip: str
     port: int
-    meta: tuple = ()
-    checks: tuple = ()
+    meta: tuple[tuple[str, str], ...] = ()
+    checks: tuple[Check, ...] = ()
     drain: bool = False
 
     @property
-    def healthy(self):
+    def healthy(self) -> bool:
         """
         Whether DNS serves this instance: every check, the node's included,
         is passing (a warning is not), and it is not draining.
         """
         return not self.drain and all(c.status == PASSING for c in self.checks)
 
-    def to_json(self, zone):
+    def to_json(self, zone: str) -> dict[str, Any]:
         """
         The instance as the HTTP API shows it.
+
+        :param zone: the zone it is in.
+        :return: a JSON-able dict.
         """
         return {
             "id": self.id,
@@ -97,10 +123,11 @@ class Instance:
         }
 
 
-def instance_from_entry(entry):
+def instance_from_entry(entry: Any) -> Instance | None:
     """
     Build the :class:`Instance` of one entry of ``/v1/health/service/<name>``.
 
+    :param entry: the decoded entry: ``{"Node": ..., "Service": ..., "Checks": ...}``.
     :return: the instance, or ``None`` for a registration Glimpse did not
         write (its Meta lacks the port name) or that is malformed.
     """
@@ -141,19 +168,22 @@ def instance_from_entry(entry):
             ip=service.get("Address") or node["Address"],
             port=int(service["Port"]),
             meta=tuple(
-                sorted((k, v) for k, v in meta.items() if not k.startswith(META_PREFIX))
+                sorted((k, v) for k, v in meta.items() if not is_own_meta_key(k))
             ),
             checks=checks,
-            drain=meta.get(META_DRAIN) == "true",
+            drain=is_draining(meta),
         )
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
 
 
-def instances_from_health(entries):
+def instances_from_health(entries: Iterable[Any] | None) -> tuple[Instance, ...]:
     """
-    The instances of a ``/v1/health/service/<name>`` answer, sorted by ID so
-    that equal topologies compare equal.
+    The instances of a ``/v1/health/service/<name>`` answer, sorted by node
+    and ID so that equal topologies compare equal.
+
+    :param entries: the decoded answer (``None`` counts as empty).
+    :return: the instances Glimpse wrote, leaving out the others.
     """
     found = (instance_from_entry(e) for e in entries or ())
     return tuple(sorted((i for i in found if i is not None), key=lambda i: (i.node, i.id)))

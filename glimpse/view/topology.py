@@ -10,15 +10,23 @@ cannot be reached the last view keeps answering for ``max_stale`` seconds;
 after that, lookups fail with :class:`Unavailable`.
 """
 
+from collections.abc import Callable
+from typing import Any, NoReturn
+
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from glimpse.address import split_consul_service
-from glimpse.consul import ConsulError
-from glimpse.view.model import instances_from_health
+from glimpse.consul import ConsulClient, ConsulError, Response
+from glimpse.view.model import Instance, instances_from_health
 from glimpse.view.watch import BlockingWatch
+from glimpse.view.zone import Freshness, JobView, ZoneView, catalog_tree
+
+#: Called with ``(zone, service name)`` after each change of the view;
+#: the name is ``None`` when the zone's catalog changed (or the zone left).
+Listener = Callable[[str, str | None], object]
 
 
 @attrs.define
@@ -30,92 +38,8 @@ class Unavailable(Exception):
 
     reason: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.reason
-
-
-def catalog_tree(services):
-    """
-    The jobs and named ports of a ``/v1/catalog/services`` answer.
-
-    :return: ``{(product, env, job): frozenset(port names)}``, leaving out
-        services Glimpse did not write.
-    """
-    tree = {}
-    for name, tags in (services or {}).items():
-        fields = split_consul_service(name)
-        if fields is not None:
-            tree[fields] = frozenset(tags or ())
-    return tree
-
-
-@attrs.define(eq=False)
-class _Freshness:
-    """
-    When a source last failed, to tell a fresh view from a stale one.
-    """
-
-    loaded: bool = False
-    failing_since: float = None
-    error: str = None
-
-    def ok(self):
-        self.loaded = True
-        self.failing_since = None
-        self.error = None
-
-    def failed(self, now, error):
-        if self.failing_since is None:
-            self.failing_since = now
-        self.error = str(error)
-
-    def problem(self, now, max_stale, what):
-        """
-        Why this source cannot serve, or ``None`` when it can.
-        """
-        if not self.loaded:
-            return f"no view of {what} yet" + (f": {self.error}" if self.error else "")
-        if self.failing_since is not None and now - self.failing_since > max_stale:
-            return (f"the view of {what} is older than {max_stale:g}s "
-                    f"(max-stale): {self.error}")
-        return None
-
-    def age(self, now):
-        return 0.0 if self.failing_since is None else now - self.failing_since
-
-
-class JobView:
-    """
-    The instances of one job in one zone, with every check.
-    """
-
-    def __init__(self, zone, name):
-        self.zone = zone
-        self.name = name
-        self.instances = ()
-        self.fresh = _Freshness()
-        self.last_used = 0.0
-        self.watch = None
-        self.waiters = []
-
-
-class ZoneView:
-    """
-    One zone's catalog (the tree of jobs and ports) and its watched jobs.
-    """
-
-    def __init__(self, name):
-        self.name = name
-        self.tree = {}
-        self.fresh = _Freshness()
-        self.watch = None
-        self.jobs = {}
-
-    def ports(self, product, env, job):
-        """
-        The named ports of a job, or ``None`` when the job does not exist.
-        """
-        return self.tree.get((product, env, job))
 
 
 class Topology:
@@ -130,13 +54,20 @@ class Topology:
     :param fetch_timeout: seconds the first lookup of a job waits for it.
     :param wait: seconds each blocking query waits on Consul's side.
     :param zones_interval: seconds between refreshes of the zone list.
-    :param watch_options: more keyword arguments for each :class:`BlockingWatch`.
+    :param watch_options: more keyword arguments for each
+        :class:`glimpse.view.watch.BlockingWatch`.
+    :ivar local_zone: the local agent's datacenter, once known.
+    :ivar zones: every :class:`glimpse.view.zone.ZoneView`, by name.
+    :ivar zones_fresh: the :class:`glimpse.view.zone.Freshness` of the zone
+        list.
+    :ivar serial: grows with each change of the view (the DNS SOA serial).
     """
 
     log = Logger()
 
-    def __init__(self, consul, clock, max_stale=300.0, idle_timeout=600.0,
-                 fetch_timeout=5.0, wait=60.0, zones_interval=30.0, **watch_options):
+    def __init__(self, consul: ConsulClient, clock: Any, max_stale: float = 300.0,
+                 idle_timeout: float = 600.0, fetch_timeout: float = 5.0, wait: float = 60.0,
+                 zones_interval: float = 30.0, **watch_options: Any) -> None:
         self._consul = consul
         self._clock = clock
         self.max_stale = max_stale
@@ -144,31 +75,31 @@ class Topology:
         self.fetch_timeout = fetch_timeout
         self._wait = wait
         self._watch_options = watch_options
-        self.local_zone = None
-        self.zones = {}
-        self._zones_fresh = _Freshness()
-        self._listeners = []
+        self.local_zone: str | None = None
+        self.zones: dict[str, ZoneView] = {}
+        self.zones_fresh = Freshness()
+        self._listeners: list[Listener] = []
         self.serial = int(clock.seconds())
         self._zones_loop = LoopingCall(self._refresh_zones)
         self._zones_loop.clock = clock
         self._zones_interval = zones_interval
         self._sweeper = LoopingCall(self.expire_idle)
         self._sweeper.clock = clock
-        self._reachable = None
+        self._reachable: bool | None = None
         #: Zones missing from the last zone list (dropped if still missing
         #: from the next).
-        self._unlisted = set()
+        self._unlisted: set[str] = set()
 
     # Lifecycle
 
-    def start(self):
+    def start(self) -> None:
         """
         Learn the zones and start watching each zone's catalog.
         """
         self._zones_loop.start(self._zones_interval, now=True)
         self._sweeper.start(max(1.0, self.idle_timeout / 4), now=False)
 
-    def stop(self):
+    def stop(self) -> None:
         """
         Stop every watch and loop.
         """
@@ -176,18 +107,18 @@ class Topology:
             if loop.running:
                 loop.stop()
         for zone in self.zones.values():
-            zone.watch.stop()
-            for job in zone.jobs.values():
-                job.watch.stop()
+            zone.stop()
 
-    def add_listener(self, listener):
+    def add_listener(self, listener: Listener) -> None:
         """
         Call ``listener(zone, service_name)`` after each change of the view;
         ``service_name`` is ``None`` when the zone's catalog changed.
+
+        :param listener: a :data:`Listener`; what it raises is logged.
         """
         self._listeners.append(listener)
 
-    def _changed(self, zone, name):
+    def _changed(self, zone: str, name: str | None) -> None:
         self.serial = max(self.serial + 1, int(self._clock.seconds()))
         for listener in self._listeners:
             try:
@@ -195,7 +126,7 @@ class Topology:
             except Exception:
                 self.log.failure("A view listener failed")
 
-    def _set_reachable(self, reachable, error=None):
+    def _set_reachable(self, reachable: bool, error: object = None) -> None:
         # One log line per state change, never per request.
         if reachable != self._reachable:
             if reachable:
@@ -204,25 +135,29 @@ class Topology:
                 self.log.warn("Consul is unreachable: {error}", error=str(error))
             self._reachable = reachable
 
-    def _refresh_zones(self):
-        d = self._consul.datacenter() if self.local_zone is None else succeed(self.local_zone)
+    def _refresh_zones(self) -> Deferred[None]:
+        d: Deferred[str]
+        if self.local_zone is None:
+            d = self._consul.agent_self().addCallback(lambda agent: agent.datacenter)
+        else:
+            d = succeed(self.local_zone)
 
-        def got_local(zone):
+        def got_local(zone: str) -> Deferred[list[str]]:
             self.local_zone = zone
             return self._consul.datacenters()
 
-        def got_zones(names):
-            self._zones_fresh.ok()
+        def got_zones(names: list[str]) -> None:
+            self.zones_fresh.ok()
             self._set_reachable(True)
             for name in names:
                 if name not in self.zones:
                     self._add_zone(name)
             self._drop_gone_zones(set(names))
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             if not failure.check(ConsulError):
                 self.log.failure("Refreshing the zones failed", failure)
-            self._zones_fresh.failed(self._clock.seconds(), failure.value)
+            self.zones_fresh.failed(self._clock.seconds(), failure.value)
             self._set_reachable(False, failure.value)
             # Retry soon rather than at the next interval: Consul may just be
             # starting.
@@ -231,11 +166,11 @@ class Topology:
 
         return d.addCallback(got_local).addCallbacks(got_zones, failed)
 
-    def _retry_zones(self):
-        if not self._zones_fresh.loaded and self._zones_loop.running:
+    def _retry_zones(self) -> None:
+        if not self.zones_fresh.loaded and self._zones_loop.running:
             self._refresh_zones()
 
-    def _drop_gone_zones(self, listed):
+    def _drop_gone_zones(self, listed: set[str]) -> None:
         # A zone Consul no longer lists (its servers left the WAN pool, or
         # were reaped) is dropped after two refreshes in a row without it:
         # its watches stop and its names become unknown (NXDOMAIN, 404).
@@ -247,23 +182,25 @@ class Topology:
                 self._unlisted.add(name)
             else:
                 self._unlisted.discard(name)
-                zone = self.zones.pop(name)
-                zone.watch.stop()
-                for job in zone.jobs.values():
-                    job.watch.stop()
+                self.zones.pop(name).stop()
                 self.log.info("Zone {zone} left Consul: dropped", zone=name)
                 self._changed(name, None)
 
-    def _new_watch(self, fetch, on_answer, on_error):
+    def _new_watch(
+        self,
+        fetch: Callable[[int | None, float | None], Deferred[Response]],
+        on_answer: Callable[[Response], None],
+        on_error: Callable[[object], None],
+    ) -> BlockingWatch:
         return BlockingWatch(self._clock, fetch, on_answer, on_error,
                              wait=self._wait, **self._watch_options)
 
-    def _add_zone(self, name):
+    def _add_zone(self, name: str) -> None:
         zone = ZoneView(name)
         self.zones[name] = zone
         self.log.info("Watching zone {zone}", zone=name)
 
-        def answer(response):
+        def answer(response: Response) -> None:
             zone.fresh.ok()
             if response.unchanged:
                 return
@@ -272,20 +209,24 @@ class Topology:
                 zone.tree = tree
                 self._changed(name, None)
 
-        def error(err):
+        def error(err: object) -> None:
             zone.fresh.failed(self._clock.seconds(), err)
 
-        zone.watch = self._new_watch(
+        watch = zone.watch = self._new_watch(
             lambda index, wait: self._consul.catalog_services(name, index, wait),
             answer, error)
-        zone.watch.start()
+        watch.start()
 
     # Lookups
 
-    def job_problem(self, zone_name, service_name):
+    def job_problem(self, zone_name: str, service_name: str) -> str | None:
         """
         Why a watched job's view cannot serve now (older than max-stale, or
-        never loaded), or ``None`` (also for a job that is not watched).
+        never loaded).
+
+        :param zone_name: the zone.
+        :param service_name: the job's Consul service name.
+        :return: the reason, or ``None`` (also for a job that is not watched).
         """
         zone = self.zones.get(zone_name)
         job = zone.jobs.get(service_name) if zone is not None else None
@@ -294,26 +235,31 @@ class Topology:
         return job.fresh.problem(self._clock.seconds(), self.max_stale,
                                  f"{service_name} in {zone_name}")
 
-    def zone_problem(self, zone_name):
+    def zone_problem(self, zone_name: str) -> str | None:
         """
-        Why lookups in a zone cannot be served now, or ``None``.
+        Why lookups in a zone cannot be served now.
 
+        :param zone_name: the zone.
+        :return: the reason, or ``None`` when they can.
         :raises KeyError: when the zone does not exist (NXDOMAIN, 404).
         """
         now = self._clock.seconds()
-        if not self._zones_fresh.loaded:
-            return self._zones_fresh.problem(now, self.max_stale, "the zones")
+        if not self.zones_fresh.loaded:
+            return self.zones_fresh.problem(now, self.max_stale, "the zones")
         zone = self.zones[zone_name]
         return zone.fresh.problem(now, self.max_stale, f"zone {zone_name}")
 
-    def instances(self, zone_name, service_name):
+    def instances(self, zone_name: str, service_name: str) -> Deferred[tuple[Instance, ...]]:
         """
         The instances of one job, from the view.
 
+        :param zone_name: the zone.
+        :param service_name: the job's Consul service name.
         :return: a Deferred firing with a tuple of
             :class:`glimpse.view.model.Instance`; at once when the job is watched and
             fresh, else after its first fetch (bounded by ``fetch_timeout``).
             It fails with :class:`Unavailable` when the view cannot serve.
+        :raises KeyError: when the zone does not exist.
         """
         zone = self.zones[zone_name]
         now = self._clock.seconds()
@@ -324,10 +270,14 @@ class Topology:
         if job.fresh.loaded:
             problem = job.fresh.problem(now, self.max_stale, f"{service_name} in {zone_name}")
             return fail(Unavailable(problem)) if problem else succeed(job.instances)
-        waiter = Deferred(lambda d: job.waiters.remove(d))
+        def cancel(waiter: Deferred[tuple[Instance, ...]]) -> None:
+            # job.waiters, read when cancelled: an answer replaces the list.
+            job.waiters.remove(waiter)
+
+        waiter: Deferred[tuple[Instance, ...]] = Deferred(cancel)
         job.waiters.append(waiter)
 
-        def timed_out(failure, timeout):
+        def timed_out(result: object, timeout: float) -> NoReturn:
             raise Unavailable(
                 f"no answer from Consul for {service_name} in {zone_name} "
                 f"within {timeout:g}s" + (f": {job.fresh.error}" if job.fresh.error else ""))
@@ -335,19 +285,26 @@ class Topology:
         waiter.addTimeout(self.fetch_timeout, self._clock, onTimeoutCancel=timed_out)
         return waiter
 
-    def cached_instances(self, zone_name, service_name):
+    def cached_instances(
+        self, zone_name: str, service_name: str,
+    ) -> tuple[Instance, ...] | None:
         """
-        The instances of a watched, loaded job, or ``None``; never waits.
+        The instances of a watched, loaded job; never waits.
+
+        :param zone_name: the zone.
+        :param service_name: the job's Consul service name.
+        :return: the instances, or ``None`` when the job is not watched or
+            not loaded yet.
         """
         zone = self.zones.get(zone_name)
         job = zone.jobs.get(service_name) if zone else None
         return job.instances if job is not None and job.fresh.loaded else None
 
-    def _watch_job(self, zone, name):
+    def _watch_job(self, zone: ZoneView, name: str) -> JobView:
         job = JobView(zone.name, name)
         zone.jobs[name] = job
 
-        def answer(response):
+        def answer(response: Response) -> None:
             job.fresh.ok()
             if response.unchanged:
                 return
@@ -360,7 +317,7 @@ class Topology:
             if changed:
                 self._changed(zone.name, name)
 
-        def error(err):
+        def error(err: object) -> None:
             job.fresh.failed(self._clock.seconds(), err)
             if not job.fresh.loaded:
                 waiters, job.waiters = job.waiters, []
@@ -368,22 +325,25 @@ class Topology:
                     waiter.errback(Unavailable(f"Consul cannot be asked about {name} "
                                                f"in {zone.name}: {err}"))
 
-        job.watch = self._new_watch(
+        watch = job.watch = self._new_watch(
             lambda index, wait: self._consul.health_service(zone.name, name, index, wait),
             answer, error)
-        job.watch.start()
+        watch.start()
         return job
 
-    def touch(self, zone_name, service_name):
+    def touch(self, zone_name: str, service_name: str) -> None:
         """
         Mark a job as used without looking it up (the DNS fast path's hits).
+
+        :param zone_name: the zone.
+        :param service_name: the job's Consul service name.
         """
         zone = self.zones.get(zone_name)
         job = zone.jobs.get(service_name) if zone else None
         if job is not None:
             job.last_used = self._clock.seconds()
 
-    def degraded(self):
+    def degraded(self) -> frozenset[str | None]:
         """
         The zones whose view is not kept current now: their catalog watch or
         a job's health watch is failing.  Empty (false) when every watch is
@@ -394,8 +354,8 @@ class Topology:
 
         :return: a frozenset of zone names (and maybe ``None``).
         """
-        degraded = set()
-        if self._zones_fresh.failing_since is not None:
+        degraded: set[str | None] = set()
+        if self.zones_fresh.failing_since is not None:
             degraded.update([None, *self.zones])
         for name, zone in self.zones.items():
             if zone.fresh.failing_since is not None or any(
@@ -403,7 +363,7 @@ class Topology:
                 degraded.add(name)
         return frozenset(degraded)
 
-    def expire_idle(self):
+    def expire_idle(self) -> None:
         """
         Drop the health watches of jobs unused for ``idle_timeout`` seconds.
         """
@@ -411,12 +371,14 @@ class Topology:
         for zone in self.zones.values():
             for name, job in list(zone.jobs.items()):
                 if now - job.last_used > self.idle_timeout and not job.waiters:
-                    job.watch.stop()
+                    job.stop()
                     del zone.jobs[name]
                     self._changed(zone.name, name)
 
-    def watch_count(self):
+    def watch_count(self) -> int:
         """
         How many blocking queries Glimpse keeps running.
+
+        :return: one per zone and one per watched job.
         """
         return sum(1 + len(z.jobs) for z in self.zones.values())

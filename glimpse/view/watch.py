@@ -7,14 +7,17 @@ make Glimpse hammer the agent, and a jittered back-off after errors.
 """
 
 import random as _random
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from glimpse.consul import ConsulError
+from glimpse.consul import ConsulError, Response
 
 
-def next_index(previous, returned):
+def next_index(previous: int, returned: int | None) -> int:
     """
     The index to send with the next blocking query.
 
@@ -30,11 +33,17 @@ def next_index(previous, returned):
     return max(1, returned)
 
 
-def backoff_delay(failures, base, cap, rand):
+def backoff_delay(failures: int, base: float, cap: float, rand: _random.Random) -> float:
     """
     Seconds to wait after ``failures`` consecutive errors: exponential from
     ``base`` up to ``cap``, with up to 25% jitter so that many watches that
     failed together do not retry together.
+
+    :param failures: consecutive errors so far (1 after the first).
+    :param base: seconds after the first error, before jitter.
+    :param cap: the most seconds, before jitter.
+    :param rand: the source of jitter.
+    :return: seconds.
     """
     delay = min(cap, base * (2 ** max(0, failures - 1)))
     return delay * (1 + 0.25 * rand.random())
@@ -51,7 +60,8 @@ class BlockingWatch:
     :param on_answer: called with each successful ``Response``; equal
         answers are reported too (a return is no proof of change), the
         caller compares.
-    :param on_error: called with each :class:`ConsulError`.
+    :param on_error: called with the exception of each failed query: a
+        :class:`ConsulError` (anything else is a bug, logged as well).
     :param wait: seconds each blocking query may wait on Consul's side.
     :param min_interval: seconds between the starts of two queries at the
         sustained rate: a flapping service costs at most one query per
@@ -61,12 +71,19 @@ class BlockingWatch:
         often moves the index twice) is not held back by the rate limit.
     :param backoff: ``(base, cap)`` seconds for retries after errors.
     :param rand: a ``random.Random`` for jitter (tests pass a seeded one).
+    :ivar index: the index the next query sends (0: not blocking).
+    :ivar failures: consecutive errors so far.
+    :ivar requests: queries started.
     """
 
     log = Logger()
 
-    def __init__(self, clock, fetch, on_answer, on_error, wait=60.0,
-                 min_interval=0.1, backoff=(0.25, 5.0), rand=None, burst=3):
+    def __init__(self, clock: Any,
+                 fetch: Callable[[int | None, float | None], Deferred[Response]],
+                 on_answer: Callable[[Response], object],
+                 on_error: Callable[[object], object], wait: float = 60.0,
+                 min_interval: float = 0.1, backoff: tuple[float, float] = (0.25, 5.0),
+                 rand: _random.Random | None = None, burst: int = 3) -> None:
         self._clock = clock
         self._fetch = fetch
         self._on_answer = on_answer
@@ -79,8 +96,9 @@ class BlockingWatch:
         self.failures = 0
         self.requests = 0
         self._running = False
-        self._pending = None
-        self._delayed = None
+        self._pending: Deferred[Response] | None = None
+        # An IDelayedCall (typed Any: mypy cannot read zope interfaces).
+        self._delayed: Any = None
         # A token bucket: `burst` tokens, one refilled per min_interval,
         # one taken by each query.
         self._burst = burst
@@ -88,13 +106,13 @@ class BlockingWatch:
         self._refilled = clock.seconds()
 
     @property
-    def running(self):
+    def running(self) -> bool:
         """
         Whether the loop is on.
         """
         return self._running
 
-    def start(self):
+    def start(self) -> None:
         """
         Start the loop with a non-blocking fetch.
         """
@@ -102,7 +120,7 @@ class BlockingWatch:
             self._running = True
             self._query()
 
-    def stop(self):
+    def stop(self) -> None:
         """
         Stop the loop and cancel whatever it is waiting for.
         """
@@ -114,7 +132,7 @@ class BlockingWatch:
         if pending is not None:
             pending.cancel()
 
-    def _query(self):
+    def _query(self) -> None:
         self._delayed = None
         if not self._running:
             return
@@ -130,7 +148,7 @@ class BlockingWatch:
         self._pending = d
         d.addCallbacks(self._answered, self._failed, callbackArgs=(index or 0,))
 
-    def _answered(self, response, sent):
+    def _answered(self, response: Response, sent: int) -> None:
         self._pending = None
         if not self._running:
             return
@@ -145,7 +163,7 @@ class BlockingWatch:
         self._refill()
         self._schedule(max(0.0, (1 - self._tokens) * self._min_interval))
 
-    def _failed(self, failure):
+    def _failed(self, failure: Failure) -> None:
         self._pending = None
         if not self._running or failure.check(CancelledError):
             return
@@ -159,9 +177,10 @@ class BlockingWatch:
             self._on_error(failure.value)
         except Exception:
             self.log.failure("Handling a Consul error failed; the watch goes on")
-        self._schedule(backoff_delay(self.failures, *self._backoff, self._rand))
+        base, cap = self._backoff
+        self._schedule(backoff_delay(self.failures, base, cap, self._rand))
 
-    def _refill(self):
+    def _refill(self) -> None:
         now = self._clock.seconds()
         if self._min_interval > 0:
             gained = (now - self._refilled) / self._min_interval
@@ -170,6 +189,6 @@ class BlockingWatch:
             self._tokens = float(self._burst)
         self._refilled = now
 
-    def _schedule(self, delay):
+    def _schedule(self, delay: float) -> None:
         if self._running:
             self._delayed = self._clock.callLater(delay, self._query)

@@ -6,9 +6,9 @@ reads a config directory, with a real Glimpse answering DNS from it.
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
-from support import a_addresses, ask, wait_until
 from twisted.names import dns
 
 from glimpse.cli.main import main
@@ -16,6 +16,8 @@ from glimpse.dev.consul import free_ports
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.files import FileProviderError, provide_to_config_dir, provider_file
 from glimpse.providers.state import InvalidState
+
+from support import a_addresses, ask, wait_until
 
 ZONE = "glimpse.test"
 
@@ -84,11 +86,11 @@ def test_invalid_state_changes_nothing(consul):
     """
     provide(consul, "fp-b", state("inv", ("i-1", "127.0.9.1")))
     path = provider_file(str(consul.config_dir), "fp-b")
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     with pytest.raises(InvalidState) as e:
         provide(consul, "fp-b", {"instances": [{"product": "shop"}]})
     assert "$.instances[0].ports" in str(e.value)
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert agent_ids(consul, "fp-b") == ["fp-b:shop--prod--inv:i-1:http"]
 
 
@@ -109,28 +111,29 @@ def test_two_providers_never_touch_each_other(consul):
 
 def test_failed_reload_keeps_the_previous_file(consul):
     """
-    When the agent refuses to reload, the error says why (exit code 1) and
-    the previous file is back in place; an unreachable agent is exit code 3.
+    When the agent refuses to reload, the error says why and the previous
+    file is back in place; an unreachable agent is told apart (the CLI
+    exits 1 and 3 for them).
     """
     provide(consul, "fp-e", state("rel", ("e-1", "127.0.11.1")))
     path = provider_file(str(consul.config_dir), "fp-e")
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     broken = consul.config_dir / "zz-broken.json"
     broken.write_text("{not json")
     try:
         with pytest.raises(FileProviderError) as e:
             provide(consul, "fp-e", state("rel", ("e-2", "127.0.11.2")))
-        assert e.value.exit_code == 1 and "refused to reload" in str(e.value)
+        assert not e.value.unreachable and "refused to reload" in str(e.value)
         assert "put back" in str(e.value)
     finally:
         broken.unlink()
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     (port,) = free_ports(1)
     with pytest.raises(FileProviderError) as e:
         provide_to_config_dir("fp-e", state("rel", ("e-3", "127.0.11.3")),
                               str(consul.config_dir), f"http://127.0.0.1:{port}")
-    assert e.value.exit_code == 3 and "cannot reach" in str(e.value)
-    assert open(path, "rb").read() == before
+    assert e.value.unreachable and "cannot reach" in str(e.value)
+    assert Path(path).read_bytes() == before
     assert agent_ids(consul, "fp-e") == ["fp-e:shop--prod--rel:e-1:http"]
 
 
@@ -172,3 +175,34 @@ def test_cli_provide_with_config_dir(consul, tmp_path):
     code, text = run(state("cli", ("x-2", "127.0.13.2")), f"http://127.0.0.1:{port}")
     assert code == 3 and "cannot reach" in text
     assert agent_ids(consul, "fp-cli") == ["fp-cli:shop--prod--cli:x-1:http"]
+
+
+def test_cli_exit_codes_of_a_failed_file_path(consul, tmp_path):
+    """
+    ``glimpse provide --config-dir`` exits 1 when the reload or the write
+    fails (the agent refused its configuration; a bad provider name), and
+    3 when the agent cannot be reached.
+    """
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state("codes", ("k-1", "127.0.14.1"))))
+    (port,) = free_ports(1)
+
+    def run(provider, consul_url=consul.url):
+        err = io.StringIO()
+        code = main(["provide", "--provider", provider, "--config-dir",
+                     str(consul.config_dir), "--consul", consul_url, str(path)],
+                    io.StringIO(), err)
+        return code, err.getvalue()
+
+    broken = consul.config_dir / "zz-broken.json"
+    broken.write_text("{not json")
+    try:
+        code, text = run("fp-codes")
+    finally:
+        broken.unlink()
+    assert code == 1 and "refused to reload" in text
+    code, text = run("Not A Label")
+    assert code == 1 and "--provider=Not A Label" in text
+    code, text = run("fp-codes", f"http://127.0.0.1:{port}")
+    assert code == 3 and "cannot reach" in text
+    assert agent_ids(consul, "fp-codes") == []

@@ -12,19 +12,20 @@ import json
 import os
 
 import pytest
-from support import result_of
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 
-from glimpse.consul import ConsulUnavailable, Response
+from glimpse.consul import AgentSelf, ConsulUnavailable, Response
 from glimpse.http.providers import ProvidersResource
 from glimpse.providers.applier import Applier, NotAcknowledged, ReconcileService
 from glimpse.providers.state import NoSuchCheck, registrations, validate_state
 from glimpse.providers.store import ProviderStore
 from glimpse.tap import Options
+
+from support import result_of
 
 
 def state(*names, ttl=False):
@@ -53,6 +54,7 @@ class ScriptedConsul:
         self.held = []
         self.hold = False
         self.calls = []
+        self.blocking_unchanged = False
 
     def _write(self, call, effect):
         self.calls.append(call)
@@ -95,17 +97,21 @@ class ScriptedConsul:
         return succeed({sid: s for sid, s in self.agent.items()
                         if provider is None or s["Meta"]["glimpse-provider"] == provider})
 
-    def get(self, path, params=None, index=None, wait=None, endpoint=None):
-        if path == "agent/self":
-            return succeed(Response({"Config": {"NodeName": "n1"}}))
-        provider = params["filter"].split('"')[-2]
+    def agent_self(self):
+        return succeed(AgentSelf(datacenter="dc1", node="n1"))
+
+    def node_services(self, node, filter_expr=None, index=None, wait=None):
+        provider = filter_expr.split('"')[-2]
         services = [s for s in self.catalog.values() if s["Meta"]["glimpse-provider"] == provider]
         if index is not None and wait:
             self.clock.advance(wait)
-        return succeed(Response({"Services": services}, index=1))
+            if self.blocking_unchanged:
+                # The wait ran out with nothing new, as Consul's client says it.
+                return succeed(Response(None, index=index, unchanged=True))
+        return succeed(Response(services, index=1))
 
-    def put(self, path, body=None, params=None, endpoint=None):
-        return self._write(("put", path, (params or {}).get("note")), lambda: None)
+    def set_check(self, check_id, status, note=None):
+        return self._write(("set_check", check_id, status, note), lambda: None)
 
 
 @pytest.fixture
@@ -131,7 +137,7 @@ def test_same_provider_applies_in_arrival_order(applier, consul):
     assert [c[0] for c in consul.calls] == ["register", "register"]
     for _ in range(3):
         consul.release()
-    first, second, third = (result_of(d) for d in results)
+    _first, second, third = (result_of(d) for d in results)
     assert second.removed == ["deploy:shop--prod--web:a:admin", "deploy:shop--prod--web:a:http"]
     assert third.removed == ["deploy:shop--prod--web:b:admin", "deploy:shop--prod--web:b:http"]
     assert sorted(consul.catalog) == ["deploy:shop--prod--web:c:admin",
@@ -154,7 +160,7 @@ def test_different_providers_do_not_wait_for_each_other(applier, consul):
     assert result_of(stuck).added
 
 
-def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul):
+def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul, tmp_path):
     """
     When the catalog never shows the new state, the apply fails with
     NotAcknowledged after the deadline, the previous acknowledged state is
@@ -168,7 +174,21 @@ def test_no_catalog_acknowledgement_is_a_timeout_and_rolls_back(applier, consul)
     assert sorted(consul.agent) == ["deploy:shop--prod--web:a:admin",
                                     "deploy:shop--prod--web:a:http"]
     assert applier.state("deploy") == validate_state(state("a"))
-    assert applier._store.pending() == []
+    assert ProviderStore(str(tmp_path)).pending() == []
+
+
+def test_an_unchanged_catalog_answer_is_not_an_empty_catalog(applier, consul):
+    """
+    A blocking catalog query that ends with nothing new (its wait ran out)
+    does not count as an empty catalog: removing a provider's state that
+    the catalog still shows is not acknowledged, and the state stays.
+    """
+    result_of(applier.apply("deploy", state("a")))
+    consul.sync = False
+    consul.blocking_unchanged = True
+    with pytest.raises(NotAcknowledged):
+        result_of(applier.remove("deploy"))
+    assert applier.state("deploy") == validate_state(state("a"))
 
 
 def test_dry_run_changes_nothing(applier, consul):
@@ -220,13 +240,13 @@ def test_reconcile_after_agent_restart_restores_acknowledged(applier, consul):
     acknowledged state, and a failing round does not stop the next.
     """
     result_of(applier.apply("deploy", state("a")))
-    service = ReconcileService(applier, applier._clock, interval=5)
+    service = ReconcileService(applier, consul.clock, interval=5)
     service.startService()
     consul.down = True
-    applier._clock.advance(5)
+    consul.clock.advance(5)
     consul.down = False
     consul.agent.clear()
-    applier._clock.advance(5)
+    consul.clock.advance(5)
     assert sorted(consul.agent) == sorted(registrations("deploy", validate_state(state("a"))))
     service.stopService()
 
@@ -241,7 +261,7 @@ def test_ttl_pass_through_sets_every_port(applier, consul):
     consul.calls.clear()
     ids = result_of(applier.pass_check("deploy", "a.web.prod.shop", "alive", "pass", "ok"))
     assert ids == ["deploy:shop--prod--web:a:admin:check0", "deploy:shop--prod--web:a:http:check0"]
-    assert [c[1] for c in consul.calls] == [f"agent/check/pass/{i}" for i in ids]
+    assert [c[1:3] for c in consul.calls] == [(i, "pass") for i in ids]
     assert result_of(applier.pass_check("deploy", "a", "check0", "fail")) == ids
     for args, status in [(("a", "check1"), 409), (("a", "nope"), 404), (("zz", "alive"), 404)]:
         with pytest.raises(NoSuchCheck) as e:
@@ -249,7 +269,10 @@ def test_ttl_pass_through_sets_every_port(applier, consul):
         assert e.value.status == status
 
 
-def request(method, path, client=IPv4Address("TCP", "127.0.0.1", 5555), token=None, body=b""):
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 5555)
+
+
+def request(method, path, client=LOOPBACK, token=None, body=b""):
     """
     A DummyRequest for the providers resource, from ``client``.
     """
@@ -278,7 +301,7 @@ def render(resource, req):
     return req.responseCode or 200, json.loads(b"".join(req.written))
 
 
-@pytest.mark.parametrize("client, allowed", [
+@pytest.mark.parametrize(("client", "allowed"), [
     (IPv4Address("TCP", "127.0.0.1", 1), True),
     (IPv4Address("TCP", "10.1.2.3", 1), False),
     (UNIXAddress(b"/run/glimpse.sock"), True),

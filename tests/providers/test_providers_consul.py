@@ -9,11 +9,12 @@ import threading
 import urllib.parse
 
 import pytest
-from support import a_addresses, ask, wait_until
 from twisted.names import dns
 
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.state import registrations, validate_state
+
+from support import a_addresses, ask, wait_until
 
 ZONE = "glimpse.test"
 TOKEN = "7d4c1f0e-provider-token"
@@ -61,7 +62,8 @@ def test_200_means_the_catalog_has_it(glimpse, consul):
     When a PUT answers 200 the catalog already holds exactly the new
     registrations: a provider can move on without polling Consul.
     """
-    state = {"instances": [instance("web", f"web-{i}", f"127.0.2.{i}", {"http": 8080, "admin": 9080})
+    ports = {"http": 8080, "admin": 9080}
+    state = {"instances": [instance("web", f"web-{i}", f"127.0.2.{i}", ports)
                            for i in range(1, 6)]}
     status, body = glimpse.put("/v1/providers/ack", state)
     assert status == 200, body

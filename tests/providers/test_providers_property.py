@@ -11,10 +11,11 @@ import urllib.parse
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import wait_until
 
 from glimpse.dev.twistd import start_glimpse
 from glimpse.providers.state import registrations, validate_state
+
+from support import wait_until
 
 ZONE = "glimpse.test"
 PROVIDER = "prop"
@@ -95,7 +96,7 @@ def test_catalog_ends_with_last_acknowledged_state(glimpse, consul, steps):
             glimpse.start()
         else:
             # Kill as soon as the PUT is sent: wherever the apply was.
-            thread = threading.Thread(target=lambda: _ignore_errors(
+            thread = threading.Thread(target=_ignore_errors, args=(
                 glimpse.put, f"/v1/providers/{PROVIDER}", document))
             thread.start()
             glimpse.kill()

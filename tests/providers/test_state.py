@@ -10,10 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from glimpse.mapping import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
+from glimpse.providers.files import config_services
 from glimpse.providers.state import (
     InvalidState,
     NoSuchCheck,
-    config_services,
     diff,
     instance_ref,
     registrations,
@@ -21,7 +22,6 @@ from glimpse.providers.state import (
     ttl_check_ids,
     validate_state,
 )
-from glimpse.view.model import META_DRAIN, META_HASH, META_INSTANCE, META_PORT, META_PROVIDER
 
 
 def web(instance="web-1", **extra):
@@ -231,7 +231,7 @@ def test_good_checks(check):
     assert validate_state({"instances": [web(checks=[check])]})
 
 
-@pytest.mark.parametrize("check, path, message", [
+@pytest.mark.parametrize(("check", "path", "message"), [
     ({"http": "ftp://10.0.0.1/", "interval": "5s"}, "http",
      "'ftp://10.0.0.1/' is not an http:// or https:// URL"),
     ({"http": "http:///health", "interval": "5s"}, "http",

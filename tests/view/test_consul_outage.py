@@ -4,10 +4,11 @@ answering from its view for max-stale, then says SERVFAIL / 503, and
 recovers by itself; a Glimpse started while Consul is down starts anyway.
 """
 
-from support import ask, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.twistd import start_glimpse
+
+from support import ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 NAME = f"http.web.prod.outage.ams.{ZONE}"
@@ -50,9 +51,10 @@ def test_consul_outage_and_recovery(consul, tmp_path):
 
         consul.restart()
         for glimpse in (first, second):
-            wait_until(lambda: srv_targets(ask(glimpse.dns, NAME)), timeout=30,
+            wait_until(lambda glimpse=glimpse: srv_targets(ask(glimpse.dns, NAME)), timeout=30,
                        what="answers after Consul came back")
-            wait_until(lambda: glimpse.get("/v1/status")[0] == 200, what="status 200")
+            wait_until(lambda glimpse=glimpse: glimpse.get("/v1/status")[0] == 200,
+                       what="status 200")
     finally:
         first.stop()
         if second is not None:

@@ -122,7 +122,7 @@ def test_address_falls_back_to_node():
     assert instance_from_entry(entry(address="")).ip == "192.168.1.5"
 
 
-@pytest.mark.parametrize("name, meta", [
+@pytest.mark.parametrize(("name", "meta"), [
     ("consul", {}),
     ("web", {"glimpse-port": "http"}),
     ("shop--prod--web", {}),

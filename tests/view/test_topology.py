@@ -12,7 +12,8 @@ from twisted.python.failure import Failure
 
 from glimpse.consul import ConsulClient
 from glimpse.testing import FakeConsul
-from glimpse.view.topology import Topology, Unavailable, catalog_tree
+from glimpse.view.topology import Topology, Unavailable
+from glimpse.view.zone import catalog_tree
 
 WEB = "shop--prod--web"
 WEB_PATH = f"health/service/{WEB}"

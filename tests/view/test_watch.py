@@ -67,7 +67,7 @@ def make_watch(fetch, answers=None, errors=None, **options):
     return clock, watch, answers, errors
 
 
-@pytest.mark.parametrize("previous, returned, expected", [
+@pytest.mark.parametrize(("previous", "returned", "expected"), [
     (0, 5, 5),
     (5, 7, 7),
     (7, 7, 7),
@@ -157,7 +157,7 @@ def test_rate_limit_allows_a_short_burst():
     is one per ``min_interval`` again.
     """
     fetch = Fetches(instant=lambda n: Response(body=[n], index=n))
-    clock, watch, answers, _ = make_watch(fetch, min_interval=0.5, burst=3)
+    clock, watch, _answers, _ = make_watch(fetch, min_interval=0.5, burst=3)
     watch.start()
     clock.advance(0)
     clock.advance(0)

@@ -12,7 +12,6 @@ import random
 
 import pytest
 import treq
-from support import a_addresses, ask, make_query, result_of, srv_targets, wait_until
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.names import dns
@@ -27,6 +26,8 @@ from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
 from glimpse.http.zones import ZonesResource
 from glimpse.testing import FakeConsul
 from glimpse.view.topology import Topology
+
+from support import a_addresses, ask, make_query, result_of, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 MAX_STALE = 4
@@ -80,7 +81,7 @@ def test_other_zone_answered_through_the_local_agent(zones):
     providers registered in fra, and for its own zone with ams's; the fra
     job is then cached in ams's view of fra.
     """
-    g_ams, g_fra, ams, fra = zones
+    g_ams, _g_fra, _ams, _fra = zones
     wait_until(lambda: srv_targets(srv(g_ams, "fra")) == FRA_SRV, what="fra's SRV from ams")
     assert srv_targets(srv(g_ams, "ams")) == AMS_SRV
     a = ask(g_ams.dns, f"http.web.prod.shop.fra.{ZONE}", dns.A)
@@ -132,7 +133,7 @@ def test_losing_a_zone_disturbs_no_other_and_recovers(zones):
     unreachable.  When fra is back, its answers return without restarting
     Glimpse.
     """
-    g_ams, g_fra, ams, fra = zones
+    g_ams, _g_fra, _ams, fra = zones
     wait_until(lambda: srv_targets(srv(g_ams, "fra")) == FRA_SRV, what="fra's SRV from ams")
     fra.kill()
     try:

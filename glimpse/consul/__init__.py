@@ -1,0 +1,35 @@
+"""
+A small client for the local Consul agent's HTTP API, on treq: the one
+place that knows Consul's paths, parameters, headers and answer shapes.
+Callers ask for what they need (:meth:`ConsulClient.agent_self`,
+:meth:`ConsulClient.node_services`, ...) and never build a path.
+
+It is given its treq ``HTTPClient`` and a clock, so tests drive it with
+``StubTreq`` and ``Clock``.  Every failure becomes a :class:`ConsulError`: callers
+never see treq's or Twisted's transport exceptions.  :func:`reload_agent`
+is the one blocking request, for the file path, which runs outside any
+reactor.
+"""
+
+from glimpse.consul._answers import (
+    AgentSelf,
+    ConsulDenied,
+    ConsulError,
+    ConsulNotFound,
+    ConsulUnavailable,
+    Response,
+)
+from glimpse.consul._client import CHECK_STATUSES, TOKEN_HEADER, ConsulClient, reload_agent
+
+__all__ = [
+    "CHECK_STATUSES",
+    "TOKEN_HEADER",
+    "AgentSelf",
+    "ConsulClient",
+    "ConsulDenied",
+    "ConsulError",
+    "ConsulNotFound",
+    "ConsulUnavailable",
+    "Response",
+    "reload_agent",
+]
