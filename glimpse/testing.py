@@ -19,7 +19,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer
 
 from glimpse.duration import parse_duration
 

@@ -185,16 +185,16 @@ class ProviderResource(JSONResource):
         except InvalidState as e:
             raise HTTPError(400, "invalid provider state; nothing was changed",
                             e.to_json()) from e
-        d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=dry_run)))
-        return render_deferred(request, d.addErrback(_consul_failed))
+        answer = d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=dry_run)))
+        return render_deferred(request, answer.addErrback(_consul_failed))
 
     def render_DELETE(self, request: Request) -> int:
         """
         Remove the provider's state.
         """
-        d = self._applier.remove(self._provider)
-        d.addCallback(lambda result: (200, dict(result.to_json(), dry_run=False)))
-        return render_deferred(request, d.addErrback(_consul_failed))
+        answer = self._applier.remove(self._provider).addCallback(
+            lambda result: (200, dict(result.to_json(), dry_run=False)))
+        return render_deferred(request, answer.addErrback(_consul_failed))
 
 
 class CheckResource(JSONResource):
@@ -241,5 +241,5 @@ class CheckResource(JSONResource):
                 raise HTTPError(503, "Consul did not take the check update", str(failure.value))
             return failure
 
-        d.addCallback(lambda ids: (200, {"status": self._args[3], "checks": ids}))
-        return render_deferred(request, d.addErrback(failed))
+        answer = d.addCallback(lambda ids: (200, {"status": self._args[3], "checks": ids}))
+        return render_deferred(request, answer.addErrback(failed))
