@@ -16,6 +16,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferTimeout
 from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
@@ -51,7 +52,7 @@ class ConsulClient:
 
     log = Logger()
 
-    def __init__(self, http: HTTPClient, base_url: str, clock: Any,
+    def __init__(self, http: HTTPClient, base_url: str, clock: IReactorTime,
                  token: str | None = None, timeout: float = 10.0) -> None:
         self._http = http
         self._base = base_url.rstrip("/")

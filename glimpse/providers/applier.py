@@ -28,6 +28,7 @@ from twisted.internet.defer import (
     gatherResults,
     inlineCallbacks,
 )
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -102,7 +103,7 @@ class Applier:
 
     log = Logger()
 
-    def __init__(self, consul: ConsulClient, store: ProviderStore, clock: Any,
+    def __init__(self, consul: ConsulClient, store: ProviderStore, clock: IReactorTime,
                  ack_timeout: float = 10.0, max_writes: int = 16) -> None:
         self._max_writes = max_writes
         self._writes: dict[str, DeferredSemaphore] = {}
@@ -374,7 +375,7 @@ class ReconcileService(TimerService):
 
     log = Logger()
 
-    def __init__(self, applier: Applier, clock: Any, interval: float = 5.0) -> None:
+    def __init__(self, applier: Applier, clock: IReactorTime, interval: float = 5.0) -> None:
         super().__init__(interval, self._round)
         self.clock = clock
         self._applier = applier

@@ -4,8 +4,8 @@ no such time, so Glimpse records it from its view's changes.
 """
 
 from datetime import UTC, datetime
-from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from glimpse.mapping import consul_service_name
@@ -28,7 +28,7 @@ class CheckHistory:
     :param clock: ``IReactorTime``.
     """
 
-    def __init__(self, topology: Topology, clock: Any) -> None:
+    def __init__(self, topology: Topology, clock: IReactorTime) -> None:
         self._topology = topology
         self._clock = clock
         # (zone, service name) -> {(instance id, check id or None for the

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -65,7 +66,7 @@ class Topology:
 
     log = Logger()
 
-    def __init__(self, consul: ConsulClient, clock: Any, max_stale: float = 300.0,
+    def __init__(self, consul: ConsulClient, clock: IReactorTime, max_stale: float = 300.0,
                  idle_timeout: float = 600.0, fetch_timeout: float = 5.0, wait: float = 60.0,
                  zones_interval: float = 30.0, **watch_options: Any) -> None:
         self._consul = consul

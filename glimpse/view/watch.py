@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -78,7 +79,7 @@ class BlockingWatch:
 
     log = Logger()
 
-    def __init__(self, clock: Any,
+    def __init__(self, clock: IReactorTime,
                  fetch: Callable[[int | None, float | None], Deferred[Response]],
                  on_answer: Callable[[Response], object],
                  on_error: Callable[[object], object], wait: float = 60.0,
