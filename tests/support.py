@@ -22,6 +22,16 @@ def result_of(d):
     return out[0]
 
 
+def failure_of(d):
+    """
+    The exception a Deferred failed with (it must have failed).
+    """
+    out = []
+    d.addBoth(out.append)
+    assert out and hasattr(out[0], "value"), f"the Deferred did not fail: {out}"
+    return out[0].value
+
+
 def wait_until(condition, timeout=15.0, interval=0.05, what="the condition"):
     """
     Poll ``condition`` until it returns something true, and return that;
