@@ -4,7 +4,6 @@ Loopback, free ports, own temporary directory and process group (consul.md, "Thr
 """
 
 import argparse
-import collections
 import contextlib
 import http.client
 import json
@@ -20,7 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import attrs
 
@@ -96,21 +95,68 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-#: The loopback ports of one agent, named after its ``-<name>-port`` flags.
-Ports = collections.namedtuple("Ports", ["http", "dns", "serf_lan", "serf_wan", "server"])
+class Ports(NamedTuple):
+    """The loopback ports of one agent, named after its ``-<name>-port`` flags; ``-1`` for a
+    port it does not open (a client agent has no Serf WAN or server RPC port)."""
+
+    http: int  #: HTTP API.
+    dns: int  #: DNS, UDP and TCP.
+    serf_lan: int  #: LAN gossip, UDP and TCP.
+    serf_wan: int  #: WAN gossip (servers), UDP and TCP.
+    server: int  #: Server RPC (servers); ``/v1/status/leader`` names it.
+
+    def flags(self) -> list[str]:
+        """The ``-<name>-port=N`` flags of the ports it opens."""
+        return [f"-{name.replace('_', '-')}-port={port}"
+                for name, port in self._asdict().items() if port >= 0]
+
+
+def wait_until(ready: Callable[[], Any], timeout: float, what: str,
+               agents: Sequence["ConsulAgent"], interval: float = 0.05) -> Any:
+    """Call ``ready`` every ``interval`` seconds until it returns something true; return that.
+
+    ``OSError``, ``ValueError`` and ``HTTPException`` from ``ready`` count as "not yet"
+    (an agent not listening yet, a 500 while it elects a leader).
+
+    :param ready: The condition.
+    :param timeout: Seconds before giving up.
+    :param what: What is awaited, for the error: "elect a leader".
+    :param agents: The agents that must keep running meanwhile; their logs go into the error.
+    :raises ConsulStartError: If one of ``agents`` is not running or on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+            result = ready()
+            if result:
+                return result
+        dead = [a for a in agents if not a.running]
+        if dead or time.monotonic() > deadline:
+            why = (", ".join(f"{a.node} exited ({a.exit_status})" for a in dead) if dead
+                   else f"timed out after {timeout} s")
+            where = agents[0].datacenter if agents else "?"
+            raise ConsulStartError(
+                f"consul {where} {why} before it could {what}",
+                "\n".join(f"--- {a.node}:\n{a.log_tail(12 if len(agents) > 1 else 30)}"
+                          for a in (dead or agents)))
+        time.sleep(interval)
 
 
 @attrs.define
-class DevConsul:
-    """A throw-away ``consul agent -dev``; as a context manager, stopped on exit."""
+class ConsulAgent:
+    """A consul agent process on loopback ports, with its own directory and process group.
+
+    :meth:`kill` and :meth:`terminate` keep its files, so it can start again on the same ports
+    and data dir; :meth:`stop` (or leaving its ``with`` block) removes them.
+    """
 
     datacenter: str  #: Its datacenter (Glimpse zone).
     node: str  #: Its node name.
     ports: Ports  #: Its loopback ports.
-    base_dir: Path  #: Its private temporary directory, holding all its files.
+    base_dir: Path  #: Its private directory, holding all its files.
     data_dir: Path  #: Its ``-data-dir``.
     log_path: Path  #: The file receiving its stdout and stderr.
-    command: list[str] = attrs.Factory(list)  #: Its argv, reused by :meth:`restart`.
+    command: list[str] = attrs.Factory(list)  #: Its argv, reused by every (re)start.
     process: subprocess.Popen[bytes] | None = None  #: The agent, once started.
     acl_token: str | None = None  #: Its management token, if ACLs are enabled.
 
@@ -134,6 +180,16 @@ class DevConsul:
         """Its ``-config-dir``; ``PUT /v1/agent/reload`` after changing it."""
         return self.base_dir / "config"
 
+    @property
+    def running(self) -> bool:
+        """Whether its process was started and has not exited."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def exit_status(self) -> int | None:
+        """Its process's exit status; ``None`` while it runs or before it starts."""
+        return None if self.process is None else self.process.poll()
+
     def get_json(self, path: str, timeout: float = 2.0) -> Any:
         """GET ``/v1/<path>`` (with the ACL token, if any) and return the decoded JSON."""
         request = urllib.request.Request(f"{self.url}/v1/{path}")
@@ -148,45 +204,35 @@ class DevConsul:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return "(no log)"
 
-    def stop(self) -> None:
-        """SIGTERM its process group (SIGKILL after 10 s), remove its directory; idempotent."""
-        self._signal(signal.SIGTERM)
-        shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def kill(self) -> None:
-        """SIGKILL the agent, as a crash would; its files stay for :meth:`restart`."""
-        self._signal(signal.SIGKILL)
-
-    def restart(self, timeout: float = 30.0) -> None:
-        """(Re)start it (not after :meth:`stop`) on its ports and data dir; wait for a leader.
-
-        :param timeout: Seconds to wait for the leader.
-        :raises ConsulStartError: If it exits or times out; it is then killed.
-        """
-        self._signal(signal.SIGTERM)
+    def spawn(self) -> None:
+        """Start :attr:`command` (SIGTERMing a running one first), without waiting for it."""
+        self.terminate()
         with open(self.log_path, "ab") as log:
             # Own group: stop() reaches it all; `make run`'s Ctrl-C reaches only main().
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_for(lambda: self.get_json("status/leader"), timeout, "elect a leader")
 
-    def _wait_for(self, ready: Callable[[], Any], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while self.process is not None:
-            with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
-                if ready():  # Errors: not listening yet, or a 500 while electing.
-                    return
-            status = self.process.poll()
-            if status is not None or time.monotonic() > deadline:
-                self.kill()
-                why = f"timed out after {timeout} s" if status is None else f"exited ({status})"
-                raise ConsulStartError(
-                    f"consul {self.datacenter} {why} before it could {what}", self.log_tail())
-            time.sleep(0.05)
+    def wait_for(self, ready: Callable[[], Any], timeout: float, what: str) -> Any:
+        """:func:`wait_until` ``ready`` returns something true while this agent runs."""
+        return wait_until(ready, timeout, what, [self])
+
+    def stop(self) -> None:
+        """SIGTERM its process group (SIGKILL after 10 s), remove its directory; idempotent."""
+        self.terminate()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def terminate(self) -> None:
+        """SIGTERM its process group (SIGKILL after 10 s) and wait; its files stay."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the agent, as a crash would; its files stay."""
+        self._signal(signal.SIGKILL)
 
     def _signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
+            assert self.process is not None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)
             try:
@@ -199,6 +245,24 @@ class DevConsul:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@attrs.define
+class DevConsul(ConsulAgent):
+    """A throw-away ``consul agent -dev``; as a context manager, stopped on exit."""
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """(Re)start it (not after :meth:`stop`) on its ports and data dir; wait for a leader.
+
+        :param timeout: Seconds to wait for the leader.
+        :raises ConsulStartError: If it exits or times out; it is then killed.
+        """
+        self.spawn()
+        try:
+            self.wait_for(lambda: self.get_json("status/leader"), timeout, "elect a leader")
+        except ConsulStartError:
+            self.kill()
+            raise
 
 
 def start_dev_consul(
@@ -232,7 +296,7 @@ def start_dev_consul(
     agent.command = [
         binary, "agent", "-dev", f"-node={agent.node}", f"-datacenter={datacenter}",
         f"-bind={LOOPBACK}", f"-client={LOOPBACK}",
-        *(f"-{name.replace('_', '-')}-port={port}" for name, port in agent.ports._asdict().items()),
+        *agent.ports.flags(),
         # Dev mode's fixed gRPC ports 8502/8503 would collide between agents.
         "-grpc-port=-1", "-grpc-tls-port=-1", f"-data-dir={agent.data_dir}",
         f"-config-dir={agent.config_dir}", "-log-level=warn",
@@ -244,7 +308,7 @@ def start_dev_consul(
         agent.restart(timeout)
         if join_wan is not None:
             pair, both = (agent, join_wan), {datacenter, join_wan.datacenter}
-            agent._wait_for(lambda: all(both <= set(a.get_json("catalog/datacenters"))
+            agent.wait_for(lambda: all(both <= set(a.get_json("catalog/datacenters"))
                                         for a in pair),
                             timeout, f"see {join_wan.datacenter} in /v1/catalog/datacenters")
     except BaseException:
@@ -262,8 +326,8 @@ def wait_federated(agents: Sequence[DevConsul], timeout: float = 30.0) -> None:
     """
     names = {a.datacenter for a in agents}
     for agent in agents:
-        agent._wait_for(lambda: names <= set(agent.get_json("catalog/datacenters")),
-                        timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters")
+        agent.wait_for(lambda agent=agent: names <= set(agent.get_json("catalog/datacenters")),
+                       timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
