@@ -4,26 +4,32 @@ Loopback, free ports, own temporary directory and process group (consul.md, "Thr
 """
 
 import argparse
-import contextlib
-import http.client
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Self
 
 import attrs
 
-LOOPBACK = "127.0.0.1"
+from glimpse.dev.agent import (
+    LOOPBACK,
+    ConsulAgent,
+    ConsulStartError,
+    Ports,
+    free_ports,
+    wait_until,
+)
+
+# What the agent module holds is re-exported: tests and benchmarks import it from here.
+__all__ = ["LOOPBACK", "ZONE_NAMES", "ConsulAgent", "ConsulNotFound", "ConsulStartError",
+           "DevConsul", "Ports", "find_consul", "free_ports", "main", "start_dev_consul",
+           "wait_federated"]
+
 ZONE_NAMES = ("ams", "fra", "lon", "nyc")
 
 
@@ -35,17 +41,6 @@ class ConsulNotFound(Exception):
 
     def __str__(self) -> str:
         return f"{self.reason}; run `make consul`, or set GLIMPSE_CONSUL to a consul binary"
-
-
-@attrs.define(auto_exc=True)
-class ConsulStartError(Exception):
-    """A dev agent exited early or was not ready before its deadline."""
-
-    reason: str  #: What went wrong.
-    log_tail: str  #: The end of the agent's output, with Consul's own error.
-
-    def __str__(self) -> str:
-        return f"{self.reason}; end of its log:\n{self.log_tail}"
 
 
 def find_consul() -> str:
@@ -70,181 +65,6 @@ def find_consul() -> str:
     if found is None:
         raise ConsulNotFound("no consul binary: not in a Glimpse checkout, none on PATH")
     return found
-
-
-def free_ports(n: int) -> list[int]:
-    """Return ``n`` distinct loopback ports free for TCP and UDP (serf, DNS use both).
-
-    :param n: How many ports.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            tcp, udp = socket.socket(), socket.socket(type=socket.SOCK_DGRAM)
-            held += [tcp, udp]
-            tcp.bind((LOOPBACK, 0))
-            port = tcp.getsockname()[1]
-            with contextlib.suppress(OSError):
-                udp.bind((LOOPBACK, port))
-                ports.append(port)
-    finally:
-        # Closed only now, so that no port is handed out twice.
-        for sock in held:
-            sock.close()
-    return ports
-
-
-class Ports(NamedTuple):
-    """The loopback ports of one agent, named after its ``-<name>-port`` flags; ``-1`` for a
-    port it does not open (a client agent has no Serf WAN or server RPC port)."""
-
-    http: int  #: HTTP API.
-    dns: int  #: DNS, UDP and TCP.
-    serf_lan: int  #: LAN gossip, UDP and TCP.
-    serf_wan: int  #: WAN gossip (servers), UDP and TCP.
-    server: int  #: Server RPC (servers); ``/v1/status/leader`` names it.
-
-    def flags(self) -> list[str]:
-        """The ``-<name>-port=N`` flags of the ports it opens."""
-        return [f"-{name.replace('_', '-')}-port={port}"
-                for name, port in self._asdict().items() if port >= 0]
-
-
-def wait_until(ready: Callable[[], Any], timeout: float, what: str,
-               agents: Sequence["ConsulAgent"], interval: float = 0.05) -> Any:
-    """Call ``ready`` every ``interval`` seconds until it returns something true; return that.
-
-    ``OSError``, ``ValueError`` and ``HTTPException`` from ``ready`` count as "not yet"
-    (an agent not listening yet, a 500 while it elects a leader).
-
-    :param ready: The condition.
-    :param timeout: Seconds before giving up.
-    :param what: What is awaited, for the error: "elect a leader".
-    :param agents: The agents that must keep running meanwhile; their logs go into the error.
-    :raises ConsulStartError: If one of ``agents`` is not running or on timeout.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
-            result = ready()
-            if result:
-                return result
-        dead = [a for a in agents if not a.running]
-        if dead or time.monotonic() > deadline:
-            why = (", ".join(f"{a.node} exited ({a.exit_status})" for a in dead) if dead
-                   else f"timed out after {timeout} s")
-            where = agents[0].datacenter if agents else "?"
-            raise ConsulStartError(
-                f"consul {where} {why} before it could {what}",
-                "\n".join(f"--- {a.node}:\n{a.log_tail(12 if len(agents) > 1 else 30)}"
-                          for a in (dead or agents)))
-        time.sleep(interval)
-
-
-@attrs.define
-class ConsulAgent:
-    """A consul agent process on loopback ports, with its own directory and process group.
-
-    :meth:`kill` and :meth:`terminate` keep its files, so it can start again on the same ports
-    and data dir; :meth:`stop` (or leaving its ``with`` block) removes them.
-    """
-
-    datacenter: str  #: Its datacenter (Glimpse zone).
-    node: str  #: Its node name.
-    ports: Ports  #: Its loopback ports.
-    base_dir: Path  #: Its private directory, holding all its files.
-    data_dir: Path  #: Its ``-data-dir``.
-    log_path: Path  #: The file receiving its stdout and stderr.
-    command: list[str] = attrs.Factory(list)  #: Its argv, reused by every (re)start.
-    process: subprocess.Popen[bytes] | None = None  #: The agent, once started.
-    acl_token: str | None = None  #: Its management token, if ACLs are enabled.
-
-    @property
-    def http_addr(self) -> str:
-        """``host:port`` of the HTTP API, as ``CONSUL_HTTP_ADDR`` takes it."""
-        return f"{LOOPBACK}:{self.ports.http}"
-
-    @property
-    def url(self) -> str:
-        """Base URL of the HTTP API, without a trailing slash."""
-        return f"http://{self.http_addr}"
-
-    @property
-    def dns(self) -> tuple[str, int]:
-        """``(host, port)`` of the DNS interface (UDP and TCP)."""
-        return (LOOPBACK, self.ports.dns)
-
-    @property
-    def config_dir(self) -> Path:
-        """Its ``-config-dir``; ``PUT /v1/agent/reload`` after changing it."""
-        return self.base_dir / "config"
-
-    @property
-    def running(self) -> bool:
-        """Whether its process was started and has not exited."""
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def exit_status(self) -> int | None:
-        """Its process's exit status; ``None`` while it runs or before it starts."""
-        return None if self.process is None else self.process.poll()
-
-    def get_json(self, path: str, timeout: float = 2.0) -> Any:
-        """GET ``/v1/<path>`` (with the ACL token, if any) and return the decoded JSON."""
-        request = urllib.request.Request(f"{self.url}/v1/{path}")
-        if self.acl_token:
-            request.add_header("X-Consul-Token", self.acl_token)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """Return the last ``lines`` lines of the agent's log."""
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
-
-    def spawn(self) -> None:
-        """Start :attr:`command` (SIGTERMing a running one first), without waiting for it."""
-        self.terminate()
-        with open(self.log_path, "ab") as log:
-            # Own group: stop() reaches it all; `make run`'s Ctrl-C reaches only main().
-            self.process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_for(self, ready: Callable[[], Any], timeout: float, what: str) -> Any:
-        """:func:`wait_until` ``ready`` returns something true while this agent runs."""
-        return wait_until(ready, timeout, what, [self])
-
-    def stop(self) -> None:
-        """SIGTERM its process group (SIGKILL after 10 s), remove its directory; idempotent."""
-        self.terminate()
-        shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def terminate(self) -> None:
-        """SIGTERM its process group (SIGKILL after 10 s) and wait; its files stay."""
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL the agent, as a crash would; its files stay."""
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, signum: int) -> None:
-        if self.running:
-            assert self.process is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-            try:
-                self.process.wait(10.0)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 @attrs.define
@@ -325,9 +145,8 @@ def wait_federated(agents: Sequence[DevConsul], timeout: float = 30.0) -> None:
     :param timeout: Seconds before :class:`ConsulStartError`.
     """
     names = {a.datacenter for a in agents}
-    for agent in agents:
-        agent.wait_for(lambda agent=agent: names <= set(agent.get_json("catalog/datacenters")),
-                       timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters")
+    wait_until(lambda: all(names <= set(a.get_json("catalog/datacenters")) for a in agents),
+               timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters", agents)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
