@@ -173,14 +173,13 @@ class Zone:
 
     def up(self, timeout: float = 60.0) -> None:
         """(Re)start every agent that is not running, on its ports and data dir; wait until
-        :meth:`wait_ready`.
+        :meth:`wait_ready`.  In a federation whose other zones are down too, use
+        :meth:`Federation.up`: a zone is ready only once it sees the others.
 
         :raises ConsulStartError: If one exits (e.g. another process took its port meanwhile)
             or the zone is not ready in time.
         """
-        _launch([(self, a) for a in self.servers if not a.running], timeout, fresh_ports=False)
-        _launch([(self, a) for a in self.clients if not a.running], timeout, fresh_ports=False)
-        self.wait_ready(timeout)
+        _up([self], timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until every agent runs, a leader is elected and every server is a voter, every
@@ -267,6 +266,10 @@ class Federation:
             return self.zones[key]
         return next(z for z in self.zones if z.datacenter == key)
 
+    def up(self, timeout: float = 60.0) -> None:
+        """:meth:`Zone.up` for every zone at once (servers first, then clients)."""
+        _up(self.zones, timeout)
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """:meth:`Zone.wait_ready` for each zone (which includes seeing every other)."""
         for zone in self.zones:
@@ -330,6 +333,14 @@ def _launch(pairs: Sequence[tuple[Zone, ClusterAgent]], timeout: float, fresh_po
     wait_until(listening, timeout, "answer HTTP", [a for _, a in pairs], must_run=False)
 
 
+def _up(zones: Sequence[Zone], timeout: float, fresh_ports: bool = False) -> None:
+    # Servers first: a client that finds no server to join retries only after 30 s.
+    _launch([(z, s) for z in zones for s in z.servers if not s.running], timeout, fresh_ports)
+    _launch([(z, c) for z in zones for c in z.clients if not c.running], timeout, fresh_ports)
+    for zone in zones:
+        zone.wait_ready(timeout)
+
+
 def start_zones(
     binary: str, datacenters: Sequence[str] = ("ams", "fra"), servers: int = 3, clients: int = 1,
     workdir: str | None = None, server_hcl: Sequence[str] = (), client_hcl: Sequence[str] = (),
@@ -370,21 +381,18 @@ def start_zones(
                                          for s in z.servers)
             zone.join_wan = [f"{LOOPBACK}:{s.ports.serf_wan}" for z in zones if z is not zone
                              for s in z.servers]
-        # Servers first: a client that finds no server to join retries only after 30 s.
-        _launch([(z, s) for z in zones for s in z.servers], timeout, fresh_ports=True)
-        _launch([(z, c) for z in zones for c in z.clients], timeout, fresh_ports=True)
-        federation = Federation(zones)
-        federation.wait_ready(timeout)
+        _up(zones, timeout, fresh_ports=True)
     except BaseException:
         for zone in zones:
             zone.stop()
         raise
-    return federation
+    return Federation(zones)
 
 
 def start_zone(binary: str, datacenter: str = "ams", servers: int = 3, clients: int = 1,
                workdir: str | None = None, server_hcl: Sequence[str] = (),
-               client_hcl: Sequence[str] = (), timeout: float = 60.0) -> Zone:
+               client_hcl: Sequence[str] = (), timeout: float = 60.0,
+               allocate_ports: Callable[[int], list[int]] = free_ports) -> Zone:
     """Start one zone and wait until it is ready; parameters as :func:`start_zones`."""
     return start_zones(binary, [datacenter], servers, clients, workdir, server_hcl, client_hcl,
-                       timeout)[0]
+                       timeout, allocate_ports)[0]
