@@ -111,7 +111,8 @@ class Zone:
         return named
 
     def leader(self) -> ClusterAgent | None:
-        """The leader, if every running server names the same running server; else ``None``."""
+        """The leader, if each running server that answers names the same running server;
+        else ``None``."""
         named = set(self.leaders_named().values())
         by_rpc = {s.rpc_addr: s for s in self.servers if s.running}
         return by_rpc.get(named.pop()) if len(named) == 1 else None
@@ -129,7 +130,8 @@ class Zone:
         return wait_until(elected, timeout, "elect a leader", self.servers, 0.1, must_run=False)
 
     def kill_leader(self, timeout: float = 30.0) -> tuple[ClusterAgent, ClusterAgent]:
-        """SIGKILL the leader; wait until the other servers elect a new one.
+        """SIGKILL the leader; wait until the other servers elect a new one (see
+        :meth:`kill_servers` about clients meanwhile).
 
         :return: ``(killed, new_leader)``; :meth:`up` restarts the killed one.
         """
@@ -139,24 +141,29 @@ class Zone:
 
     def kill_servers(self, count: int, timeout: float = 30.0) -> list[ClusterAgent]:
         """SIGKILL ``count`` running servers, followers first; wait until the others have a
-        leader or, short of a quorum, all say they have none.
+        leader or, short of a quorum, none names one.  Until Serf notices (some seconds), a
+        client may still send a request to a killed server and answer it with a 500.
 
         :return: The killed servers; :meth:`up` restarts them on their ports and data dirs.
+        :raises ValueError: If fewer than ``count`` servers run.
         """
         leader = self.leader()
         running = [s for s in self.servers if s.running]
+        if not 0 < count <= len(running):
+            raise ValueError(f"cannot kill {count} of the {len(running)} running servers")
         victims = sorted(running, key=lambda s: s is leader)[:count]
         for server in victims:
             server.kill()
-        if len(running) - len(victims) >= self.quorum:
+        if len(running) - count >= self.quorum:
             self.wait_for_leader(timeout)
-        else:
-            def leaderless() -> bool:
-                named = self.leaders_named()
-                if set(named.values()) != {""}:
-                    raise NotYet(f"leaders named: {named}")
-                return True
-            wait_until(leaderless, timeout, "lose its leader", self.servers, 0.1, must_run=False)
+            return victims
+
+        def leaderless() -> bool:
+            named = self.leaders_named()
+            if any(named.values()):
+                raise NotYet(f"leaders named: {named}")
+            return True
+        wait_until(leaderless, timeout, "lose its leader", self.servers, 0.1, must_run=False)
         return victims
 
     def lose_quorum(self, timeout: float = 30.0) -> list[ClusterAgent]:
@@ -166,10 +173,7 @@ class Zone:
     def down(self, kill: bool = False) -> None:
         """Stop every agent (clients first), SIGTERM or SIGKILL; files stay for :meth:`up`."""
         for agent in reversed(self.agents):
-            if kill:
-                agent.kill()
-            else:
-                agent.terminate()
+            (agent.kill if kill else agent.terminate)()
 
     def up(self, timeout: float = 60.0) -> None:
         """(Re)start every agent that is not running, on its ports and data dir; wait until
@@ -264,16 +268,14 @@ class Federation:
     def __getitem__(self, key: int | str) -> Zone:
         if isinstance(key, int):
             return self.zones[key]
-        return next(z for z in self.zones if z.datacenter == key)
+        for zone in self.zones:
+            if zone.datacenter == key:
+                return zone
+        raise KeyError(key)
 
     def up(self, timeout: float = 60.0) -> None:
         """:meth:`Zone.up` for every zone at once (servers first, then clients)."""
         _up(self.zones, timeout)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """:meth:`Zone.wait_ready` for each zone (which includes seeing every other)."""
-        for zone in self.zones:
-            zone.wait_ready(timeout)
 
     def stop(self) -> None:
         """:meth:`Zone.stop` every zone; idempotent."""
