@@ -86,6 +86,11 @@ def start_zones(
     # Gossip encryption keeps out every agent but ours: a -retry-join address whose agent
     # moved to fresh ports may belong to another test run's Consul by now.
     key = base64.b64encode(os.urandom(32)).decode()
+    # All ports from one call: separate calls could hand the same port to two agents.
+    pool = iter(allocate_ports(len(datacenters) * (5 * servers + 3 * clients)))
+
+    def draw(n: int) -> list[int]:
+        return [next(pool) for _ in range(n)]
     zones: list[Zone] = []
     try:
         for name in datacenters:
@@ -94,10 +99,10 @@ def start_zones(
                         gossip_key=key, server_hcl=tuple(server_hcl),
                         client_hcl=tuple(client_hcl), allocate_ports=allocate_ports)
             zones.append(zone)
-            zone.servers += [ClusterAgent.create(base, name, f"{name}-s{i}", True, allocate_ports)
+            zone.servers += [ClusterAgent.create(base, name, f"{name}-s{i}", True, draw)
                              for i in range(1, servers + 1)]
-            zone.clients += [ClusterAgent.create(base, name, f"{name}-c{i}", False,
-                                                 allocate_ports) for i in range(1, clients + 1)]
+            zone.clients += [ClusterAgent.create(base, name, f"{name}-c{i}", False, draw)
+                             for i in range(1, clients + 1)]
         for zone in zones:
             zone.datacenters = frozenset(datacenters)
             zone.wan_members = frozenset(f"{s.node}.{z.datacenter}" for z in zones

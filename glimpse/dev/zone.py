@@ -281,7 +281,8 @@ def _launch(pairs: Sequence[tuple[Zone, ClusterAgent]], timeout: float, fresh_po
     def listening() -> bool:
         for zone, agent in pairs:
             if agent.running:
-                agent.get_json("agent/self")
+                # Short: a port squatter may accept and never answer while the agent exits.
+                agent.get_json("agent/self", timeout=0.5)
                 continue
             taken = "address already in use" in agent.log_since_start()
             if not (taken and fresh_ports and spawns[id(agent)] < tries):
@@ -289,6 +290,8 @@ def _launch(pairs: Sequence[tuple[Zone, ClusterAgent]], timeout: float, fresh_po
                 raise ConsulStartError(f"consul {agent.node} exited ({agent.exit_status}): {why}",
                                        agent.log_tail())
             agent.new_ports(zone.allocate_ports)
+            # It never ran: start afresh (a lone server bootstrapped raft on its old port).
+            shutil.rmtree(agent.data_dir, ignore_errors=True)
             agent.command = zone.command(agent)
             agent.spawn()
             spawns[id(agent)] += 1
