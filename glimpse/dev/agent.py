@@ -132,10 +132,10 @@ class ConsulAgent:
     base_dir: Path  #: Its private directory, holding all its files.
     data_dir: Path  #: Its ``-data-dir``.
     log_path: Path  #: The file receiving its stdout and stderr.
-    command: list[str] = attrs.Factory(list)  #: Its argv, reused by every (re)start.
+    command: list[str] = attrs.field(factory=list, repr=False)  #: Its argv, for every (re)start.
     process: subprocess.Popen[bytes] | None = None  #: The agent, once started.
     acl_token: str | None = None  #: Its management token, if ACLs are enabled.
-    log_offset: int = 0  #: Size of its log when it was last started.
+    log_offset: int = attrs.field(default=0, repr=False)  #: Its log's size at its last start.
 
     @property
     def http_addr(self) -> str:

@@ -6,8 +6,19 @@ its own free loopback ports, data dir, config dir, log and process group.  A
 :class:`~glimpse.dev.zone.Zone` holds the faults tests need (leader loss, quorum loss, a client
 or the whole zone down), each waiting on a condition with a deadline.  Usage::
 
-    with start_zone(find_consul(), "ams") as zone:
-        old, new = zone.kill_leader()
+    with start_zone(find_consul(), "ams") as zone:      # 3 servers, 1 client; ready
+        glimpse = start_glimpse(zone.client.url)        # Glimpse talks to the client agent
+        zone.leader()                                   # the server leading, or None
+        killed, new = zone.kill_leader()                # SIGKILL it; another one leads
+        down = zone.lose_quorum()                       # 2 of 3 killed; no leader
+        zone.client.kill()                              # or .terminate(): it leaves
+        zone.down()                                     # every agent, files kept
+        zone.up()                                       # all back on their ports; ready
+
+    with start_zones(find_consul(), ("ams", "fra")) as (ams, fra):  # WAN-joined
+        ...
+
+Tests get them from the ``consul_cluster`` and ``consul_cluster_pair`` fixtures.
 """
 
 import base64

@@ -43,7 +43,7 @@ class ClusterAgent(ConsulAgent):
     """One agent of a :class:`Zone`, a server or a client; restarts keep its node ID."""
 
     server: bool = False  #: Whether it is a server.
-    node_id: str = attrs.Factory(lambda: str(uuid.uuid4()))  #: Its ``-node-id``.
+    node_id: str = attrs.field(factory=lambda: str(uuid.uuid4()), repr=False)  #: ``-node-id``.
 
     @classmethod
     def create(cls, zone_dir: Path, datacenter: str, node: str, server: bool,
@@ -155,7 +155,7 @@ class Zone:
 
     def kill_servers(self, count: int, timeout: float = 30.0) -> list[ClusterAgent]:
         """SIGKILL ``count`` running servers, followers first; wait until the others have a
-        leader or, short of a quorum, none names one.  Until Serf notices (some seconds), a
+        leader or, short of a quorum, none names one.  Until Serf notices (up to ~15 s), a
         client may still send a request to a killed server and answer it with a 500.
 
         :return: The killed servers; :meth:`up` restarts them on their ports and data dirs.
@@ -170,19 +170,30 @@ class Zone:
             server.kill()
         if len(running) - count >= self.quorum:
             self.wait_for_leader(timeout)
-            return victims
+        else:
+            self.wait_leaderless(timeout)
+        return victims
 
+    def lose_quorum(self, timeout: float = 30.0) -> list[ClusterAgent]:
+        """:meth:`kill_servers` as few as leave no quorum (2 of 3, 3 of 5; fewer if some are
+        down already), and wait until no server names a leader."""
+        count = sum(s.running for s in self.servers) - self.quorum + 1
+        if count > 0:
+            return self.kill_servers(count, timeout)
+        self.wait_leaderless(timeout)
+        return []
+
+    def wait_leaderless(self, timeout: float = 30.0) -> None:
+        """Wait until no running server names a leader.
+
+        :raises ConsulStartError: On timeout.
+        """
         def leaderless() -> bool:
             named = self.leaders_named()
             if any(named.values()):
                 raise NotYet(f"leaders named: {named}")
             return True
         wait_until(leaderless, timeout, "lose its leader", self.servers, 0.1, must_run=False)
-        return victims
-
-    def lose_quorum(self, timeout: float = 30.0) -> list[ClusterAgent]:
-        """:meth:`kill_servers` as few as leave no quorum (2 of 3, 3 of 5)."""
-        return self.kill_servers(len(self.servers) - self.quorum + 1, timeout)
 
     def down(self, kill: bool = False) -> None:
         """Stop every agent (clients first), SIGTERM or SIGKILL; files stay for :meth:`up`."""
@@ -192,7 +203,7 @@ class Zone:
     def up(self, timeout: float = 60.0) -> None:
         """(Re)start every agent that is not running, on its ports and data dir; wait until
         :meth:`wait_ready`.  In a federation whose other zones are down too, use
-        :meth:`Federation.up`: a zone is ready only once it sees the others.
+        :meth:`glimpse.dev.cluster.Federation.up`: a zone is ready only once it sees the others.
 
         :raises ConsulStartError: If one exits (e.g. another process took its port meanwhile)
             or the zone is not ready in time.

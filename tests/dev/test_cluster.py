@@ -238,6 +238,25 @@ def test_zone_down_other_zone_answers_then_back(ready_cluster_pair):
                                   timeout=10, what="fra's catalog through ams")
 
 
+def test_five_servers_lose_quorum_at_the_third_kill(consul_binary, tmp_path):
+    """
+    A zone of five servers keeps a leader with two of them killed and
+    loses it with the third, and all five come back.
+    """
+    with start_zone(consul_binary, "fra", servers=5, workdir=str(tmp_path)) as zone:
+        assert zone.quorum == 3
+        first = zone.kill_servers(2, timeout=20)
+        leader = zone.leader()
+        assert leader is not None and leader not in first
+        third = zone.kill_servers(1, timeout=20)
+        assert zone.leader() is None
+        assert wait_until(lambda: get_or_none(zone.client, "status/leader") == "",
+                          timeout=10, what="the client to say there is no leader")
+        zone.up(timeout=30)
+        assert all(s.running for s in first + third)
+        assert zone.wait_for_leader(timeout=10) in zone.servers
+
+
 def test_teardown_leaves_nothing(consul_binary, tmp_path):
     """
     Leaving the ``with`` block, even on an error, kills every agent's
