@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 
 import attrs
 
@@ -23,6 +23,7 @@ __all__ = ["LOOPBACK", "ConsulAgent", "ConsulStartError", "NotYet", "Ports", "fr
            "wait_until"]
 
 LOOPBACK = "127.0.0.1"
+_T = TypeVar("_T")
 
 
 @attrs.define(auto_exc=True)
@@ -80,9 +81,9 @@ class NotYet(Exception):
     """Raised by a :func:`wait_until` condition to say why it is not met yet."""
 
 
-def wait_until(ready: Callable[[], Any], timeout: float, what: str,
+def wait_until(ready: Callable[[], _T], timeout: float, what: str,
                agents: Sequence["ConsulAgent"], interval: float = 0.05,
-               must_run: bool = True) -> Any:
+               must_run: bool = True) -> _T:
     """Call ``ready`` every ``interval`` seconds until it returns something true; return that.
 
     :exc:`NotYet`, ``OSError``, ``ValueError`` and ``HTTPException`` from ``ready`` count as
@@ -198,7 +199,7 @@ class ConsulAgent:
                 self.command, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_for(self, ready: Callable[[], Any], timeout: float, what: str) -> Any:
+    def wait_for(self, ready: Callable[[], _T], timeout: float, what: str) -> _T:
         """:func:`wait_until` ``ready`` returns something true while this agent runs."""
         return wait_until(ready, timeout, what, [self])
 
