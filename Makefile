@@ -8,8 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBS := unbound bind9-dnsutils dnsperf wrk
-# `make run ZONES=2` runs the two-zone demo.
+# `make run ZONES=2` runs the two-zone demo; `make run CLUSTER=1` runs each
+# zone as SERVERS Consul servers and a client agent with Consul's defaults.
 ZONES ?= 1
+CLUSTER ?=
+SERVERS ?= 3
 PYTEST_ARGS ?=
 # Run a Python script with GLIMPSE_CONSUL set to the cached (or just built)
 # Consul: the tests, the demo and every benchmark.
@@ -54,7 +57,8 @@ test: deps lint
 	@$(WITH_CONSUL) -m pytest $(PYTEST_ARGS)
 
 run: deps
-	@$(WITH_CONSUL) -m glimpse.dev.demo --zones $(ZONES)
+	@$(WITH_CONSUL) -m glimpse.dev.demo --zones $(ZONES) \
+	  $(if $(filter-out 0,$(CLUSTER)),--cluster --servers $(SERVERS))
 
 lint: venv
 	$(PY) -m pyflakes glimpse tests bench

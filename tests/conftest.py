@@ -4,6 +4,7 @@ Shared pytest fixtures for the Glimpse tests.
 
 import pytest
 
+from glimpse.dev.cluster import start_zone, start_zones
 from glimpse.dev.consul import find_consul, start_dev_consul
 
 # ---------------------------------------------------------------------------
@@ -46,6 +47,56 @@ def consul_pair(consul_binary, tmp_path_factory):
         yield ams, fra
 
 
+# Production-shaped zones (glimpse.dev.cluster): 3 real servers and a client
+# agent with Consul's default settings each.  A test that kills agents may
+# leave them down: the ready_* fixtures bring them back before the next test.
+
+
+@pytest.fixture(scope="module")
+def consul_cluster(consul_binary, tmp_path_factory):
+    """
+    A :class:`glimpse.dev.cluster.Zone` ``ams``: 3 servers, 1 client agent
+    (``.client``, where Glimpse points); shared by one test module, torn
+    down after it.
+    """
+    with start_zone(consul_binary, "ams",
+                    workdir=str(tmp_path_factory.mktemp("cluster"))) as zone:
+        yield zone
+
+
+@pytest.fixture
+def ready_cluster(consul_cluster):
+    """
+    :func:`consul_cluster`, with every agent an earlier test killed or
+    stopped started again, and ready.
+    """
+    consul_cluster.up()
+    return consul_cluster
+
+
+@pytest.fixture(scope="module")
+def consul_cluster_pair(consul_binary, tmp_path_factory):
+    """
+    Two WAN-joined zones, ``ams`` and ``fra`` (a
+    :class:`glimpse.dev.cluster.Federation`: ``ams, fra = consul_cluster_pair``),
+    each 3 servers and 1 client agent that lists both datacenters; shared by
+    one test module, torn down after it.
+    """
+    with start_zones(consul_binary, ("ams", "fra"),
+                     workdir=str(tmp_path_factory.mktemp("cluster-pair"))) as federation:
+        yield federation
+
+
+@pytest.fixture
+def ready_cluster_pair(consul_cluster_pair):
+    """
+    :func:`consul_cluster_pair`, with every agent an earlier test killed or
+    stopped started again, and both zones ready (and seeing each other).
+    """
+    consul_cluster_pair.up()
+    return consul_cluster_pair
+
+
 # ---------------------------------------------------------------------------
-# End of the Consul dev agent fixtures.
+# End of the Consul dev agent and cluster fixtures.
 # ---------------------------------------------------------------------------

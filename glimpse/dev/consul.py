@@ -4,27 +4,32 @@ Loopback, free ports, own temporary directory and process group (consul.md, "Thr
 """
 
 import argparse
-import collections
-import contextlib
-import http.client
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
 
 import attrs
 
-LOOPBACK = "127.0.0.1"
+from glimpse.dev.agent import (
+    LOOPBACK,
+    ConsulAgent,
+    ConsulStartError,
+    Ports,
+    free_ports,
+    wait_until,
+)
+
+# What the agent module holds is re-exported: tests and benchmarks import it from here.
+__all__ = ["LOOPBACK", "ZONE_NAMES", "ConsulAgent", "ConsulNotFound", "ConsulStartError",
+           "DevConsul", "Ports", "find_consul", "free_ports", "main", "start_dev_consul",
+           "wait_federated"]
+
 ZONE_NAMES = ("ams", "fra", "lon", "nyc")
 
 
@@ -36,17 +41,6 @@ class ConsulNotFound(Exception):
 
     def __str__(self) -> str:
         return f"{self.reason}; run `make consul`, or set GLIMPSE_CONSUL to a consul binary"
-
-
-@attrs.define(auto_exc=True)
-class ConsulStartError(Exception):
-    """A dev agent exited early or was not ready before its deadline."""
-
-    reason: str  #: What went wrong.
-    log_tail: str  #: The end of the agent's output, with Consul's own error.
-
-    def __str__(self) -> str:
-        return f"{self.reason}; end of its log:\n{self.log_tail}"
 
 
 def find_consul() -> str:
@@ -73,89 +67,9 @@ def find_consul() -> str:
     return found
 
 
-def free_ports(n: int) -> list[int]:
-    """Return ``n`` distinct loopback ports free for TCP and UDP (serf, DNS use both).
-
-    :param n: How many ports.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            tcp, udp = socket.socket(), socket.socket(type=socket.SOCK_DGRAM)
-            held += [tcp, udp]
-            tcp.bind((LOOPBACK, 0))
-            port = tcp.getsockname()[1]
-            with contextlib.suppress(OSError):
-                udp.bind((LOOPBACK, port))
-                ports.append(port)
-    finally:
-        # Closed only now, so that no port is handed out twice.
-        for sock in held:
-            sock.close()
-    return ports
-
-
-#: The loopback ports of one agent, named after its ``-<name>-port`` flags.
-Ports = collections.namedtuple("Ports", ["http", "dns", "serf_lan", "serf_wan", "server"])
-
-
 @attrs.define
-class DevConsul:
+class DevConsul(ConsulAgent):
     """A throw-away ``consul agent -dev``; as a context manager, stopped on exit."""
-
-    datacenter: str  #: Its datacenter (Glimpse zone).
-    node: str  #: Its node name.
-    ports: Ports  #: Its loopback ports.
-    base_dir: Path  #: Its private temporary directory, holding all its files.
-    data_dir: Path  #: Its ``-data-dir``.
-    log_path: Path  #: The file receiving its stdout and stderr.
-    command: list[str] = attrs.Factory(list)  #: Its argv, reused by :meth:`restart`.
-    process: subprocess.Popen[bytes] | None = None  #: The agent, once started.
-    acl_token: str | None = None  #: Its management token, if ACLs are enabled.
-
-    @property
-    def http_addr(self) -> str:
-        """``host:port`` of the HTTP API, as ``CONSUL_HTTP_ADDR`` takes it."""
-        return f"{LOOPBACK}:{self.ports.http}"
-
-    @property
-    def url(self) -> str:
-        """Base URL of the HTTP API, without a trailing slash."""
-        return f"http://{self.http_addr}"
-
-    @property
-    def dns(self) -> tuple[str, int]:
-        """``(host, port)`` of the DNS interface (UDP and TCP)."""
-        return (LOOPBACK, self.ports.dns)
-
-    @property
-    def config_dir(self) -> Path:
-        """Its ``-config-dir``; ``PUT /v1/agent/reload`` after changing it."""
-        return self.base_dir / "config"
-
-    def get_json(self, path: str, timeout: float = 2.0) -> Any:
-        """GET ``/v1/<path>`` (with the ACL token, if any) and return the decoded JSON."""
-        request = urllib.request.Request(f"{self.url}/v1/{path}")
-        if self.acl_token:
-            request.add_header("X-Consul-Token", self.acl_token)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """Return the last ``lines`` lines of the agent's log."""
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM its process group (SIGKILL after 10 s), remove its directory; idempotent."""
-        self._signal(signal.SIGTERM)
-        shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def kill(self) -> None:
-        """SIGKILL the agent, as a crash would; its files stay for :meth:`restart`."""
-        self._signal(signal.SIGKILL)
 
     def restart(self, timeout: float = 30.0) -> None:
         """(Re)start it (not after :meth:`stop`) on its ports and data dir; wait for a leader.
@@ -163,42 +77,12 @@ class DevConsul:
         :param timeout: Seconds to wait for the leader.
         :raises ConsulStartError: If it exits or times out; it is then killed.
         """
-        self._signal(signal.SIGTERM)
-        with open(self.log_path, "ab") as log:
-            # Own group: stop() reaches it all; `make run`'s Ctrl-C reaches only main().
-            self.process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_for(lambda: self.get_json("status/leader"), timeout, "elect a leader")
-
-    def _wait_for(self, ready: Callable[[], Any], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while self.process is not None:
-            with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
-                if ready():  # Errors: not listening yet, or a 500 while electing.
-                    return
-            status = self.process.poll()
-            if status is not None or time.monotonic() > deadline:
-                self.kill()
-                why = f"timed out after {timeout} s" if status is None else f"exited ({status})"
-                raise ConsulStartError(
-                    f"consul {self.datacenter} {why} before it could {what}", self.log_tail())
-            time.sleep(0.05)
-
-    def _signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-            try:
-                self.process.wait(10.0)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self.spawn()
+        try:
+            self.wait_for(lambda: self.get_json("status/leader"), timeout, "elect a leader")
+        except ConsulStartError:
+            self.kill()
+            raise
 
 
 def start_dev_consul(
@@ -232,7 +116,7 @@ def start_dev_consul(
     agent.command = [
         binary, "agent", "-dev", f"-node={agent.node}", f"-datacenter={datacenter}",
         f"-bind={LOOPBACK}", f"-client={LOOPBACK}",
-        *(f"-{name.replace('_', '-')}-port={port}" for name, port in agent.ports._asdict().items()),
+        *agent.ports.flags(),
         # Dev mode's fixed gRPC ports 8502/8503 would collide between agents.
         "-grpc-port=-1", "-grpc-tls-port=-1", f"-data-dir={agent.data_dir}",
         f"-config-dir={agent.config_dir}", "-log-level=warn",
@@ -244,7 +128,7 @@ def start_dev_consul(
         agent.restart(timeout)
         if join_wan is not None:
             pair, both = (agent, join_wan), {datacenter, join_wan.datacenter}
-            agent._wait_for(lambda: all(both <= set(a.get_json("catalog/datacenters"))
+            agent.wait_for(lambda: all(both <= set(a.get_json("catalog/datacenters"))
                                         for a in pair),
                             timeout, f"see {join_wan.datacenter} in /v1/catalog/datacenters")
     except BaseException:
@@ -261,9 +145,8 @@ def wait_federated(agents: Sequence[DevConsul], timeout: float = 30.0) -> None:
     :param timeout: Seconds before :class:`ConsulStartError`.
     """
     names = {a.datacenter for a in agents}
-    for agent in agents:
-        agent._wait_for(lambda: names <= set(agent.get_json("catalog/datacenters")),
-                        timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters")
+    wait_until(lambda: all(names <= set(a.get_json("catalog/datacenters")) for a in agents),
+               timeout, f"see all of {sorted(names)} in /v1/catalog/datacenters", agents)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

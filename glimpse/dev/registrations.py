@@ -6,26 +6,30 @@ Blocking (urllib).
 """
 
 import urllib.parse
+from typing import Any
 
 from glimpse.dev.twistd import http_json
 
 __all__ = ["deregister", "register", "service_id", "set_check"]
 
 
-def _check(status, answer, what):
+def _check(status: int, answer: Any, what: str) -> None:
     if status != 200:
         raise RuntimeError(f"Consul refused to {what} (HTTP {status}): {answer}")
 
 
-def service_id(job, instance, port_name, product="shop", env="prod"):
+def service_id(job: str, instance: str, port_name: str, product: str = "shop",
+               env: str = "prod") -> str:
     """
     The registration ID Glimpse's providers use (docs/consul-mapping.md).
     """
     return f"t:{product}--{env}--{job}:{instance}:{port_name}"
 
 
-def register(consul_url, job, instance, port_name="http", port=8080, ip="127.0.5.1",
-             status="passing", product="shop", env="prod", meta=None, drain=False):
+def register(consul_url: str, job: str, instance: str, port_name: str = "http",
+             port: int = 8080, ip: str = "127.0.5.1", status: str = "passing",
+             product: str = "shop", env: str = "prod", meta: dict[str, str] | None = None,
+             drain: bool = False) -> str:
     """
     Register one named port of an instance on the Consul agent, with one
     TTL check in ``status``, as a provider's registration looks.
@@ -46,7 +50,7 @@ def register(consul_url, job, instance, port_name="http", port=8080, ip="127.0.5
     return f"{sid}:ttl"
 
 
-def deregister(consul_url, sid):
+def deregister(consul_url: str, sid: str) -> None:
     """
     Remove one registration from the agent.
     """
@@ -55,7 +59,7 @@ def deregister(consul_url, sid):
     _check(status, answer, "deregister")
 
 
-def set_check(consul_url, check_id, status, note=""):
+def set_check(consul_url: str, check_id: str, status: str, note: str = "") -> None:
     """
     Set a TTL check: ``passing``, ``warning`` or ``critical``.
     """

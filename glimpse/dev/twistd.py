@@ -9,7 +9,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import attrs
 
@@ -25,10 +27,13 @@ class GlimpseStartError(Exception):
     """
 
 
-def http_json(method, url, body=None, timeout=10.0, headers=None):
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """
     The CLI's request (:obj:`glimpse.cli.client.request`), raising ``OSError``
     when the agent cannot be reached, as the wait loops here expect.
+
+    :return: ``(status, decoded JSON or text)``, whatever the status.
     """
     try:
         return request(method, url, body, headers=headers, timeout=timeout)
@@ -42,30 +47,30 @@ class DevGlimpse:
     A running ``twistd -n glimpse``.
     """
 
-    consul_url: str
-    dns_zone: str
-    dns_port: int
-    http_port: int
-    state_dir: str
-    log_path: str
-    extra_args: list
-    process: subprocess.Popen = None
+    consul_url: str  #: The Consul agent it talks to.
+    dns_zone: str  #: The domain it answers for.
+    dns_port: int  #: Its loopback DNS port (UDP and TCP).
+    http_port: int  #: Its loopback HTTP port.
+    state_dir: str  #: Its ``--state-dir``.
+    log_path: str  #: Its log, unless :meth:`start` is given ``stdout``.
+    extra_args: list[str]  #: More ``twistd glimpse`` options.
+    process: subprocess.Popen[bytes] | None = None  #: The process, once started.
 
     @property
-    def url(self):
+    def url(self) -> str:
         """
         Base URL of its HTTP API.
         """
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
-    def dns(self):
+    def dns(self) -> tuple[str, int]:
         """
         ``(host, port)`` of its DNS server.
         """
         return ("127.0.0.1", self.dns_port)
 
-    def argv(self):
+    def argv(self) -> list[str]:
         """
         The command line that runs it.
         """
@@ -80,16 +85,23 @@ class DevGlimpse:
             *self.extra_args,
         ]
 
-    def start(self, timeout=20.0, wait_ready=True, stdout=None):
+    def start(self, timeout: float = 20.0, wait_ready: bool = True,
+              stdout: IO[Any] | None = None) -> "DevGlimpse":
         """
         Start it, and wait until its HTTP API answers.
+
+        :param timeout: Seconds to wait.
+        :param wait_ready: Whether to wait at all.
+        :param stdout: Where its output goes instead of :attr:`log_path`.
+        :return: itself.
+        :raises GlimpseStartError: If it exits or does not answer in time.
         """
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        out = stdout if stdout is not None else open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.argv(), stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
+        with open(self.log_path, "ab") as log:  # The child keeps its own copy.
+            self.process = subprocess.Popen(
+                self.argv(), stdout=log if stdout is None else stdout,
+                stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if not wait_ready:
             return self
         deadline = time.monotonic() + timeout
@@ -105,7 +117,7 @@ class DevGlimpse:
         self.kill()
         raise GlimpseStartError(f"glimpse did not answer within {timeout}s:\n" + self.log_tail())
 
-    def log_tail(self, lines=40):
+    def log_tail(self, lines: int = 40) -> str:
         """
         The last lines of its log.
         """
@@ -114,7 +126,7 @@ class DevGlimpse:
         except OSError:
             return ""
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout: float = 10.0) -> None:
         """
         SIGTERM, then SIGKILL after ``timeout``; idempotent.
         """
@@ -126,7 +138,7 @@ class DevGlimpse:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def kill(self):
+    def kill(self) -> None:
         """
         SIGKILL, as a crash would.
         """
@@ -134,30 +146,33 @@ class DevGlimpse:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def get(self, path, **kwargs):
+    def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         """
         ``GET`` a path of its API: ``(status, body)``.
         """
         return http_json("GET", self.url + path, **kwargs)
 
-    def put(self, path, body, **kwargs):
+    def put(self, path: str, body: Any, **kwargs: Any) -> tuple[int, Any]:
         """
         ``PUT`` a JSON body to a path of its API: ``(status, body)``.
         """
         return http_json("PUT", self.url + path, body, **kwargs)
 
-    def delete(self, path, **kwargs):
+    def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         """
         ``DELETE`` a path of its API: ``(status, body)``.
         """
         return http_json("DELETE", self.url + path, **kwargs)
 
 
-def start_glimpse(consul_url, dns_zone="glimpse.test", extra_args=(), workdir=None,
-                  ports=None, **kwargs):
+def start_glimpse(consul_url: str, dns_zone: str = "glimpse.test",
+                  extra_args: Sequence[str] = (), workdir: str | None = None,
+                  ports: tuple[int, int] | None = None, **kwargs: Any) -> DevGlimpse:
     """
     Start a Glimpse on free loopback ports (or ``ports``: ``(dns, http)``)
     with its own state directory.
+
+    :param kwargs: Passed to :meth:`DevGlimpse.start`.
     """
     workdir = workdir or tempfile.mkdtemp(prefix="glimpse-")
     os.makedirs(workdir, exist_ok=True)
