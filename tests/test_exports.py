@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 EXPORTS = {
     "glimpse.cli": {"Unreachable": "client", "main": "main", "request": "client",
                     "run": "main", "sse_events": "client"},
+    "glimpse.dev": {"ClusterAgent": "zone", "ConsulNotFound": "consul",
+                    "ConsulStartError": "agent", "DevConsul": "consul", "DevGlimpse": "twistd",
+                    "Federation": "cluster", "GlimpseStartError": "twistd", "Zone": "zone",
+                    "deregister": "registrations", "find_consul": "consul",
+                    "free_ports": "agent", "http_json": "twistd", "register": "registrations",
+                    "service_id": "registrations", "set_check": "registrations",
+                    "start_dev_consul": "consul", "start_glimpse": "twistd",
+                    "start_zone": "cluster", "start_zones": "cluster"},
     "glimpse.http": {"Context": "lookup", "HTTPError": "_json", "Hub": "hub",
                      "ProvidersResource": "providers", "ZonesResource": "zones",
                      "make_root": "root"},
@@ -62,13 +70,18 @@ def _sources():
 
 def _private_owner(dotted):
     """
-    The package that owns the first private part of ``dotted`` (``a.b._c.d``
-    -> ``a.b``), or ``None`` when no part is private.
+    The package that owns the first private part of ``dotted``, or ``None``
+    when no part is private: ``glimpse.http._json.X`` and
+    ``glimpse.dev.zone._up`` are both private to their package
+    (``glimpse.http``, ``glimpse.dev``).
     """
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         if part.startswith("_") and not part.startswith("__"):
-            return ".".join(parts[:i])
+            owner = parts[:i]
+            if not REPO.joinpath(*owner, "__init__.py").exists():
+                owner = owner[:-1]  # a module's private name: its package's
+            return ".".join(owner)
     return None
 
 
