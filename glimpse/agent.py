@@ -12,20 +12,11 @@ from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry
-from treq.client import HTTPClient
 from twisted.application import internet, service, strports
-from twisted.internet.defer import Deferred
-from twisted.internet.ssl import Certificate
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    _HTTP11ClientFactory,
-)
 from twisted.web.server import Site
 
 from glimpse.config import read_secret
-from glimpse.consul import ConsulClient
+from glimpse.consul import ConsulClient, connect_consul
 from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
@@ -77,62 +68,6 @@ class TopologyService(service.Service):
         self._topology.stop()
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    # Twisted logs "Starting factory" / "Stopping factory" for every new
-    # connection: with hundreds of blocking queries, a line a second.
-    noisy = False
-
-
-class _QuietPool(HTTPConnectionPool):
-    _factory = _QuietClientFactory
-
-
-class ConsulConnections(service.Service):
-    """
-    The connections to the Consul agent: on stop, every request under way
-    is cancelled and every kept-alive connection closed.
-
-    :param consul: the :class:`glimpse.consul.ConsulClient`.
-    :param pool: its connection pool.
-    """
-
-    def __init__(self, consul: ConsulClient, pool: HTTPConnectionPool) -> None:
-        self._consul = consul
-        self._pool = pool
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Cancel what is under way and close the connections.
-        """
-        super().stopService()
-        self._consul.close()
-        return self._pool.closeCachedConnections()
-
-
-def consul_pool(reactor: Any) -> HTTPConnectionPool:
-    """
-    The persistent connections to the Consul agent, not logged one by one.
-    """
-    pool = _QuietPool(reactor, persistent=True)
-    # Blocking queries each hold a connection; let them all stay open.
-    pool.maxPersistentPerHost = 64
-    pool.retryAutomatically = False
-    return pool
-
-
-def http_client(reactor: Any, pool: HTTPConnectionPool, consul_ca: str | None = None) -> HTTPClient:
-    """
-    A treq client for Consul over ``pool``, TLS verified against the
-    system's trust store or ``consul_ca``.
-    """
-    if consul_ca:
-        with open(consul_ca, "rb") as f:
-            policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
-    else:
-        policy = BrowserLikePolicyForHTTPS()
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
-
-
 @attrs.frozen
 class Glimpse:
     """
@@ -175,12 +110,12 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
     :return: a :class:`Glimpse`.
     """
     top = service.MultiService()
-    pool = consul_pool(reactor)
-    consul = ConsulClient(http_client(reactor, pool, options["consul-ca"]), options["consul"],
-                          reactor, token=read_secret(options["consul-token-file"]))
+    consul, connections = connect_consul(
+        reactor, options["consul"], token=read_secret(options["consul-token-file"]),
+        ca=options["consul-ca"], max_conns=options.get("consul-max-conns", 64))
     # Stopped last (services stop in reverse order): what the others
     # leave under way as they stop is cancelled, then the connections go.
-    ConsulConnections(consul, pool).setServiceParent(top)
+    connections.setServiceParent(top)
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
                         idle_timeout=options["idle-timeout"],
                         zones_interval=options["zones-interval"])

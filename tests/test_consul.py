@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from glimpse.consul import (
     AgentSelf,
+    ConsulBusy,
     ConsulClient,
     ConsulDenied,
     ConsulError,
@@ -91,12 +92,13 @@ def test_no_token(h):
 
 def test_decoded_answer(h):
     """
-    A GET answers with the decoded JSON and ``X-Consul-Index``.
+    A GET answers with the decoded JSON and ``X-Consul-Index``; health and
+    catalog reads are stale (any server answers, no leader needed).
     """
     h.fake.set(WEB, [{"Node": {}}], index=42)
     response = h.result(h.client.health_service("ams", "shop--prod--web"))
     assert response == Response(body=[{"Node": {}}], index=42)
-    assert h.fake.requests[-1].args == {"dc": "ams"}
+    assert h.fake.requests[-1].args == {"dc": "ams", "stale": ""}
 
 
 def test_endpoints(h):
@@ -158,7 +160,7 @@ def test_register_and_deregister(h):
     (403, ConsulDenied),
     (404, ConsulNotFound),
     (500, ConsulError),
-    (429, ConsulError),
+    (429, ConsulBusy),
 ])
 def test_status_mapping(h, status, error):
     """
@@ -274,7 +276,7 @@ def test_blocking_query(h):
     h.client.health_service("ams", "shop--prod--web", index=7, wait=30).addBoth(results.append)
     h.stub.flush()
     assert results == []
-    assert h.fake.requests[-1].args == {"dc": "ams", "index": "7", "wait": "30s"}
+    assert h.fake.requests[-1].args == {"dc": "ams", "index": "7", "wait": "30s", "stale": ""}
     h.fake.set(WEB, [{"Node": {}}], index=9)
     h.stub.flush()
     assert results == [Response(body=[{"Node": {}}], index=9)]
@@ -353,11 +355,11 @@ def test_node_services(h):
     h.fake.set("catalog/node-services/node1", {"Node": {}, "Services": [{"ID": "x"}]}, index=5)
     response = h.result(h.client.node_services("node1", 'Meta["glimpse-provider"] == "p"'))
     assert (response.body, response.index) == ([{"ID": "x"}], 5)
-    assert h.fake.requests[-1].args == {"filter": 'Meta["glimpse-provider"] == "p"'}
+    assert h.fake.requests[-1].args == {"filter": 'Meta["glimpse-provider"] == "p"', "stale": ""}
     d = h.client.node_services("node1", index=5, wait=10)
     h.fake.set("catalog/node-services/node1", {"Node": {}, "Services": None}, index=6)
     assert h.result(d) == Response(body=[], index=6)
-    assert h.fake.requests[-1].args == {"index": "5", "wait": "10s"}
+    assert h.fake.requests[-1].args == {"index": "5", "wait": "10s", "stale": ""}
     assert type(h.result(h.client.node_services("other"))) is ConsulNotFound
     assert h.client.requests["catalog/node-services"] == 3
 

@@ -13,23 +13,30 @@ reactor.
 
 from glimpse.consul._answers import (
     AgentSelf,
+    ConsulBusy,
     ConsulDenied,
     ConsulError,
     ConsulNotFound,
     ConsulUnavailable,
     Response,
 )
-from glimpse.consul._client import CHECK_STATUSES, TOKEN_HEADER, ConsulClient, reload_agent
+from glimpse.consul._client import ConsulClient
+from glimpse.consul._connect import ConsulConnections, connect_consul
+from glimpse.consul._paths import CHECK_STATUSES, TOKEN_HEADER
+from glimpse.consul._reload import reload_agent
 
 __all__ = [
     "CHECK_STATUSES",
     "TOKEN_HEADER",
     "AgentSelf",
+    "ConsulBusy",
     "ConsulClient",
+    "ConsulConnections",
     "ConsulDenied",
     "ConsulError",
     "ConsulNotFound",
     "ConsulUnavailable",
     "Response",
+    "connect_consul",
     "reload_agent",
 ]

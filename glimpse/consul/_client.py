@@ -1,50 +1,45 @@
 """
-:class:`ConsulClient`, on treq, and the blocking :func:`reload_agent`: every
-path, parameter and header of Consul's HTTP API that Glimpse uses.
+:class:`ConsulClient`: every path, parameter and header of Consul's HTTP
+API that Glimpse uses, on treq, with cached reads pipelined
+(:mod:`glimpse.consul._pipeline`) and every connection within a budget
+(:mod:`glimpse.consul._budget`).
 """
 
 import json
-import ssl
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferTimeout
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from glimpse.consul._answers import (
-    AgentSelf,
-    ConsulError,
-    ConsulUnavailable,
-    Response,
-    _error_for,
-)
-
-#: The header that carries the ACL token.
-TOKEN_HEADER = "X-Consul-Token"
-
-#: The status words of ``PUT /v1/agent/check/<status>/<check id>``.
-CHECK_STATUSES = ("pass", "warn", "fail")
+from glimpse.consul._answers import AgentSelf, ConsulError, ConsulUnavailable, Response, decode
+from glimpse.consul._budget import ConnectionBudget, Use
+from glimpse.consul._paths import CHECK_STATUSES, TOKEN_HEADER
+from glimpse.consul._pipeline import PipelinedReader
 
 
 class ConsulClient:
     """
-    Ask the local Consul agent.
+    Ask the local Consul agent, over at most ``budget.total`` connections.
 
     :param http: a treq ``HTTPClient`` (or ``StubTreq``).
     :param base_url: e.g. ``http://127.0.0.1:8500``.
     :param clock: an ``IReactorTime`` for request timeouts.
     :param token: the ACL token sent as ``X-Consul-Token``, or ``None``.
     :param timeout: seconds a non-blocking request may take.
+    :param budget: the :class:`ConnectionBudget` every request takes a slot
+        of (default: 64, 16 of them reserved for everything but job watches).
+    :param pipe_endpoint: makes the endpoint of the connection that carries
+        a zone's pipelined cached reads (TLS wrapped in for ``https://``), or
+        ``None`` to send them through ``http`` (tests with ``StubTreq``).
     :ivar requests: requests sent, by endpoint; read by metrics and benchmarks.
     :ivar errors: requests that failed (error status or no answer), by
         endpoint.
@@ -53,12 +48,17 @@ class ConsulClient:
     log = Logger()
 
     def __init__(self, http: HTTPClient, base_url: str, clock: IReactorTime,
-                 token: str | None = None, timeout: float = 10.0) -> None:
+                 token: str | None = None, timeout: float = 10.0,
+                 budget: ConnectionBudget | None = None,
+                 pipe_endpoint: Callable[[], IStreamClientEndpoint] | None = None) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._clock = clock
         self._token = token
         self._timeout = timeout
+        self.budget = budget or ConnectionBudget(64, 16)
+        self._pipe_endpoint = pipe_endpoint
+        self._readers: dict[str, PipelinedReader] = {}
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         #: The last agent/services answer per filter: ``(content, body)``.
@@ -76,26 +76,27 @@ class ConsulClient:
         self, method: str, path: str, params: Mapping[str, str | None] | None = None,
         body: object = None, timeout: float | None = None, endpoint: str | None = None,
         unchanged_index: int | None = None, reuse: tuple[bytes | None, Any] | None = None,
+        use: Use = Use.CONTROL,
     ) -> Deferred[Response]:
         """
-        Send one request and decode its JSON answer.
+        Send one request, once the budget has a connection for it, and
+        decode its JSON answer.
 
         :param method: ``GET`` or ``PUT``.
         :param path: the API path after ``/v1/``, already quoted.
         :param params: query parameters (a dict; ``None`` values are left out).
         :param body: an object sent as JSON.
-        :param timeout: seconds for the whole exchange, body included.
+        :param timeout: seconds for the whole exchange, the wait for a
+            connection and the body included.
         :param endpoint: the name this request is counted and reported under.
-        :param unchanged_index: an answer with this ``X-Consul-Index`` is
-            not decoded and comes back ``unchanged``.
-        :param reuse: ``(content, body)`` of an earlier answer: an answer
-            with the same raw content is not decoded again, and comes back
-            with that ``body``.
+        :param unchanged_index: see :func:`glimpse.consul._answers.decode`.
+        :param reuse: see :func:`glimpse.consul._answers.decode`.
+        :param use: what the connection is for (job watches never take the
+            reserved connections).
         :return: a Deferred firing with a :class:`Response` or failing with a
             :class:`ConsulError`.
         """
         endpoint = endpoint or path.split("?")[0]
-        self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
         url = f"{self._base}/v1/{path}"
         # Consul never redirects, and a redirect followed would take the ACL
         # token to wherever it points.
@@ -106,14 +107,24 @@ class ConsulClient:
         if body is not None:
             kwargs["data"] = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = ["application/json"]
-        d: Deferred[Any] = self._http.request(method, url, **kwargs)
-        d.addCallback(self._read, endpoint, unchanged_index, reuse)
+        held = False
+
+        def send(_: None) -> Deferred[Response]:
+            nonlocal held
+            held = True
+            self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
+            sent: Deferred[Any] = self._http.request(method, url, **kwargs)
+            return sent.addCallback(self._read, endpoint, unchanged_index, reuse)
+
+        d = self.budget.acquire(use).addCallback(send)
         d.addTimeout(timeout or self._timeout, self._clock)
         d.addErrback(self._translate, endpoint)
         self._pending.add(d)
 
         def done(result: object) -> object:
             self._pending.discard(d)
+            if held:
+                self.budget.release(use)
             return result
 
         return d.addBoth(done)
@@ -121,42 +132,26 @@ class ConsulClient:
     def close(self) -> None:
         """
         Cancel every request under way (each fails with
-        :class:`ConsulUnavailable`): Glimpse is stopping.
+        :class:`ConsulUnavailable`) and close the pipelined connections:
+        Glimpse is stopping.
         """
         for d in list(self._pending):
             d.cancel()
+        for reader in self._readers.values():
+            reader.close()
 
     def _read(self, response: Any, endpoint: str, unchanged_index: int | None = None,
               reuse: tuple[bytes | None, Any] | None = None) -> Deferred[Response]:
         # response: treq's, whose content() reads the body.
         d: Deferred[bytes] = response.content()
 
-        def decoded(content: bytes) -> Response:
-            if response.code >= 400:
-                text = content.decode("utf-8", "replace").strip() or response.phrase.decode()
-                raise _error_for(response.code, endpoint, text)
-            if response.code >= 300:
-                where = response.headers.getRawHeaders(b"location", [b"nowhere"])[0]
-                raise ConsulError(
-                    endpoint, f"answered with a redirect to {where.decode('ascii', 'replace')}, "
-                    "which Glimpse does not follow (the ACL token would go along): point "
-                    "--consul at the Consul agent itself", response.code)
-            index = response.headers.getRawHeaders(b"x-consul-index", [None])[0]
-            if unchanged_index is not None and index and int(index) == unchanged_index:
-                # Decoding a large answer costs the reactor milliseconds;
-                # the same index means the same answer.
-                return Response(body=None, index=unchanged_index, unchanged=True)
-            if reuse is not None and content == reuse[0]:
-                body = reuse[1]
-            else:
-                try:
-                    body = json.loads(content) if content.strip() else None
-                except ValueError:
-                    raise ConsulError(
-                        endpoint, "the answer was not JSON", response.code) from None
-            return Response(body=body, index=int(index) if index else None, content=content)
+        def header(name: bytes) -> bytes | None:
+            values = response.headers.getRawHeaders(name)
+            return values[0] if values else None
 
-        return d.addCallback(decoded)
+        return d.addCallback(lambda content: decode(
+            response.code, response.phrase.decode("ascii", "replace"), header, content,
+            endpoint, unchanged_index, reuse))
 
     def _translate(self, failure: Failure, endpoint: str) -> Failure:
         self.errors[endpoint] = self.errors.get(endpoint, 0) + 1
@@ -173,13 +168,14 @@ class ConsulClient:
 
     def _get(self, path: str, params: Mapping[str, str | None] | None = None,
              index: int | None = None, wait: float | None = None,
-             endpoint: str | None = None) -> Deferred[Response]:
+             endpoint: str | None = None, use: Use = Use.CONTROL) -> Deferred[Response]:
         """
         A GET, blocking when ``index`` is given.
 
         :param index: the ``X-Consul-Index`` of the previous answer, for a
             blocking query (Consul's rule: never below 1).
         :param wait: seconds the blocking query may wait on Consul's side.
+        :param use: what the connection is for.
         """
         query = dict(params or {})
         timeout = None
@@ -191,7 +187,31 @@ class ConsulClient:
                 # before deciding the connection is dead.
                 timeout = wait + wait / 16 + self._timeout
         return self._request("GET", path, query, timeout=timeout, endpoint=endpoint,
-                             unchanged_index=max(1, index) if index is not None else None)
+                             unchanged_index=max(1, index) if index is not None else None,
+                             use=use)
+
+    def _cached(self, dc: str, path: str, params: dict[str, str],
+                unchanged_index: int | None, endpoint: str) -> Deferred[Response]:
+        """
+        A ``?cached`` GET, pipelined on the zone's connection: the client
+        agent answers it from its own view (streaming), without asking a
+        server.
+        """
+        if self._pipe_endpoint is None:
+            return self._request("GET", path, {**params, "cached": ""}, endpoint=endpoint,
+                                 unchanged_index=unchanged_index)
+        reader = self._readers.get(dc)
+        if reader is None:
+            reader = self._readers[dc] = PipelinedReader(
+                self._pipe_endpoint(), self._clock, urlsplit(self._base).netloc,
+                {TOKEN_HEADER: self._token} if self._token else None, timeout=self._timeout,
+                acquire=lambda: self.budget.acquire(Use.CONTROL),
+                release=lambda: self.budget.release(Use.CONTROL))
+        self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
+        target = f"/v1/{path}?{urlencode(params)}&cached"
+        d = reader.get(target).addCallback(lambda answer: decode(
+            answer.status, "", answer.headers.get, answer.body, endpoint, unchanged_index))
+        return d.addErrback(self._translate, endpoint)
 
     def _put(self, path: str, body: object = None,
              params: Mapping[str, str | None] | None = None,
@@ -232,7 +252,10 @@ class ConsulClient:
     def catalog_services(self, dc: str, index: int | None = None,
                          wait: float | None = None) -> Deferred[Response]:
         """
-        The services of a datacenter, optionally blocking.
+        The services of a datacenter, optionally blocking.  Read ``stale``:
+        any server answers (``X-Consul-KnownLeader`` and
+        ``X-Consul-LastContact`` say how fresh), so thousands of hosts do
+        not all wait on the leader, and lookups go on while it is lost.
 
         :param dc: the datacenter.
         :param index: the index of the last answer, to block until a newer one.
@@ -241,13 +264,16 @@ class ConsulClient:
             ``{service name: [tags]}``.
         """
         return self._get(
-            "catalog/services", {"dc": dc}, index, wait, endpoint="catalog/services"
-        )
+            "catalog/services", {"dc": dc, "stale": ""}, index, wait,
+            endpoint="catalog/services")
 
     def health_service(self, dc: str, name: str, index: int | None = None,
                        wait: float | None = None) -> Deferred[Response]:
         """
-        Every instance of a service with all its checks, optionally blocking.
+        Every instance of a service with all its checks, optionally blocking:
+        a job's watch, holding one of the job connections while it waits.
+        A client agent answers a blocking read from its streaming view; the
+        first, non-blocking read is ``stale`` (any server, no leader needed).
 
         :param dc: the datacenter.
         :param name: the service's name.
@@ -257,12 +283,25 @@ class ConsulClient:
             list of ``{"Node", "Service", "Checks"}`` entries.
         """
         return self._get(
-            f"health/service/{quote(name, safe='')}",
-            {"dc": dc},
-            index,
-            wait,
-            endpoint="health/service",
-        )
+            f"health/service/{quote(name, safe='')}", {"dc": dc, "stale": ""}, index, wait,
+            endpoint="health/service", use=Use.JOBS)
+
+    def health_cached(self, dc: str, name: str,
+                      unchanged_index: int | None = None) -> Deferred[Response]:
+        """
+        Every instance of a service with all its checks, as the client
+        agent's own view has them (``?cached``: its streaming view, kept
+        current by the servers, so no server is asked), pipelined with the
+        zone's other cached reads on one connection.
+
+        :param dc: the datacenter.
+        :param name: the service's name.
+        :param unchanged_index: the index of the last answer: the same index
+            comes back ``unchanged``, not decoded.
+        :return: a Deferred firing with a :class:`Response`.
+        """
+        return self._cached(dc, f"health/service/{quote(name, safe='')}",
+                            {"dc": dc, "stale": ""}, unchanged_index, "health/service?cached")
 
     def agent_services(self, filter_expr: str | None = None) -> Deferred[dict[str, Any]]:
         """
@@ -316,6 +355,8 @@ class ConsulClient:
                       wait: float | None = None) -> Deferred[Response]:
         """
         The services the catalog lists on one node, optionally blocking.
+        Read ``stale``: an acknowledgement needs what the servers have
+        committed, which any of them answers, also during an election.
 
         :param node: the node's name (:attr:`AgentSelf.node` for the local
             agent's).
@@ -333,7 +374,7 @@ class ConsulClient:
             return attrs.evolve(response, body=(response.body or {}).get("Services") or [])
 
         return self._get(
-            f"catalog/node-services/{quote(node, safe='')}", {"filter": filter_expr},
+            f"catalog/node-services/{quote(node, safe='')}", {"filter": filter_expr, "stale": ""},
             index, wait, endpoint="catalog/node-services",
         ).addCallback(services)
 
@@ -356,36 +397,3 @@ class ConsulClient:
             params={"note": note or None},
             endpoint=f"agent/check/{status}",
         )
-
-
-def reload_agent(base_url: str, token: str | None = None, ca: str | None = None,
-                 timeout: float = 30.0) -> None:
-    """
-    ``PUT /v1/agent/reload``, blocking: the agent re-reads its configuration
-    (its config directories among it).  For ``glimpse provide --config-dir``,
-    which runs once per command, outside any reactor: so ``urllib``, not
-    :class:`ConsulClient`.
-
-    :param base_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
-        verified against ``ca`` or the system's trust store.
-    :param token: the ACL token (it needs ``agent:write``), or ``None``.
-    :param ca: PEM file of the CA for an ``https://`` agent, or ``None``.
-    :param timeout: seconds the reload may take.
-    :raises ConsulUnavailable: when the agent could not be asked.
-    :raises ConsulError: when it answered with an error: it refused the new
-        configuration and kept its old one.
-    """
-    request = urllib.request.Request(
-        base_url.rstrip("/") + "/v1/agent/reload", data=b"", method="PUT")
-    if token:
-        request.add_header(TOKEN_HEADER, token)
-    context = ssl.create_default_context(cafile=ca) if base_url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context):
-            return
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace").strip()
-        raise _error_for(e.code, "agent/reload", detail) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ConsulUnavailable("agent/reload", str(reason)) from None

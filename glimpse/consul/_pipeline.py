@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorTime,
@@ -234,25 +234,30 @@ class PipelinedReader:
         wait their turn.
     :param timeout: seconds an answer may take from its request's writing;
         past it the connection is closed and every read under way fails.
-    :param on_connection: called with ``+1`` when a connection opens and
-        ``-1`` when it closes (the client's connection count).
+    :param acquire: returns a Deferred that fires when a connection may be
+        opened (the client's :class:`~glimpse.consul._budget.ConnectionBudget`);
+        by default at once.
+    :param release: called when a connection closes, or its opening failed.
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint, clock: IReactorTime, host: str,
                  headers: dict[str, str] | None = None, depth: int = 64,
                  timeout: float = 10.0,
-                 on_connection: Callable[[int], object] = lambda change: None) -> None:
+                 acquire: Callable[[], Deferred[None]] = lambda: succeed(None),
+                 release: Callable[[], object] = lambda: None) -> None:
         self._endpoint = endpoint
         self._clock = clock
         self._prefix = (f"Host: {host}\r\nAccept: application/json\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in (headers or {}).items())).encode()
         self._depth = depth
         self._timeout = timeout
-        self._on_connection = on_connection
+        self._acquire = acquire
+        self._release = release
         self._queued: deque[_Read] = deque()
         self._sent: deque[_Read] = deque()
         self._connection: _Connection | None = None
-        self._connecting: Deferred[Any] | None = None
+        self._connecting: Deferred[None] | None = None
+        self._opening = False
         self._timer: IDelayedCall | None = None
         self._closed = False
 
@@ -294,7 +299,7 @@ class PipelinedReader:
 
     def _pump(self) -> None:
         if self._connection is None:
-            if self._connecting is None and self._queued:
+            if not self._opening and self._queued:
                 self._connect()
             return
         writes = []
@@ -311,23 +316,31 @@ class PipelinedReader:
             self._arm()
 
     def _connect(self) -> None:
-        d = self._endpoint.connect(Factory.forProtocol(lambda: _Connection(self)))
+        opened = False
+
+        def connect(_: object) -> Deferred[Any]:
+            nonlocal opened
+            opened = True
+            return self._endpoint.connect(Factory.forProtocol(lambda: _Connection(self)))
 
         def connected(result: object) -> None:
-            self._connecting = None
+            self._opening, self._connecting = False, None
 
         def failed(failure: Failure) -> None:
-            self._connecting = None
+            self._opening, self._connecting = False, None
+            if opened:
+                self._release()
             if not failure.check(CancelledError):
                 self._fail_all(f"cannot connect: {failure.getErrorMessage()}")
 
-        d.addCallbacks(connected, failed)
-        if not d.called:  # an endpoint may connect at once (tests)
-            self._connecting = d
+        # Set before the chain runs: a slot and an endpoint may both answer
+        # at once (then ``connected`` clears it again at once).
+        self._opening = True
+        d = self._connecting = self._acquire()
+        d.addCallback(connect).addCallbacks(connected, failed)
 
     def _connected(self, connection: _Connection) -> None:
         self._connection = connection
-        self._on_connection(+1)
         if self._closed:
             connection.abort()
             return
@@ -346,7 +359,7 @@ class PipelinedReader:
         if connection is not self._connection:
             return
         self._connection = None
-        self._on_connection(-1)
+        self._release()
         # What was written gets no answer now; what was not is sent on the
         # next connection.
         sent, self._sent = self._sent, deque()

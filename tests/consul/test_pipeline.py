@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from glimpse.consul import ConsulUnavailable
+from glimpse.consul._budget import ConnectionBudget, Use
 from glimpse.consul._pipeline import AnswerParser, BadAnswer, PipelinedReader, RawAnswer
 
 from support import failure_of, result_of
@@ -80,8 +81,18 @@ class Endpoint:
 
 def reader(depth=2, timeout=5.0):
     clock, endpoint, changes = Clock(), Endpoint(), []
+    budget = ConnectionBudget(total=1, reserved=0)
+
+    def acquire():
+        changes.append(1)
+        return budget.acquire(Use.CONTROL)
+
+    def release():
+        changes.append(-1)
+        budget.release(Use.CONTROL)
+
     r = PipelinedReader(endpoint, clock, "127.0.0.1:8500", {"X-Consul-Token": "secret"},
-                        depth=depth, timeout=timeout, on_connection=changes.append)
+                        depth=depth, timeout=timeout, acquire=acquire, release=release)
     return r, clock, endpoint, changes
 
 
@@ -129,13 +140,32 @@ def test_a_refused_connection_fails_the_reads_and_close_fails_the_rest():
     An agent that cannot be reached fails the reads at once; after
     close(), reads fail without connecting.
     """
-    r, _, endpoint, _ = reader()
+    r, _, endpoint, changes = reader()
     endpoint.refuse = True
     error = failure_of(r.get("/v1/a"))
     assert isinstance(error, ConsulUnavailable) and "cannot connect" in str(error)
+    assert changes == [1, -1]  # the slot taken for the attempt is given back
     endpoint.refuse = False
     pending = r.get("/v1/b")
     r.close()
     assert isinstance(failure_of(pending), ConsulUnavailable)
     assert isinstance(failure_of(r.get("/v1/c")), ConsulUnavailable)
     assert len(endpoint.transports) == 1
+
+
+def test_closing_while_waiting_for_a_connection_takes_no_slot_later():
+    """
+    A reader closed while the budget has no connection for it gives up
+    its place: the slot freed later is not taken by it.
+    """
+    budget = ConnectionBudget(total=1, reserved=0)
+    budget.acquire(Use.CONTROL)  # someone else holds the only slot
+    endpoint = Endpoint()
+    r = PipelinedReader(endpoint, Clock(), "c", acquire=lambda: budget.acquire(Use.CONTROL),
+                        release=lambda: budget.release(Use.CONTROL))
+    pending = r.get("/v1/a")
+    assert budget.waiting == 1
+    r.close()
+    assert isinstance(failure_of(pending), ConsulUnavailable)
+    budget.release(Use.CONTROL)
+    assert budget.busy == 0 and budget.waiting == 0 and endpoint.transports == []
