@@ -118,7 +118,9 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
     connections.setServiceParent(top)
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
                         idle_timeout=options["idle-timeout"],
-                        zones_interval=options["zones-interval"])
+                        zones_interval=options["zones-interval"],
+                        refresh={"min_period": options.get("consul-poll-period", 1.0),
+                                 "max_rate": options.get("consul-poll-rate", 4000.0)})
     TopologyService(topology).setServiceParent(top)
 
     identity = ZoneIdentity(

@@ -69,6 +69,15 @@ class Options(usage.Options):
         ["consul-ca", None, None,
          "PEM file of the CA that signed the Consul agent's certificate "
          "(default: the system's trust store)."],
+        ["consul-max-conns", None, 64,
+         "Most HTTP connections to the Consul agent at once, whatever the number of jobs "
+         "(Consul refuses more than 200 per client address by default).", int],
+        ["consul-poll-period", None, 1.0,
+         "Seconds between two cached reads of a job that has no blocking watch "
+         "(the jobs used most have one each).", float],
+        ["consul-poll-rate", None, 4000.0,
+         "Most cached reads a second, all jobs together; past it the period stretches.",
+         float],
         ["dns-zone", None, "glimpse.test",
          "The DNS zone Glimpse is authoritative for."],
         ["dns-interface", None, "127.0.0.1",
@@ -175,6 +184,12 @@ class Options(usage.Options):
         for name in ("max-stale", "idle-timeout", "zones-interval"):
             _positive(name)(self[name])
         _positive("lookup-cap", int)(self["lookup-cap"])
+        for name in ("consul-poll-period", "consul-poll-rate"):
+            _positive(name)(self[name])
+        if self["consul-max-conns"] < 8:
+            raise usage.UsageError(
+                "--consul-max-conns must be at least 8 (writes, catalog watches and each "
+                "zone's cached reads need their own); e.g. --consul-max-conns=64")
         if not self["http"]:
             self["http"] = ["tcp:8411:interface=127.0.0.1"]
         try:

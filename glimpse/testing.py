@@ -310,3 +310,37 @@ def mutate_packet(rng: random.Random, data: bytes) -> bytes:
     else:
         buf = bytearray(rng.randbytes(rng.randrange(600)))
     return bytes(buf)
+
+
+class EmptyTopology:
+    """
+    What the metrics collector reads of a
+    :class:`glimpse.view.topology.Topology`, with no zone and no job yet.
+    """
+
+    def __init__(self) -> None:
+        self.zones: dict[str, Any] = {}
+
+    def watch_count(self) -> int:
+        """
+        No blocking query.
+        """
+        return 0
+
+    def blocking_count(self) -> int:
+        """
+        No job with a blocking watch.
+        """
+        return 0
+
+    def polled_count(self) -> int:
+        """
+        No job kept fresh by cached reads.
+        """
+        return 0
+
+    def poll_period(self) -> float:
+        """
+        The default period.
+        """
+        return 1.0

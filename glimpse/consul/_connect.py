@@ -60,7 +60,7 @@ class ConsulConnections(service.Service):
 
 def connect_consul(reactor: IReactorTime, url: str, token: str | None = None,
                    ca: str | None = None, max_conns: int = 64,
-                   reserved: int = 16) -> tuple[ConsulClient, ConsulConnections]:
+                   reserved: int | None = None) -> tuple[ConsulClient, ConsulConnections]:
     """
     A client for the Consul agent at ``url``, holding at most ``max_conns``
     connections to it, and the service that closes them.
@@ -71,9 +71,12 @@ def connect_consul(reactor: IReactorTime, url: str, token: str | None = None,
     :param token: the ACL token sent with every request, or ``None``.
     :param ca: PEM file of the CA that signed the agent's certificate.
     :param max_conns: the most connections at once (``--consul-max-conns``).
-    :param reserved: the connections job watches never take.
+    :param reserved: the connections job watches never take (default: a
+        quarter, between 2 and 16).
     :return: ``(client, service)``.
     """
+    if reserved is None:
+        reserved = max(2, min(16, max_conns // 4))
     if ca:
         with open(ca, "rb") as f:
             policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))

@@ -70,6 +70,23 @@ def zone_or_error(topology: Topology, zone: str) -> None:
         raise HTTPError(503, "Glimpse cannot serve this zone now", problem)
 
 
+def jobs_or_error(topology: Topology, zone: str, names: Iterable[str]) -> None:
+    """
+    Raise the :class:`HTTPError` for a zone, or one of its jobs, whose view
+    cannot serve, else nothing: a job whose view is older than max-stale
+    answers 503 as DNS answers SERVFAIL, even while its zone's catalog is
+    fresh.
+
+    :raises HTTPError: 404 for a zone that does not exist, 503 for a view
+        that cannot serve now.
+    """
+    zone_or_error(topology, zone)
+    for name in names:
+        problem = topology.job_problem(zone, name)
+        if problem:
+            raise HTTPError(503, "Glimpse cannot serve this job now", problem)
+
+
 def _unwrap(failure: Failure) -> Failure:
     # gatherResults fails with a FirstError around the failure that counts.
     return failure.value.subFailure if isinstance(failure.value, FirstError) else failure

@@ -13,7 +13,7 @@ from twisted.internet.defer import maybeDeferred
 
 from glimpse.address import InvalidName, parse_address
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
-from glimpse.http.bodies import explain_body, jobs_of, lookup_body, zone_or_error
+from glimpse.http.bodies import explain_body, jobs_of, jobs_or_error, lookup_body
 from glimpse.http.follow import Followed, answer, parse_bool, stream
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def followed_lookup(ctx: Context, address: Address, healthy: bool) -> Followed:
         matches=matches,
         jobs=lambda: [(address.zone, n) for n in jobs_of(topology, address)],
         field="instances", item_key="id",
-        check=lambda: zone_or_error(topology, address.zone))
+        check=lambda: jobs_or_error(topology, address.zone, jobs_of(topology, address)))
 
 
 class LookupResource(JSONResource):

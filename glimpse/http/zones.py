@@ -27,35 +27,42 @@ def zone_summary(topology: Topology, name: str, now: float) -> dict[str, Any]:
     :param name: a zone in ``topology.zones``.
     :param now: the clock's time, seconds.
     :return: a JSON-able dict: ``zone``; ``local``; ``reachable`` (its
-        catalog watch and every job's health watch last succeeded);
-        ``serving`` and ``problem`` (why lookups fail, or ``null``: the
-        catalog or a watched job is older than max-stale);
-        ``stale_seconds`` (how long the oldest part of the view has gone
-        without Consul, 0 while reachable); ``error`` (the last error while
-        unreachable); ``jobs`` (in its catalog) and ``watched_jobs`` (with a
-        health watch, i.e. cached).
+        catalog watch last succeeded); ``serving`` and ``problem`` (why
+        lookups fail, or ``null``: the catalog is older than max-stale);
+        ``stale_seconds`` (how long the catalog has gone without Consul, 0
+        while reachable); ``error`` (the last error while unreachable);
+        ``leader`` (``known``: whether the server that answered knew a
+        leader, ``last_contact_seconds``: how long since it heard from one,
+        i.e. how old the data may be; both ``null`` until Consul said);
+        ``jobs`` (in its catalog); ``watched_jobs`` (the jobs in use, i.e.
+        cached), ``blocking_jobs`` and ``polled_jobs`` (how many of them
+        are kept fresh by a blocking watch, and by cached reads);
+        ``failing_jobs`` (the jobs whose last read failed, each with the
+        age of its view and its error: one failing job never stops the
+        zone serving).
     """
     zone = topology.zones[name]
-    # The zone's view is its catalog and every watched job's health: the
-    # zone is reachable when all of their watches succeed, and as old as
-    # the oldest of them.
-    sources = [(f"zone {name}", zone.fresh)] + [
-        (f"{job_name} in {name}", job.fresh) for job_name, job in sorted(zone.jobs.items())]
-    failing = [fresh for _, fresh in sources if fresh.failing_since is not None]
-    reachable = zone.fresh.loaded and not failing
     problem = topology.zone_problem(name)
-    for what, fresh in sources[1:]:
-        if problem is None and fresh.loaded:
-            problem = fresh.problem(now, topology.max_stale, what)
+    failing = {job_name: {"stale_seconds": round(job.fresh.age(now), 3),
+                          "problem": job.fresh.problem(now, topology.max_stale,
+                                                       f"{job_name} in {name}"),
+                          "error": job.fresh.error}
+               for job_name, job in sorted(zone.jobs.items())
+               if job.fresh.failing_since is not None}
+    blocking = sum(1 for job in zone.jobs.values() if job.watch is not None)
     return {
         "zone": name,
         "local": name == topology.local_zone,
-        "reachable": reachable,
+        "reachable": zone.fresh.loaded and zone.fresh.failing_since is None,
         "serving": problem is None,
         "problem": problem,
-        "stale_seconds": round(max(fresh.age(now) for _, fresh in sources), 3),
-        "error": failing[0].error if failing else None,
+        "stale_seconds": round(zone.fresh.age(now), 3),
+        "error": zone.fresh.error,
+        "leader": {"known": zone.known_leader, "last_contact_seconds": zone.last_contact},
         "jobs": len(zone.tree),
+        "blocking_jobs": blocking,
+        "polled_jobs": len(zone.jobs) - blocking,
+        "failing_jobs": failing,
         "watched_jobs": sorted(zone.jobs),
     }
 

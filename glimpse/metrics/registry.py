@@ -78,6 +78,23 @@ class GlimpseCollector:
         self._hub = hub
         self._applier = applier
 
+    def _budget(self) -> Iterator[Metric]:
+        if self._consul is None:
+            return
+        budget = self._consul.budget
+        conns = GaugeMetricFamily("glimpse_consul_connections",
+                                  "Connections to the Consul agent under way, by use",
+                                  labels=["use"])
+        for use, count in sorted(budget.in_use.items(), key=lambda item: item[0].value):
+            conns.add_metric([use.value], count)
+        yield conns
+        yield GaugeMetricFamily("glimpse_consul_connections_max",
+                                "The most connections to the Consul agent at once "
+                                "(--consul-max-conns)", value=budget.total)
+        yield GaugeMetricFamily("glimpse_consul_connections_waiting",
+                                "Requests waiting for a connection to the Consul agent",
+                                value=budget.waiting)
+
     def collect(self) -> Iterator[Metric]:
         """
         The metric families, as prometheus-client's ``Collector`` protocol
@@ -108,19 +125,40 @@ class GlimpseCollector:
                 for endpoint, count in sorted(getattr(self._consul, attr, {}).items()):
                     family.add_metric([endpoint], count)
                 yield family
+        yield from self._budget()
         yield GaugeMetricFamily("glimpse_watches", "Consul blocking queries kept running",
                                 value=self._topology.watch_count())
+        jobs = GaugeMetricFamily("glimpse_jobs", "Jobs in use, by how they are kept fresh: "
+                                 "a blocking watch each, or cached reads", labels=["mode"])
+        jobs.add_metric(["blocking"], self._topology.blocking_count())
+        jobs.add_metric(["polled"], self._topology.polled_count())
+        yield jobs
+        yield GaugeMetricFamily("glimpse_poll_period_seconds",
+                                "Seconds between two cached reads of a polled job",
+                                value=self._topology.poll_period())
         age = GaugeMetricFamily("glimpse_view_age_seconds",
                                 "Seconds each zone's view has gone without Consul (0: current)",
                                 labels=["zone"])
         serving = GaugeMetricFamily("glimpse_zone_serving",
                                     "1 when lookups in the zone are served", labels=["zone"])
         now = self._clock.seconds()
+        leader = GaugeMetricFamily("glimpse_consul_known_leader",
+                                   "1 when the Consul server that last answered the zone's "
+                                   "catalog knew a leader", labels=["zone"])
+        contact = GaugeMetricFamily("glimpse_consul_last_contact_seconds",
+                                    "Seconds since that server heard from the leader: how old "
+                                    "the zone's data may be", labels=["zone"])
         for name, zone in sorted(self._topology.zones.items()):
             age.add_metric([name], zone.fresh.age(now))
             serving.add_metric([name], int(self._topology.zone_problem(name) is None))
+            if zone.known_leader is not None:
+                leader.add_metric([name], int(zone.known_leader))
+            if zone.last_contact is not None:
+                contact.add_metric([name], zone.last_contact)
         yield age
         yield serving
+        yield leader
+        yield contact
         if self._hub is not None:
             yield GaugeMetricFamily("glimpse_subscribers",
                                     "Open event streams and long-polls",

@@ -21,9 +21,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from glimpse.consul import ConsulClient, ConsulError, Response
-from glimpse.view.model import Instance, instances_from_health
+from glimpse.view.jobs import Jobs
+from glimpse.view.model import Instance
 from glimpse.view.watch import BlockingWatch
-from glimpse.view.zone import Freshness, JobView, ZoneView, catalog_tree
+from glimpse.view.zone import Freshness, ZoneView, catalog_tree
+
+#: The least seconds between two catalog queries of a zone.
+CATALOG_MIN_INTERVAL = 1.0
 
 #: Called with ``(zone, service name)`` after each change of the view;
 #: the name is ``None`` when the zone's catalog changed (or the zone left).
@@ -55,6 +59,11 @@ class Topology:
     :param fetch_timeout: seconds the first lookup of a job waits for it.
     :param wait: seconds each blocking query waits on Consul's side.
     :param zones_interval: seconds between refreshes of the zone list.
+    :param blocking_slots: the most jobs with a blocking watch at once
+        (default: the Consul client's job connections); the rest are kept
+        fresh by cached reads (:mod:`glimpse.view.refresh`).
+    :param refresh: keyword arguments for the
+        :class:`glimpse.view.refresh.Refresher` (``min_period``, ``max_rate``).
     :param watch_options: more keyword arguments for each
         :class:`glimpse.view.watch.BlockingWatch`.
     :ivar local_zone: the local agent's datacenter, once known.
@@ -68,7 +77,8 @@ class Topology:
 
     def __init__(self, consul: ConsulClient, clock: IReactorTime, max_stale: float = 300.0,
                  idle_timeout: float = 600.0, fetch_timeout: float = 5.0, wait: float = 60.0,
-                 zones_interval: float = 30.0, **watch_options: Any) -> None:
+                 zones_interval: float = 30.0, blocking_slots: int | None = None,
+                 refresh: dict[str, Any] | None = None, **watch_options: Any) -> None:
         self._consul = consul
         self._clock = clock
         self.max_stale = max_stale
@@ -90,6 +100,9 @@ class Topology:
         #: Zones missing from the last zone list (dropped if still missing
         #: from the next).
         self._unlisted: set[str] = set()
+        self.jobs = Jobs(consul, clock, self.zones, self._changed, self._new_watch, Unavailable,
+                         consul.budget.job_slots if blocking_slots is None else blocking_slots,
+                         refresh)
 
     # Lifecycle
 
@@ -99,6 +112,7 @@ class Topology:
         """
         self._zones_loop.start(self._zones_interval, now=True)
         self._sweeper.start(max(1.0, self.idle_timeout / 4), now=False)
+        self.jobs.start()
 
     def stop(self) -> None:
         """
@@ -107,6 +121,7 @@ class Topology:
         for loop in (self._zones_loop, self._sweeper):
             if loop.running:
                 loop.stop()
+        self.jobs.stop()
         for zone in self.zones.values():
             zone.stop()
 
@@ -203,6 +218,8 @@ class Topology:
 
         def answer(response: Response) -> None:
             zone.fresh.ok()
+            zone.known_leader = response.known_leader
+            zone.last_contact = response.last_contact
             if response.unchanged:
                 return
             tree = catalog_tree(response.body)
@@ -213,9 +230,13 @@ class Topology:
         def error(err: object) -> None:
             zone.fresh.failed(self._clock.seconds(), err)
 
-        watch = zone.watch = self._new_watch(
-            lambda index, wait: self._consul.catalog_services(name, index, wait),
-            answer, error)
+        # At most one catalog query a second per zone, however often the
+        # catalog changes: thousands of hosts each wake once per change.
+        options = {**self._watch_options, "min_interval": max(
+            CATALOG_MIN_INTERVAL, self._watch_options.get("min_interval", 0.0))}
+        watch = zone.watch = BlockingWatch(
+            self._clock, lambda index, wait: self._consul.catalog_services(name, index, wait),
+            answer, error, wait=self._wait, **options)
         watch.start()
 
     # Lookups
@@ -266,8 +287,8 @@ class Topology:
         now = self._clock.seconds()
         job = zone.jobs.get(service_name)
         if job is None:
-            job = self._watch_job(zone, service_name)
-        job.last_used = now
+            job = self.jobs.watch(zone, service_name)
+        job.use(now)
         if job.fresh.loaded:
             problem = job.fresh.problem(now, self.max_stale, f"{service_name} in {zone_name}")
             return fail(Unavailable(problem)) if problem else succeed(job.instances)
@@ -301,37 +322,6 @@ class Topology:
         job = zone.jobs.get(service_name) if zone else None
         return job.instances if job is not None and job.fresh.loaded else None
 
-    def _watch_job(self, zone: ZoneView, name: str) -> JobView:
-        job = JobView(zone.name, name)
-        zone.jobs[name] = job
-
-        def answer(response: Response) -> None:
-            job.fresh.ok()
-            if response.unchanged:
-                return
-            instances = instances_from_health(response.body)
-            changed = instances != job.instances
-            job.instances = instances
-            waiters, job.waiters = job.waiters, []
-            for waiter in waiters:
-                waiter.callback(instances)
-            if changed:
-                self._changed(zone.name, name)
-
-        def error(err: object) -> None:
-            job.fresh.failed(self._clock.seconds(), err)
-            if not job.fresh.loaded:
-                waiters, job.waiters = job.waiters, []
-                for waiter in waiters:
-                    waiter.errback(Unavailable(f"Consul cannot be asked about {name} "
-                                               f"in {zone.name}: {err}"))
-
-        watch = job.watch = self._new_watch(
-            lambda index, wait: self._consul.health_service(zone.name, name, index, wait),
-            answer, error)
-        watch.start()
-        return job
-
     def touch(self, zone_name: str, service_name: str) -> None:
         """
         Mark a job as used without looking it up (the DNS fast path's hits).
@@ -342,7 +332,7 @@ class Topology:
         zone = self.zones.get(zone_name)
         job = zone.jobs.get(service_name) if zone else None
         if job is not None:
-            job.last_used = self._clock.seconds()
+            job.use(self._clock.seconds())
 
     def degraded(self) -> frozenset[str | None]:
         """
@@ -372,14 +362,32 @@ class Topology:
         for zone in self.zones.values():
             for name, job in list(zone.jobs.items()):
                 if now - job.last_used > self.idle_timeout and not job.waiters:
-                    job.stop()
                     del zone.jobs[name]
+                    self.jobs.forget(job)
                     self._changed(zone.name, name)
 
     def watch_count(self) -> int:
         """
         How many blocking queries Glimpse keeps running.
 
-        :return: one per zone and one per watched job.
+        :return: one per zone, and one per job that has a blocking watch.
         """
-        return sum(1 + len(z.jobs) for z in self.zones.values())
+        return len(self.zones) + self.blocking_count()
+
+    def blocking_count(self) -> int:
+        """
+        How many jobs in use have a blocking watch each.
+        """
+        return self.jobs.blocking_count()
+
+    def poll_period(self) -> float:
+        """
+        Seconds between two cached reads of a job without a blocking watch.
+        """
+        return self.jobs.refresher.period
+
+    def polled_count(self) -> int:
+        """
+        How many jobs in use are kept fresh by cached reads instead.
+        """
+        return len(self.jobs.refresher)

@@ -113,12 +113,16 @@ class BlockingWatch:
         """
         return self._running
 
-    def start(self) -> None:
+    def start(self, index: int = 0) -> None:
         """
-        Start the loop with a non-blocking fetch.
+        Start the loop.
+
+        :param index: the index of an answer the caller already has, to
+            block on at once; 0 to begin with a non-blocking fetch.
         """
         if not self._running:
             self._running = True
+            self.index = index
             self._query()
 
     def stop(self) -> None:

@@ -13,6 +13,9 @@ from glimpse.mapping import split_consul_service
 from glimpse.view.model import Instance
 from glimpse.view.watch import BlockingWatch
 
+#: Seconds after which a use counts half as much, in :meth:`JobView.score`.
+HALF_LIFE = 30.0
+
 #: A job: ``(product, env, job)``.
 JobKey = tuple[str, str, str]
 
@@ -106,8 +109,10 @@ class JobView:
     :ivar instances: the instances, sorted.
     :ivar fresh: the :class:`Freshness` of its health watch.
     :ivar last_used: the clock's time of its last lookup.
-    :ivar watch: its health watch, once started.
+    :ivar watch: its blocking health watch, while it has one (else the
+        view's refresher keeps it fresh with cached reads).
     :ivar waiters: lookups waiting for its first answer.
+    :ivar index: the ``X-Consul-Index`` of its last answer.
     """
 
     def __init__(self, zone: str, name: str) -> None:
@@ -118,6 +123,27 @@ class JobView:
         self.last_used = 0.0
         self.watch: BlockingWatch | None = None
         self.waiters: list[Deferred[tuple[Instance, ...]]] = []
+        self.index: int | None = None
+        self._score = 0.0
+        self._scored_at = 0.0
+
+    def use(self, now: float) -> None:
+        """
+        Count one use (a lookup, or DNS hits) at ``now``.
+
+        :param now: the clock's time.
+        """
+        self._score = self.score(now) + 1
+        self._scored_at = self.last_used = now
+
+    def score(self, now: float) -> float:
+        """
+        How much the job is used: its uses, each counting half as much per
+        :data:`HALF_LIFE` seconds of age.
+
+        :param now: the clock's time.
+        """
+        return self._score * 0.5 ** ((now - self._scored_at) / HALF_LIFE)
 
     def stop(self) -> None:
         """
@@ -125,6 +151,7 @@ class JobView:
         """
         if self.watch is not None:
             self.watch.stop()
+            self.watch = None
 
 
 class ZoneView:
@@ -136,6 +163,10 @@ class ZoneView:
     :ivar fresh: the :class:`Freshness` of its catalog watch.
     :ivar watch: its catalog watch, once started.
     :ivar jobs: the watched jobs, by Consul service name.
+    :ivar known_leader: whether the server that last answered its catalog
+        knew a leader (``None`` until it said).
+    :ivar last_contact: seconds since that server heard from the leader:
+        how old the zone's data may be (``None`` until it said).
     """
 
     def __init__(self, name: str) -> None:
@@ -144,6 +175,8 @@ class ZoneView:
         self.fresh = Freshness()
         self.watch: BlockingWatch | None = None
         self.jobs: dict[str, JobView] = {}
+        self.known_leader: bool | None = None
+        self.last_contact: float | None = None
 
     def ports(self, product: str, env: str, job: str) -> frozenset[str] | None:
         """

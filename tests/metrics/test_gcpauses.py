@@ -9,14 +9,7 @@ import weakref
 from twisted.internet.task import Clock
 
 from glimpse.metrics import GCPauses, GlimpseCollector, make_registry
-
-
-class _Topology:
-    def __init__(self):
-        self.zones = {}
-
-    def watch_count(self):
-        return 0
+from glimpse.testing import EmptyTopology
 
 
 class _Node:
@@ -89,7 +82,7 @@ def test_each_collection_pause_is_counted_by_generation():
     collection(0, 0.0002)
     collection(0, 0.0004)
     collection(2, 0.12)
-    registry, _ = make_registry(GlimpseCollector(_Topology(), Clock(), gc_pauses=pauses))
+    registry, _ = make_registry(GlimpseCollector(EmptyTopology(), Clock(), gc_pauses=pauses))
     value = registry.get_sample_value
     assert value("glimpse_gc_pause_seconds_count", {"generation": "0"}) == 2
     assert value("glimpse_gc_pause_seconds_bucket", {"generation": "0", "le": "0.001"}) == 2

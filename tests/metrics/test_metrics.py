@@ -15,22 +15,11 @@ from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 from glimpse.dns.wire import DNSStats
 from glimpse.metrics import GlimpseCollector, LagProbe, make_registry
+from glimpse.testing import EmptyTopology
 
 from support import ask, wait_until
 
 ZONE = "glimpse.test"
-
-
-class NoZones:
-    """
-    What the collector reads of a topology, with no zone yet.
-    """
-
-    def __init__(self):
-        self.zones = {}
-
-    def watch_count(self):
-        return 0
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +107,7 @@ def test_collector_reads_plain_counters():
     stats.responses[(dns.AAAA, 3)] += 1
     stats.fast_hits = 5
 
-    registry, _ = make_registry(GlimpseCollector(NoZones(), Clock(), dns_stats=stats))
+    registry, _ = make_registry(GlimpseCollector(EmptyTopology(), Clock(), dns_stats=stats))
     assert registry.get_sample_value("glimpse_dns_responses_total",
                                      {"qtype": "A", "rcode": "NOERROR"}) == 2
     assert registry.get_sample_value("glimpse_dns_responses_total",
@@ -139,7 +128,7 @@ def test_reactor_stalls_show_in_the_lag_histogram():
     for _ in range(10):
         clock.advance(0.1)
     clock.advance(0.45)  # the probe due 0.1 s in runs 0.35 s late
-    registry, _ = make_registry(GlimpseCollector(NoZones(), clock, lag=lag))
+    registry, _ = make_registry(GlimpseCollector(EmptyTopology(), clock, lag=lag))
     value = registry.get_sample_value
     assert value("glimpse_reactor_lag_seconds_count") == 11
     assert value("glimpse_reactor_lag_seconds_bucket", {"le": "0.001"}) == 10

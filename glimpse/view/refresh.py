@@ -1,0 +1,255 @@
+"""
+Keeping the jobs that have no blocking watch fresh: cached reads, each job
+in turn, at a bounded rate.
+
+Glimpse holds a blocking query (one connection each) for the jobs used
+most; every other job in use is read again every ``period`` seconds with a
+cached read, which the client agent answers from its streaming view and
+which travels pipelined with the zone's other reads on one connection
+(docs/scale.md).  The rate of those reads is bounded by ``max_rate``: past
+``max_rate × min_period`` jobs the period stretches instead of the load
+growing.  A first read (a job's first lookup waits for it) goes ahead of
+the turn; a job whose read fails is retried after a jittered back-off of
+its own, and a 429 from the agent pauses every read, so nothing is ever
+retried in a tight loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random as _random
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from glimpse.consul import ConsulBusy, ConsulError, Response
+from glimpse.view.watch import backoff_delay
+
+#: What a job is known by: ``(zone, Consul service name)``.
+JobKey = tuple[str, str]
+
+
+class _Entry:
+    __slots__ = ("due", "failures", "in_flight", "index", "key", "zone")
+
+    def __init__(self, key: JobKey, due: float, index: int | None) -> None:
+        self.key = key
+        self.zone = key[0]
+        self.due = due
+        self.index = index
+        self.failures = 0
+        self.in_flight = False
+
+
+class Refresher:
+    """
+    The polled jobs and the loop that reads them.
+
+    :param clock: ``IReactorTime``.
+    :param read: ``read(zone, name, unchanged_index)``: a cached read of one
+        job, a Deferred of a :class:`glimpse.consul.Response`.
+    :param on_answer: called with ``(key, response)`` after each read.
+    :param on_error: called with ``(key, error)`` after each failed read.
+    :param min_period: the least seconds between two reads of one job.
+    :param max_rate: the most reads a second, all jobs together.
+    :param max_in_flight: the most reads under way per zone (a zone whose
+        agent-side view hangs cannot hold the others' turns).
+    :param backoff: ``(base, cap)`` seconds for a job's retries.
+    :param rand: the source of jitter.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime,
+                 read: Callable[[str, str, int | None], Deferred[Response]],
+                 on_answer: Callable[[JobKey, Response], object],
+                 on_error: Callable[[JobKey, ConsulError], object],
+                 min_period: float = 1.0, max_rate: float = 4000.0, max_in_flight: int = 128,
+                 backoff: tuple[float, float] = (0.5, 10.0),
+                 rand: _random.Random | None = None) -> None:
+        self._clock = clock
+        self._read = read
+        self._on_answer = on_answer
+        self._on_error = on_error
+        self.min_period = min_period
+        self.max_rate = max_rate
+        self._max_in_flight = max_in_flight
+        self._backoff = backoff
+        self._rand = rand or _random.Random()
+        self._entries: dict[JobKey, _Entry] = {}
+        self._heap: list[tuple[float, int, JobKey]] = []
+        self._seq = itertools.count()
+        self._in_flight: dict[str, int] = {}
+        self._tokens = 0.0
+        self._refilled = clock.seconds()
+        self._paused_until = 0.0
+        self._call: IDelayedCall | None = None
+        self._running = False
+        #: Reads started, and failed, since the start.
+        self.reads = 0
+        self.errors = 0
+
+    @property
+    def period(self) -> float:
+        """
+        Seconds between two reads of one job now: ``min_period``, or longer
+        when that many jobs would pass ``max_rate``.
+        """
+        return max(self.min_period, len(self._entries) / self.max_rate)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def start(self) -> None:
+        """
+        Start reading.
+        """
+        self._running = True
+        self._schedule(0.0)
+
+    def stop(self) -> None:
+        """
+        Stop reading (reads under way finish and are dropped).
+        """
+        self._running = False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def add(self, key: JobKey, index: int | None = None, now: bool = True) -> None:
+        """
+        Keep a job fresh from now on.
+
+        :param key: the job.
+        :param index: the index of the answer the view holds, if any: the
+            same index is not decoded again.
+        :param now: read it at once (a lookup waits for it), ahead of the
+            turn; else after one period.
+        """
+        if key in self._entries:
+            return
+        due = self._clock.seconds() + (0.0 if now else self.period * self._rand.random())
+        entry = self._entries[key] = _Entry(key, due, index)
+        self._push(entry)
+        if now:
+            self._schedule(0.0)
+
+    def remove(self, key: JobKey) -> int | None:
+        """
+        Stop keeping a job fresh (a blocking watch took it over, or it went
+        unused).
+
+        :return: the index of its last answer, if any.
+        """
+        entry = self._entries.pop(key, None)
+        return entry.index if entry is not None else None
+
+    def _push(self, entry: _Entry) -> None:
+        heapq.heappush(self._heap, (entry.due, next(self._seq), entry.key))
+
+    def _schedule(self, delay: float) -> None:
+        if not self._running:
+            return
+        if self._call is not None and self._call.active():
+            if self._call.getTime() <= self._clock.seconds() + delay:
+                return
+            self._call.cancel()
+        self._call = self._clock.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        if now < self._paused_until:
+            self._schedule(self._paused_until - now)
+            return
+        # Tokens for max_rate reads a second, at most a tenth of a second's
+        # worth saved up.
+        self._tokens = min(self.max_rate / 10,
+                           self._tokens + (now - self._refilled) * self.max_rate)
+        self._refilled = now
+        held: list[_Entry] = []
+        while self._heap and self._tokens >= 1:
+            due, _, key = self._heap[0]
+            if due > now:
+                break
+            heapq.heappop(self._heap)
+            entry = self._entries.get(key)
+            if entry is None or entry.due != due or entry.in_flight:
+                continue  # removed, rescheduled, or its read is under way
+            if self._in_flight.get(entry.zone, 0) >= self._max_in_flight:
+                held.append(entry)
+                continue
+            self._tokens -= 1
+            self._start(entry)
+        for entry in held:  # their zone is busy: their turn comes again
+            self._push(entry)
+        self._next(now)
+
+    def _next(self, now: float) -> None:
+        if not self._heap:
+            return
+        if self._tokens < 1:
+            # At least a millisecond: a token a hair short of whole would
+            # otherwise come due at once, and again, without time passing.
+            self._schedule(max(0.001, (1 - self._tokens) / self.max_rate))
+        else:
+            self._schedule(max(0.0, self._heap[0][0] - now))
+
+    def _start(self, entry: _Entry) -> None:
+        entry.in_flight = True
+        self._in_flight[entry.zone] = self._in_flight.get(entry.zone, 0) + 1
+        self.reads += 1
+        d = self._read(entry.zone, entry.key[1], entry.index)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(entry,),
+                       errbackArgs=(entry,))
+
+    def _done(self, entry: _Entry) -> bool:
+        entry.in_flight = False
+        self._in_flight[entry.zone] -= 1
+        return self._entries.get(entry.key) is entry
+
+    def _answered(self, response: Response, entry: _Entry) -> None:
+        if not self._done(entry):
+            return
+        entry.failures = 0
+        if response.index is not None:
+            entry.index = response.index
+        entry.due = self._clock.seconds() + self.period
+        self._push(entry)
+        try:
+            self._on_answer(entry.key, response)
+        except Exception:
+            self.log.failure("Handling a cached read failed; the job stays polled")
+        self._schedule(0.0)
+
+    def _failed(self, failure: Failure, entry: _Entry) -> None:
+        if not self._done(entry):
+            return
+        self.errors += 1
+        entry.failures += 1
+        base, cap = self._backoff
+        now = self._clock.seconds()
+        entry.due = now + backoff_delay(entry.failures, base, cap, self._rand)
+        self._push(entry)
+        error: Any = failure.value
+        if isinstance(error, ConsulBusy):
+            # Too many connections or requests from this host: everyone
+            # waits, not only this job.
+            self._paused_until = max(self._paused_until,
+                                     now + backoff_delay(2, base, cap, self._rand))
+        if not isinstance(error, ConsulError):
+            self.log.failure("Unexpected error in a cached read", failure)
+            error = ConsulError("health/service?cached", repr(error))
+        try:
+            self._on_error(entry.key, error)
+        except Exception:
+            self.log.failure("Handling a failed cached read failed; the job stays polled")
+        self._schedule(0.0)
