@@ -71,7 +71,8 @@ def main():
         job.fresh.ok()
     gc.collect()
     view = rss_mb()
-    factory = GlimpseServerFactory(GlimpseResolver(topology, ZoneIdentity("glimpse.test", "127.0.0.1")))
+    identity = ZoneIdentity("glimpse.test", "127.0.0.1")
+    factory = GlimpseServerFactory(GlimpseResolver(topology, identity))
     fast = FastDatagramProtocol(factory, topology, clock)
     fast.makeConnection(_Sink())
     for j in range(JOBS):
