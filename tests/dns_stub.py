@@ -13,7 +13,8 @@ from twisted.names import dns
 
 from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.server import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
+from glimpse.dns.protocols import GlimpseDatagramProtocol
+from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
 from glimpse.view.model import Check, Instance
 from glimpse.view.topology import Unavailable
 

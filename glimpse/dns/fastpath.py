@@ -37,7 +37,8 @@ from glimpse.address import relative_labels
 from glimpse.dns import mmsg
 from glimpse.dns.answers import ADDRESS, classify
 from glimpse.dns.kept import KeptAnswers
-from glimpse.dns.server import GlimpseDatagramProtocol
+from glimpse.dns.protocols import GlimpseDatagramProtocol
+from glimpse.dns.request import RequestContext
 from glimpse.dns.wire import CLASSIC_UDP_SIZE, UDP_SIZE
 
 #: What the fast path returns for a query it handed to twisted.names: true
@@ -83,7 +84,6 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._sendto = None
         #: The :class:`glimpse.dns.mmsg.BatchSocket` on the port's socket, once read.
         self._batch = None
-        self._received = 0
         self._dead = (frozenset(), frozenset())
         #: False while the local agent is out of reach: everything goes to
         #: twisted.names.
@@ -182,17 +182,16 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     def _datagram(self, data, address, received):
         try:
             if self.enabled and len(data) > 16 and not data[2] & 0xFE:
-                self._received = received
-                handled = self._fast(data, address)
+                handled = self._fast(data, address, received)
                 if handled is True:
                     self.stats.observe(perf_counter_ns() - received)
                 if handled:
                     return
-            self.controller.bytesReceived(data, self, address)
+            self.controller.bytes_received(data, self, address, received)
         except Exception:
             self.log.failure("Handling a DNS datagram failed")
 
-    def _fast(self, data, address):
+    def _fast(self, data, address, received):
         end = data.find(b"\x00", 12)
         qend = end + 5
         counts = data[4:12]
@@ -214,7 +213,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         stats = self.stats
         if entry is None:
             stats.fast_misses += 1
-            return self._miss(data, address, key, end)
+            return self._miss(data, address, key, end, received)
         whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone, owner = entry
         truncated = whole_size > limit
         if truncated:
@@ -229,27 +228,25 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             pass
         return True
 
-    def _miss(self, data, address, key, end):
+    def _miss(self, data, address, key, end, received):
         request = dns.Message()
         try:
             request.fromStr(data)
         except Exception:
             return False  # the slow path answers FORMERR
-        request.fast_key = (key, end)
         # Timed by the factory when it answers, maybe later (first lookup).
-        request.received_ns = self._received
-        self.controller.messageReceived(request, self, address)
+        self.controller.message_received(RequestContext(
+            self, address, received, request, fast_key=key, name_end=end))
         return MISSED
 
-    def send_response(self, request, opt, whole, short, address):
+    def send_response(self, context, whole, short):
         """
         Send a response from twisted.names, and keep it when it answers a
         plain query from the view.
         """
-        super().send_response(request, opt, whole, short, address)
-        fast = getattr(request, "fast_key", None)
-        if fast is not None and self.enabled:
-            self._store(fast[0], fast[1], request, whole, short)
+        super().send_response(context, whole, short)
+        if context.fast_key is not None and self.enabled:
+            self._store(context.fast_key, context.name_end, context.message, whole, short)
 
     def _store(self, key, end, request, whole, short):
         qend = end + 5
