@@ -36,7 +36,7 @@ from twisted.names import dns
 from glimpse.address import relative_labels
 from glimpse.dns import mmsg
 from glimpse.dns.answers import ADDRESS, classify
-from glimpse.dns.kept import KeptAnswers
+from glimpse.dns.kept import KeptAnswer, KeptAnswers
 from glimpse.dns.protocols import GlimpseDatagramProtocol
 from glimpse.dns.request import RequestContext
 from glimpse.dns.wire import CLASSIC_UDP_SIZE, UDP_SIZE
@@ -168,8 +168,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         # same bytes after the ID as a plain one answered before; else None.
         entry = self._kept.exact.get(data[2:])
         if entry is not None:
-            entry[1] += 1
-            return data[:2] + entry[0][0]
+            entry.hits += 1
+            return data[:2] + entry.tail.data
         return None
 
     def datagramReceived(self, data, address):
@@ -209,19 +209,17 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 CLASSIC_UDP_SIZE if limit < CLASSIC_UDP_SIZE else limit)
         else:
             return False
-        entry = self._kept.by_key.get(key)
-        stats = self.stats
-        if entry is None:
-            stats.fast_misses += 1
+        answer = self._kept.by_key.get(key)
+        if answer is None:
+            self.stats.fast_misses += 1
             return self._miss(data, address, key, end, received)
-        whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone, owner = entry
-        truncated = whole_size > limit
+        truncated = answer.whole_size > limit
         if truncated:
-            heads, tail = short_heads, short_tail
-        body = data[12:qend] + tail
-        rest = heads[data[2]] + body
-        self._kept.keep_exact(data[2:], mmsg.tail(rest), stat_key, job, zone, truncated,
-                              owner)
+            heads, tail = answer.short_heads, answer.short_tail
+        else:
+            heads, tail = answer.heads, answer.tail
+        rest = heads[data[2]] + data[12:qend] + tail
+        self._kept.keep_exact(data[2:], mmsg.tail(rest), answer, truncated)
         try:
             self._sendto(data[:2] + rest, address)
         except OSError:
@@ -270,9 +268,10 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         # SOA of a negative answer) is made of its job's records alone.
         alone = rcode == dns.OK and whole[6:8] != b"\0\0" and whole[8:10] == b"\0\0"
         owner = job if alone else None
-        self._kept.keep(key, (
-            len(whole), _heads(whole), whole[qend:], _heads(short), short[qend:],
-            (request.queries[0].type, rcode), job, zone, owner))
+        self._kept.keep(key, KeptAnswer(
+            whole_size=len(whole), heads=_heads(whole), tail=whole[qend:],
+            short_heads=_heads(short), short_tail=short[qend:], qtype=request.queries[0].type,
+            rcode=rcode, job=job, zone=zone, owner=owner))
 
     def _zone(self, request):
         # The zone label of a name (None at the apex): what a cached answer
@@ -299,15 +298,16 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         """
         stats = self.stats
         for entry in self._kept.exact.values():
-            hits = entry[1]
+            hits = entry.hits
             if hits:
-                entry[1] = 0
+                entry.hits = 0
+                answer = entry.answer
                 stats.fast_hits += hits
-                stats.responses[entry[2]] += hits
-                if entry[5]:
+                stats.responses[(answer.qtype, answer.rcode)] += hits
+                if entry.truncated:
                     stats.truncated += hits
-                if entry[3] is not None:
-                    self._used.add(entry[3])
+                if answer.job is not None:
+                    self._used.add(answer.job)
 
     def _prune(self, degraded, recovered):
         # Called every tick while a zone is degraded: it walks the cached

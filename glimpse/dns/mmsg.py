@@ -6,7 +6,7 @@ address tuple for every ``sendto`` and formats one for every ``recvfrom``.
 
 An answer is never assembled in Python: the kernel gathers it from two
 pieces, the query's own first two bytes (its ID, where the query was read)
-and a pre-encoded :obj:`tail` (the rest of the answer, where it already is in
+and a pre-encoded :class:`Tail` (the rest of the answer, where it already is in
 memory), and sends it to the address the query came from, as read; so an
 answered datagram costs one bytes object (its lookup key) and a few stores.
 
@@ -26,6 +26,8 @@ import errno
 import socket
 import struct
 from time import perf_counter_ns
+
+import attrs
 
 #: Room for any socket address Glimpse listens with (sockaddr_in6 is 28).
 _NAME_SIZE = 32
@@ -78,15 +80,32 @@ available = (_CALLS is not None and _bytes_address is not None
              and ctypes.sizeof(ctypes.c_void_p) == 8)
 
 
+@attrs.frozen(eq=False)
+class Tail:
+    """
+    A pre-encoded answer's bytes after its ID, ready to be sent from where
+    they are.  Whoever holds it holds the bytes, so ``address`` stays valid.
+
+    :ivar data: the bytes.
+    :ivar address: where they are in memory (0 when batched I/O is not
+        :data:`available`).
+    :ivar length: how many there are.
+    """
+
+    data: bytes
+    address: int
+    length: int
+
+
 def tail(data):
     """
     A pre-encoded answer's bytes after its ID, ready to be sent from where
-    they are: ``(data, address, length)``.  Whoever holds the tuple holds
-    the bytes, so the address stays valid.
+    they are.
 
     :param data: bytes.
+    :return: a :class:`Tail`.
     """
-    return (data, _bytes_address(data) if available else 0, len(data))
+    return Tail(data, _bytes_address(data) if available else 0, len(data))
 
 
 class BatchSocket:
@@ -156,8 +175,8 @@ class BatchSocket:
 
         A datagram is answered when its bytes after the first two (in DNS,
         the ID) are a key of ``answers``: the answer is those two bytes then
-        ``answers[key][0]``, a :obj:`tail`; and ``answers[key][1]``, a count, goes
-        up by one.
+        ``answers[key].tail``, a :class:`Tail`; and ``answers[key].hits``, a
+        count, goes up by one (a :class:`glimpse.dns.kept.ExactAnswer`).
 
         :return: ``[(elapsed_ns, count), ...]``: per batch, how many
             answers were sent and the time from reading the batch to their
@@ -187,12 +206,12 @@ class BatchSocket:
                 if entry is None:
                     other(in_buf[start:end], self._address(i))
                     continue
-                entry[1] += 1
+                entry.hits += 1
                 # Held: ``other`` may drop the entry before the batch is sent.
-                held[sent] = piece = entry[0]
+                held[sent] = piece = entry.tail
                 tail_at, tail_length_at = out_slots[sent]
-                out_iov[tail_at] = piece[1]
-                out_iov[tail_length_at] = piece[2]
+                out_iov[tail_at] = piece.address
+                out_iov[tail_length_at] = piece.length
                 if sent != i:
                     self._point(sent, i)
                     self._moved = sent + 1
