@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
+from twisted.names import dns
 
 if TYPE_CHECKING:
     from glimpse.dns.mmsg import Tail
@@ -182,3 +183,25 @@ class KeptAnswers:
                        if keep(answer.zone, answer.job, answer.rcode)}
         self.exact = {key: entry for key, entry in self.exact.items()
                       if keep(entry.answer.zone, entry.answer.job, entry.answer.rcode)}
+
+
+def kept_while_degraded(recovered: frozenset[str], dead_zones: frozenset[str],
+                        dead_jobs: frozenset[Job]) -> Callable[[str | None, Job | None, int], bool]:
+    """
+    The rule of :meth:`KeptAnswers.prune` while zones are degraded: a
+    recovered zone's answers may be SERVFAILs, so they all go; a lost zone's
+    (or job's) SERVFAILs stay only while it is past ``max-stale``, and its
+    stale answers only until then.
+
+    :param recovered: the zones whose watches recovered since the last tick.
+    :param dead_zones: the zones past ``max-stale``.
+    :param dead_jobs: the jobs past ``max-stale``.
+    :return: ``keep(zone, job, rcode)``.
+    """
+    def keep(zone: str | None, job: Job | None, rcode: int) -> bool:
+        if zone in recovered:
+            return False
+        dead = zone in dead_zones or (job is not None and job in dead_jobs)
+        return dead if rcode == dns.ESERVER else not dead
+
+    return keep

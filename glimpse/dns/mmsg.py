@@ -17,17 +17,23 @@ truncated by the kernel, as ``recvfrom`` with the same size would.  What the
 kernel reads for an answer is held alive until it is sent.
 
 Where ``recvmmsg`` is missing (not Linux, or a libc without it),
-:obj:`available` is false and callers read datagram by datagram.
+:data:`available` is false and callers read datagram by datagram.
 """
+
+from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import errno
 import socket
 import struct
+from collections.abc import Callable, Mapping
 from time import perf_counter_ns
+from typing import Any, Protocol, cast
 
 import attrs
+
+from glimpse.dns.request import ClientAddress
 
 #: Room for any socket address Glimpse listens with (sockaddr_in6 is 28).
 _NAME_SIZE = 32
@@ -52,7 +58,13 @@ class _MMsgHdr(ctypes.Structure):
     _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint32)]
 
 
-def _libc_calls():
+class _Chars(Protocol):
+    # A ctypes char array, as read here: a slice is bytes (typeshed says a
+    # list).
+    def __getitem__(self, index: slice) -> bytes: ...
+
+
+def _libc_calls() -> tuple[Any, Any] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         recv, send = libc.recvmmsg, libc.sendmmsg
@@ -64,13 +76,13 @@ def _libc_calls():
     return recv, send
 
 
-def _bytes_address_call():
+def _bytes_address_call() -> Callable[[bytes], int] | None:
     try:
         call = ctypes.pythonapi.PyBytes_AsString  # CPython's
     except AttributeError:
         return None
     call.argtypes, call.restype = [ctypes.py_object], ctypes.c_void_p
-    return call
+    return cast(Callable[[bytes], int], call)
 
 
 _CALLS = _libc_calls()
@@ -97,7 +109,19 @@ class Tail:
     length: int
 
 
-def tail(data):
+class Answer(Protocol):
+    """
+    What :meth:`BatchSocket.serve` reads of an answer, and counts: the fast
+    path's are :class:`glimpse.dns.kept.ExactAnswer`.
+    """
+
+    #: What is sent after the query's ID.
+    tail: Tail
+    #: How many times it was sent (``serve`` adds one per send).
+    hits: int
+
+
+def tail(data: bytes) -> Tail:
     """
     A pre-encoded answer's bytes after its ID, ready to be sent from where
     they are.
@@ -105,7 +129,8 @@ def tail(data):
     :param data: bytes.
     :return: a :class:`Tail`.
     """
-    return Tail(data, _bytes_address(data) if available else 0, len(data))
+    address = _bytes_address(data) if _bytes_address is not None and available else 0
+    return Tail(data, address, len(data))
 
 
 class BatchSocket:
@@ -115,9 +140,12 @@ class BatchSocket:
     :param sock: the socket (AF_INET or AF_INET6, SOCK_DGRAM).
     :param size: the largest datagram read whole.
     :param batch: datagrams per system call.
+    :raises RuntimeError: when batched I/O is not :data:`available`.
     """
 
-    def __init__(self, sock, size=8192, batch=64):
+    def __init__(self, sock: socket.socket, size: int = 8192, batch: int = 64) -> None:
+        if _CALLS is None or not available:
+            raise RuntimeError("recvmmsg and sendmmsg are not available here")
         self._fd = sock.fileno()
         self._family = sock.family
         self._batch = batch
@@ -126,13 +154,14 @@ class BatchSocket:
         # of a batch's datagrams, read one after the other, would otherwise
         # all fall in the same cache set (8 KiB apart).
         self._stride = stride = size + 64
-        self._in = ctypes.create_string_buffer(batch * stride)
-        self._names = ctypes.create_string_buffer(batch * _NAME_SIZE)
+        in_buf = ctypes.create_string_buffer(batch * stride)
+        names = ctypes.create_string_buffer(batch * _NAME_SIZE)
+        self._in, self._names = cast(_Chars, in_buf), cast(_Chars, names)
         # Each answer is two pieces: the query's ID and the answer's tail.
         in_iov, out_iov = (_IOVec * batch)(), (_IOVec * (2 * batch))()
         self._in_hdrs, self._out_hdrs = (_MMsgHdr * batch)(), (_MMsgHdr * batch)()
-        self._in_base = in_base = ctypes.addressof(self._in)
-        self._names_base = names_base = ctypes.addressof(self._names)
+        self._in_base = in_base = ctypes.addressof(in_buf)
+        self._names_base = names_base = ctypes.addressof(names)
         # A socket's senders all have its family's address size, which the
         # kernel writes back into msg_namelen: it never needs resetting.
         address_size = _ADDRESS_SIZE.get(sock.family, _NAME_SIZE)
@@ -164,11 +193,13 @@ class BatchSocket:
         # are set back before the next batch).
         self._moved = batch
         self._point_back()
-        #: The tails being sent, held until they are.
-        self._held = [None] * batch
+        # The tails being sent, held until they are.
+        self._held: list[Tail | None] = [None] * batch
         assert ctypes.sizeof(_MMsgHdr) == 64 and ctypes.sizeof(_IOVec) == 16
 
-    def serve(self, answers, other, budget):
+    def serve(self, answers: Mapping[bytes, Answer],
+              other: Callable[[bytes, ClientAddress], object],
+              budget: int) -> list[tuple[int, int]]:
         """
         Read up to ``budget`` datagrams and answer those it can, in one
         ``sendmmsg`` per batch; give the others to ``other(data, address)``.
@@ -176,13 +207,17 @@ class BatchSocket:
         A datagram is answered when its bytes after the first two (in DNS,
         the ID) are a key of ``answers``: the answer is those two bytes then
         ``answers[key].tail``, a :class:`Tail`; and ``answers[key].hits``, a
-        count, goes up by one (a :class:`glimpse.dns.kept.ExactAnswer`).
+        count, goes up by one (an :class:`Answer`).
+
+        :param answers: the answers, by the bytes after a query's ID.
+        :param other: given each datagram not answered, and its sender.
+        :param budget: at most this many datagrams are read.
 
         :return: ``[(elapsed_ns, count), ...]``: per batch, how many
             answers were sent and the time from reading the batch to their
             being sent.
         """
-        timings = []
+        timings: list[tuple[int, int]] = []
         get, held = answers.get, self._held
         # A slice of the char array is bytes, made in one step (a
         # memoryview's slice and then its bytes take three times as long).
@@ -221,19 +256,19 @@ class BatchSocket:
                 timings.append((perf_counter_ns() - received, sent))
         return timings
 
-    def _point(self, k, i):
+    def _point(self, k: int, i: int) -> None:
         # Answer k goes to the sender of datagram i, with that one's ID.
         self._out_u64[k * 8] = self._names_base + i * _NAME_SIZE
         self._out_iov[k * 4] = self._in_base + i * self._stride
 
-    def _point_back(self):
+    def _point_back(self) -> None:
         # Done before the next batch rather than after this one, so that a
         # batch cut short by an exception cannot leave answers misdirected.
         for k in range(self._moved):
             self._point(k, k)
         self._moved = 0
 
-    def _send_all(self, hdrs, count):
+    def _send_all(self, hdrs: int, count: int) -> None:
         # sendmmsg stops at the first datagram it cannot send: that one is
         # dropped (a full buffer, or a client gone: UDP loses it anyway)
         # and the rest are sent.
@@ -244,7 +279,7 @@ class BatchSocket:
                 continue
             done += n if n > 0 else 1
 
-    def _address(self, i):
+    def _address(self, i: int) -> ClientAddress:
         # The sender as the socket module gives it: (host, port) for IPv4,
         # (host, port, flowinfo, scope_id) for IPv6.
         start = i * _NAME_SIZE

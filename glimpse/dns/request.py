@@ -11,6 +11,8 @@ from typing import Protocol
 import attrs
 from twisted.names import dns
 
+from glimpse.dns.wire import OPTHeader
+
 #: A UDP client as the socket module gives it: ``(host, port)`` for IPv4,
 #: ``(host, port, flowinfo, scope_id)`` for IPv6.
 ClientAddress = tuple[str, int] | tuple[str, int, int, int]
@@ -60,7 +62,7 @@ class RequestContext:
     address: ClientAddress | None
     received_ns: int | None
     message: dns.Message | None = None
-    opt: dns._OPTHeader | None = None
+    opt: OPTHeader | None = None
     asked: bytes | None = None
     fast_key: bytes | None = None
     name_end: int = 0

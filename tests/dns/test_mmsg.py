@@ -285,7 +285,7 @@ def test_the_dns_port_hands_its_socket_to_the_protocol():
     assert reader.reads == [b"query"]
     # A read that fails is logged, and the port keeps listening.
     errors = []
-    port._log = Logger(observer=errors.append)
+    port.log = Logger(observer=errors.append)
     reader.read_datagrams = lambda *args: 1 / 0
     port.doRead()
     assert [e["log_failure"].type for e in errors] == [ZeroDivisionError]
