@@ -38,7 +38,9 @@ class _Job:
 class StubView:
     """
     A view of zones and jobs set by the test; ``problem`` makes a zone
-    unavailable (SERVFAIL), ``failing`` makes it report a failing watch.
+    unavailable (SERVFAIL), ``failing`` makes it report that the local agent
+    is out of reach (every zone degraded, as :meth:`Topology.degraded` says
+    it).
     """
 
     def __init__(self):
@@ -77,7 +79,7 @@ class StubView:
         self.touched.append((zone, service))
 
     def degraded(self):
-        return self.failing
+        return frozenset([None, *self.zones]) if self.failing else frozenset()
 
 
 class RecordingTransport:

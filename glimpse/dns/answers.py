@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 from twisted.names import dns
@@ -127,10 +127,7 @@ def _ip_key(ip: str) -> tuple[int, bytes]:
 
 
 def _header(name: bytes | str, payload: Payload, ttl: int) -> dns.RRHeader:
-    # The records provide IEncodableRecord, a zope interface, which mypy does
-    # not see without a plugin.
-    return dns.RRHeader(name, payload.TYPE, dns.IN, ttl, cast(dns.IEncodableRecord, payload),
-                        auth=True)
+    return dns.RRHeader(name, payload.TYPE, dns.IN, ttl, payload, auth=True)
 
 
 def address_record(name: bytes | str, ip: str, ttl: int) -> dns.RRHeader | None:

@@ -368,8 +368,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         used, self._used = self._used, set()
         for zone, service in used:
             self._topology.touch(zone, service)
-        degraded = self._topology.degraded()
-        if degraded is True or (degraded and None in degraded):
+        listed = self._topology.degraded()
+        if None in listed:
             # The local agent itself is out of reach: every answer may be
             # stale, and the slow path applies max-stale to each.
             self._kept.clear()
@@ -377,7 +377,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             self._degraded = frozenset()
             return
         self.enabled = True
-        degraded = frozenset(degraded or ())
+        degraded = frozenset(zone for zone in listed if zone is not None)
         recovered = self._degraded - degraded
         if degraded or recovered:
             self._prune(degraded, recovered)

@@ -23,16 +23,16 @@ if TYPE_CHECKING:
     from glimpse.dns.server import GlimpseServerFactory
 
 
-# What the protocols use of their transports.  (Twisted declares them as
-# zope interfaces, whose methods mypy reads wrongly without a plugin.)
+# What the protocols use of their transports, which Twisted's interfaces
+# leave out: IUDPTransport.write is typed for (host, port) alone, but the
+# port sends to an IPv6 client's 4-tuple too; ITransport has no
+# ``disconnected``, which every TCP transport has.
 class _DatagramTransport(Protocol):
     def write(self, packet: bytes, addr: ClientAddress | None) -> None: ...
 
 
 class _StreamTransport(Protocol):
     disconnected: bool
-
-    def loseConnection(self) -> None: ...
 
 
 class GlimpseDatagramProtocol(DatagramProtocol):
@@ -132,4 +132,5 @@ class GlimpseStreamProtocol(Int16StringReceiver, TimeoutMixin):
         """
         Close an idle connection.
         """
-        cast(_StreamTransport, self.transport).loseConnection()
+        assert self.transport is not None
+        self.transport.loseConnection()

@@ -29,7 +29,6 @@ from glimpse.dns.answers import (
     NODE,
     TARGET,
     ZONE,
-    Name,
     ZoneIdentity,
     classify,
     healthy_for,
@@ -118,6 +117,7 @@ class GlimpseResolver(common.ResolverBase):
             return self._nxdomain(name)
         if parsed.kind == APEX:
             return self._apex(type)
+        assert parsed.zone is not None  # every name below the apex has one
         try:
             problem = self._topology.zone_problem(parsed.zone)
         except KeyError:
@@ -130,7 +130,7 @@ class GlimpseResolver(common.ResolverBase):
         if parsed.kind == NODE:
             return self._nodata() if node_exists(zone.tree, parsed.path) else self._nxdomain(name)
         if parsed.kind == TARGET:
-            return self._target(name, parsed, type)
+            return self._target(name, parsed.ip, zone, type)
         assert parsed.address is not None
         return self._address(name, parsed.address, zone, type)
 
@@ -174,16 +174,16 @@ class GlimpseResolver(common.ResolverBase):
 
         return d.addCallback(answer)
 
-    def _target(self, name: bytes, parsed: Name, type: int) -> Deferred[Records]:
+    def _target(self, name: bytes, ip: str | None, zone: ZoneView,
+                type: int) -> Deferred[Records]:
         # A target exists while an instance in the zone's watched jobs has
         # its IP; anything else is a made-up name.
-        zone = self._topology.zones[parsed.zone]
-        known = any(i.ip == parsed.ip for job in zone.jobs.values() for i in job.instances)
-        if not known or parsed.ip is None:
+        known = any(i.ip == ip for job in zone.jobs.values() for i in job.instances)
+        if not known or ip is None:
             return self._nxdomain(name)
         if type == dns.ALL_RECORDS:
-            type = dns.A if ":" not in parsed.ip else dns.AAAA
-        answers = ip_answer(name, type, [_IP(parsed.ip)], self._identity.ttl) \
+            type = dns.A if ":" not in ip else dns.AAAA
+        answers = ip_answer(name, type, [_IP(ip)], self._identity.ttl) \
             if type in (dns.A, dns.AAAA) else []
         return succeed((answers, [], [])) if answers else self._nodata()
 
