@@ -15,6 +15,7 @@ from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.protocols import GlimpseDatagramProtocol
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
+from glimpse.dns.wire import opt_record
 from glimpse.view.model import Check, Instance
 from glimpse.view.topology import Unavailable
 
@@ -120,17 +121,18 @@ def demo_view(count=2):
     return view
 
 
-def servers(view, fast=False, transport=None):
+def servers(view, fast=False, transport=None, **fast_options):
     """
-    A factory and a UDP protocol (the fast path's when ``fast``) on ``view``,
-    connected to ``transport`` (by default a :class:`RecordingTransport`).
+    A factory and a UDP protocol (the fast path's when ``fast``, built with
+    ``fast_options``) on ``view``, connected to ``transport`` (by default a
+    :class:`RecordingTransport`).
 
     :return: ``(factory, protocol, transport, clock)``.
     """
     identity = ZoneIdentity(dns_zone=DNS_ZONE, ns_ip="127.0.0.1", ttl=5, negative_ttl=7)
     factory = GlimpseServerFactory(GlimpseResolver(view, identity))
     clock = Clock()
-    proto = (FastDatagramProtocol(factory, view, clock) if fast
+    proto = (FastDatagramProtocol(factory, view, clock, **fast_options) if fast
              else GlimpseDatagramProtocol(factory))
     transport = transport or RecordingTransport()
     proto.makeConnection(transport)
@@ -144,7 +146,7 @@ def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opco
     message = dns.Message(id=id, recDes=int(rd), opCode=opcode)
     message.queries = [dns.Query(name, qtype, cls)]
     if edns is not None:
-        message.additional = [dns._OPTHeader(udpPayloadSize=edns)]
+        message.additional = [opt_record(edns)]
     return message.toStr()
 
 

@@ -12,12 +12,13 @@ import threading
 
 import attrs
 import pytest
-from support import wait_until
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from glimpse.dns import mmsg
 from glimpse.dns.udpport import FastUDPServer
+
+from support import wait_until
 
 pytestmark = pytest.mark.skipif(not mmsg.available, reason="no recvmmsg on this system")
 
