@@ -11,11 +11,14 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from glimpse.dns.answers import ZoneIdentity
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.protocols import GlimpseDatagramProtocol
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
-from glimpse.dns.wire import opt_record
+from glimpse.dns import (
+    FastDatagramProtocol,
+    GlimpseDatagramProtocol,
+    GlimpseResolver,
+    GlimpseServerFactory,
+    ZoneIdentity,
+    opt_record,
+)
 from glimpse.view.model import Check, Instance
 from glimpse.view.topology import Unavailable
 
@@ -177,7 +180,7 @@ class QueueSocket:
 class SocketPair:
     """
     Real loopback UDP sockets (port 0) as a fast path's transport: its read
-    loop then reads and answers in batches (:obj:`glimpse.dns.mmsg`) as it does
+    loop then reads and answers in batches (:mod:`glimpse.dns.mmsg`) as it does
     behind its port, and every answer reaches ``client``.
     """
 

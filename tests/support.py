@@ -9,7 +9,7 @@ import time
 
 from twisted.names import dns
 
-from glimpse.dns.wire import opt_record
+from glimpse.dns import opt_record
 
 
 def result_of(d):

@@ -13,10 +13,13 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from glimpse.dns.answers import ZoneIdentity
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
-from glimpse.dns.wire import opt_record
+from glimpse.dns import (
+    FastDatagramProtocol,
+    GlimpseResolver,
+    GlimpseServerFactory,
+    ZoneIdentity,
+    opt_record,
+)
 from glimpse.view import JobView, Topology, ZoneView, instances_from_health
 
 JOBS, PER_JOB = 1000, 100

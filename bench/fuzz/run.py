@@ -19,7 +19,7 @@ from twisted.names import dns
 
 from glimpse.dev.consul import find_consul, start_dev_consul
 from glimpse.dev.twistd import start_glimpse
-from glimpse.dns.wire import opt_record
+from glimpse.dns import opt_record
 from glimpse.testing import mutate_packet
 
 ZONE = "glimpse.test"
