@@ -14,8 +14,7 @@ from pathlib import Path
 
 import attrs
 
-from glimpse.dev.consul import free_ports
-from glimpse.dev.twistd import DevGlimpse
+from glimpse.dev import DevGlimpse, free_ports
 
 #: Printed by the baseline before twistd starts: where its glimpse came from.
 _FROM = "bench-dns baseline: glimpse imported from "

@@ -42,8 +42,7 @@ from bench.dns import topo
 from bench.dns.baseline import start_baseline
 from bench.dns.report import report
 from bench.dns.topo import SERVERS, WORKLOADS
-from glimpse.dev.consul import find_consul, free_ports, start_dev_consul
-from glimpse.dev.twistd import start_glimpse
+from glimpse.dev import find_consul, free_ports, start_dev_consul, start_glimpse
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

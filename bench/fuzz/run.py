@@ -17,8 +17,7 @@ from pathlib import Path
 
 from twisted.names import dns
 
-from glimpse.dev.consul import find_consul, start_dev_consul
-from glimpse.dev.twistd import start_glimpse
+from glimpse.dev import find_consul, start_dev_consul, start_glimpse
 from glimpse.dns import opt_record
 from glimpse.testing import mutate_packet
 
