@@ -11,9 +11,14 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from glimpse.dns.answers import ZoneIdentity
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.server import GlimpseDatagramProtocol, GlimpseResolver, GlimpseServerFactory
+from glimpse.dns import (
+    FastDatagramProtocol,
+    GlimpseDatagramProtocol,
+    GlimpseResolver,
+    GlimpseServerFactory,
+    ZoneIdentity,
+    opt_record,
+)
 from glimpse.view.model import Check, Instance
 from glimpse.view.topology import Unavailable
 
@@ -37,7 +42,9 @@ class _Job:
 class StubView:
     """
     A view of zones and jobs set by the test; ``problem`` makes a zone
-    unavailable (SERVFAIL), ``failing`` makes it report a failing watch.
+    unavailable (SERVFAIL), ``failing`` makes it report that the local agent
+    is out of reach (every zone degraded, as :meth:`Topology.degraded` says
+    it).
     """
 
     def __init__(self):
@@ -76,7 +83,7 @@ class StubView:
         self.touched.append((zone, service))
 
     def degraded(self):
-        return self.failing
+        return frozenset([None, *self.zones]) if self.failing else frozenset()
 
 
 class RecordingTransport:
@@ -117,17 +124,18 @@ def demo_view(count=2):
     return view
 
 
-def servers(view, fast=False, transport=None):
+def servers(view, fast=False, transport=None, **fast_options):
     """
-    A factory and a UDP protocol (the fast path's when ``fast``) on ``view``,
-    connected to ``transport`` (by default a :class:`RecordingTransport`).
+    A factory and a UDP protocol (the fast path's when ``fast``, built with
+    ``fast_options``) on ``view``, connected to ``transport`` (by default a
+    :class:`RecordingTransport`).
 
     :return: ``(factory, protocol, transport, clock)``.
     """
     identity = ZoneIdentity(dns_zone=DNS_ZONE, ns_ip="127.0.0.1", ttl=5, negative_ttl=7)
     factory = GlimpseServerFactory(GlimpseResolver(view, identity))
     clock = Clock()
-    proto = (FastDatagramProtocol(factory, view, clock) if fast
+    proto = (FastDatagramProtocol(factory, view, clock, **fast_options) if fast
              else GlimpseDatagramProtocol(factory))
     transport = transport or RecordingTransport()
     proto.makeConnection(transport)
@@ -141,7 +149,7 @@ def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opco
     message = dns.Message(id=id, recDes=int(rd), opCode=opcode)
     message.queries = [dns.Query(name, qtype, cls)]
     if edns is not None:
-        message.additional = [dns._OPTHeader(udpPayloadSize=edns)]
+        message.additional = [opt_record(edns)]
     return message.toStr()
 
 
@@ -172,7 +180,7 @@ class QueueSocket:
 class SocketPair:
     """
     Real loopback UDP sockets (port 0) as a fast path's transport: its read
-    loop then reads and answers in batches (:obj:`glimpse.dns.mmsg`) as it does
+    loop then reads and answers in batches (:mod:`glimpse.dns.mmsg`) as it does
     behind its port, and every answer reaches ``client``.
     """
 

@@ -9,6 +9,8 @@ import time
 
 from twisted.names import dns
 
+from glimpse.dns import opt_record
+
 
 def result_of(d):
     """
@@ -54,7 +56,7 @@ def make_query(name, qtype, id=4242, edns=None, rd=True):
     message = dns.Message(id=id, recDes=int(rd))
     message.queries = [dns.Query(name, qtype, dns.IN)]
     if edns is not None:
-        message.additional = [dns._OPTHeader(udpPayloadSize=edns)]
+        message.additional = [opt_record(edns)]
     return message
 
 

@@ -13,9 +13,13 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from glimpse.dns.answers import ZoneIdentity
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
+from glimpse.dns import (
+    FastDatagramProtocol,
+    GlimpseResolver,
+    GlimpseServerFactory,
+    ZoneIdentity,
+    opt_record,
+)
 from glimpse.view import JobView, Topology, ZoneView, instances_from_health
 
 JOBS, PER_JOB = 1000, 100
@@ -71,14 +75,15 @@ def main():
         job.fresh.ok()
     gc.collect()
     view = rss_mb()
-    factory = GlimpseServerFactory(GlimpseResolver(topology, ZoneIdentity("glimpse.test", "127.0.0.1")))
+    identity = ZoneIdentity("glimpse.test", "127.0.0.1")
+    factory = GlimpseServerFactory(GlimpseResolver(topology, identity))
     fast = FastDatagramProtocol(factory, topology, clock)
     fast.makeConnection(_Sink())
     for j in range(JOBS):
         for qtype in (dns.SRV, dns.A):
             m = dns.Message(id=1)
             m.queries = [dns.Query(f"http.job{j:04d}.prod.shop.ams.glimpse.test", qtype)]
-            m.additional = [dns._OPTHeader(udpPayloadSize=1232)]
+            m.additional = [opt_record(1232)]
             for _ in range(2):
                 fast.datagramReceived(m.toStr(), ("127.0.0.1", 1))
     gc.collect()

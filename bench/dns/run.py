@@ -15,6 +15,14 @@ figure.  ``--duration`` sets seconds per run; each saturating run is
 repeated (``--repeat``, the servers taking turns) and its medians printed,
 with the spread of CPU per query, since one run on a shared 2-core machine
 can be off by 20%.
+
+``--baseline-checkout DIR`` adds a Glimpse run from another checkout (say
+``git worktree add --detach /tmp/dns-base <commit>``) to the rotation, next
+to this checkout's in every round (which goes first alternates), and prints
+this checkout's qps and CPU per query as ratios to it, per run and their
+medians: a change is measured against its parent in one run.
+``--servers`` runs only some of the servers (``glimpse`` alone with a
+baseline is the quick comparison).
 """
 
 import argparse
@@ -31,15 +39,17 @@ from pathlib import Path
 from twisted.names import dns
 
 from bench.dns import topo
-from glimpse.dev.consul import find_consul, free_ports, start_dev_consul
-from glimpse.dev.twistd import start_glimpse
+from bench.dns.baseline import start_baseline
+from bench.dns.report import report
+from bench.dns.topo import SERVERS, WORKLOADS
+from glimpse.dev import find_consul, free_ports, start_dev_consul, start_glimpse
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
-WORKLOADS = [("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000)]
-SERVERS = ["unbound", "glimpse", "twisted", "consul"]
+#: Servers whose query files are Glimpse's names (Consul's DNS has its own).
+GLIMPSE_NAMES = ("unbound", "glimpse", "baseline", "twisted")
 
 
 def cpu_seconds(pid):
@@ -147,10 +157,12 @@ def consul_requests(agent):
     return view, sum(int(n) for path, n in counts if path != "v1_agent_metrics")
 
 
-def start_servers(work):
+def start_servers(work, baseline_checkout=None):
     """
     Consul (telemetry on, only_passing DNS), Glimpse with the topology,
-    unbound and stock twisted.names: ``({name: (port, pid)}, cleanups, agent, glimpse)``.
+    unbound and stock twisted.names, and with ``baseline_checkout`` that
+    checkout's Glimpse on the same Consul: ``({name: (port, pid)}, cleanups,
+    agent, glimpse)``.
     """
     agent = start_dev_consul(find_consul(), "ams", workdir=work, extra_hcl=[
         'telemetry { prometheus_retention_time = "3600s" disable_hostname = true }',
@@ -179,6 +191,10 @@ def start_servers(work):
                "unbound": (unbound_port, unbound.pid),
                "twisted": (twisted_port, stock.pid),
                "consul": (agent.ports.dns, agent.process.pid)}
+    if baseline_checkout is not None:
+        baseline = start_baseline(baseline_checkout, agent.url, topo.ZONE, f"{work}/baseline")
+        cleanups.append(baseline.stop)
+        servers["baseline"] = (baseline.dns_port, baseline.process.pid)
     return servers, cleanups, agent, glimpse
 
 
@@ -212,6 +228,19 @@ def change_visibility(glimpse, changes):
     return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
 
 
+def rotation(servers, round_):
+    """
+    The order the servers take their turns in one round: the baseline right
+    after this checkout's Glimpse in even rounds and right before it in odd
+    ones, so that the two meet the same drift and neither always goes first.
+    """
+    order = [s for s in servers if s != "baseline"]
+    if "baseline" in servers:
+        at = order.index("glimpse") if "glimpse" in order else len(order)
+        order.insert(at + (round_ % 2 == 0), "baseline")
+    return order
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per dnsperf run")
@@ -220,32 +249,45 @@ def main():
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--latency-rate", type=int, default=2000,
                         help="offered qps of the p99 latency runs")
+    parser.add_argument("--baseline-checkout", metavar="DIR",
+                        help="also run the Glimpse of this checkout (a git worktree of the "
+                             "commit to compare with) and print this one's ratios to it")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help="the servers to run, comma-separated (default: all of "
+                             f"{','.join(SERVERS)}); the baseline is added to them")
     args = parser.parse_args()
+    chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not chosen or set(chosen) - set(SERVERS):
+        parser.error(f"--servers: choose among {','.join(SERVERS)}")
+    if args.baseline_checkout:
+        chosen.append("baseline")
     work = tempfile.mkdtemp(prefix="glimpse-bench-dns-")
-    servers, cleanups, agent, glimpse = start_servers(work)
+    servers, cleanups, agent, glimpse = start_servers(work, args.baseline_checkout)
     try:
         files = topo.query_files(work)
-        for name, (port, pid) in servers.items():
-            pin(pid, SERVER_CORE)
+        for name in chosen:
+            pin(servers[name][1], SERVER_CORE)
         for qtype, count in WORKLOADS:
             with open(files[("glimpse", qtype, count)]) as f:
                 names = [line.split()[0] for line in f]
-            for name in ("glimpse", "unbound", "twisted"):
-                wait_answers(servers[name][0], names, getattr(dns, qtype))
+            for name in chosen:
+                if name in GLIMPSE_NAMES:
+                    wait_answers(servers[name][0], names, getattr(dns, qtype))
         # Warm every server on every file (Glimpse: the fast path's cache).
-        for server, (port, pid) in servers.items():
-            kind = "consul" if server == "consul" else "glimpse"
+        for server in chosen:
+            port, pid = servers[server]
+            kind = "glimpse" if server in GLIMPSE_NAMES else "consul"
             for qtype, count in WORKLOADS:
                 dnsperf(port, files[(kind, qtype, count)], 1, pid)
         results, glimpse_queries, view_delta, all_delta, idle_delta = {}, 0, 0, 0, 0
         for qtype, count in WORKLOADS:
-            runs, glimpse_seconds = {server: [] for server in SERVERS}, 0.0
+            runs, glimpse_seconds = {server: [] for server in chosen}, 0.0
             # The servers take turns, run after run: this VM's speed drifts
             # by 20% over minutes, and each server then meets the same drift.
-            for _ in range(args.repeat):
-                for server in SERVERS:
+            for round_ in range(args.repeat):
+                for server in rotation(chosen, round_):
                     port, pid = servers[server]
-                    kind = "consul" if server == "consul" else "glimpse"
+                    kind = "glimpse" if server in GLIMPSE_NAMES else "consul"
                     before, started = consul_requests(agent), time.monotonic()
                     runs[server].append(dnsperf(port, files[(kind, qtype, count)], args.duration,
                                                 pid))
@@ -254,89 +296,41 @@ def main():
                         glimpse_seconds += time.monotonic() - started
                         view_delta += after[0] - before[0]
                         all_delta += after[1] - before[1]
-            for server in SERVERS:
+            for server in chosen:
                 port, pid = servers[server]
-                kind = "consul" if server == "consul" else "glimpse"
+                kind = "glimpse" if server in GLIMPSE_NAMES else "consul"
                 results[(server, qtype, count)] = r = medians(runs[server])
+                r["runs"] = runs[server]
                 r["p99_ms"] = dnsperf(port, files[(kind, qtype, count)], 2, pid,
                                       rate=args.latency_rate)["p99_ms"]
-            glimpse_queries += results[("glimpse", qtype, count)]["completed"]
-            # As long without queries: what the watches ask anyway (each
-            # blocking query ends after its wait).
-            idle_before = consul_requests(agent)[0]
-            time.sleep(glimpse_seconds)
-            idle_delta += consul_requests(agent)[0] - idle_before
-        report(results)
-        print(f"\nConsul requests per 1,000 Glimpse queries (Consul's own metrics, over the "
-              f"Glimpse runs, {glimpse_queries} queries): catalog+health "
-              f"{view_delta * 1000 / glimpse_queries:.4f}, all HTTP API "
-              f"{all_delta * 1000 / glimpse_queries:.4f} ({view_delta} and {all_delta} requests); "
-              f"catalog+health in as long without any query: {idle_delta} (the 250 health "
-              f"watches' blocking queries end every ~60 s whatever the load); difference per "
-              f"1,000 queries: {(view_delta - idle_delta) * 1000 / glimpse_queries:.4f}")
-        p50, p99 = change_visibility(glimpse, args.changes)
-        print(f"Provider change -> visible in Glimpse DNS over {args.changes} changes: "
-              f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms (target p99 < 250 ms)")
+            if "glimpse" in chosen:
+                glimpse_queries += results[("glimpse", qtype, count)]["completed"]
+                # As long without queries: what the watches ask anyway (each
+                # blocking query ends after its wait).
+                idle_before = consul_requests(agent)[0]
+                time.sleep(glimpse_seconds)
+                idle_delta += consul_requests(agent)[0] - idle_before
+        report(results, chosen)
+        if "glimpse" in chosen:
+            print(f"\nConsul requests per 1,000 Glimpse queries (Consul's own metrics, over the "
+                  f"Glimpse runs, {glimpse_queries} queries): catalog+health "
+                  f"{view_delta * 1000 / glimpse_queries:.4f}, all HTTP API "
+                  f"{all_delta * 1000 / glimpse_queries:.4f} ({view_delta} and {all_delta} "
+                  f"requests); catalog+health in as long without any query: {idle_delta} (the "
+                  f"250 health watches' blocking queries end every ~60 s whatever the load"
+                  + ("; the baseline's watches count in both" if args.baseline_checkout else "")
+                  + f"); difference per 1,000 queries: "
+                  f"{(view_delta - idle_delta) * 1000 / glimpse_queries:.4f}")
+            p50, p99 = change_visibility(glimpse, args.changes)
+            print(f"Provider change -> visible in Glimpse DNS over {args.changes} changes: "
+                  f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms (target p99 < 250 ms)")
     finally:
         for cleanup in reversed(cleanups):
             cleanup()
-    rss = subprocess.run([sys.executable, "-m", "bench.dns.rss"], capture_output=True, text=True,
-                         check=True).stdout
-    print(rss.strip())
-
-
-def report(results):
-    """
-    Print the dnsperf figures, each with its ratio to unbound.
-    """
-    print("qps, mean latency and CPU: medians of saturating runs (dnsperf -c 4 -q 100); p99: "
-          "runs at a fixed offered load (--latency-rate)")
-    print(f"{'workload':<14}{'server':<9}{'qps':>9}{'x unb':>7}{'mean ms':>9}{'x unb':>7}"
-          f"{'p99 ms':>8}{'x unb':>7}{'CPU us/q':>10}{'x unb':>7}  rcodes")
-    for qtype, count in WORKLOADS:
-        base = results[("unbound", qtype, count)]
-        for server in SERVERS:
-            r = results[(server, qtype, count)]
-            print(f"{qtype + ' x' + str(count):<14}{server:<9}"
-                  f"{r['qps']:>9.0f}{r['qps'] / base['qps']:>7.2f}"
-                  f"{r['mean_ms']:>9.3f}{r['mean_ms'] / base['mean_ms']:>7.2f}"
-                  f"{r['p99_ms']:>8.3f}{r['p99_ms'] / base['p99_ms']:>7.2f}"
-                  f"{r['cpu_us']:>10.2f}{r['cpu_us'] / base['cpu_us']:>7.2f}  "
-                  f"{r['codes']}" + (f" lost {r['lost']}" if r["lost"] else ""))
-    for qtype, count in WORKLOADS:
-        print(f"CPU us/query of every run, {qtype} x{count}: " + "; ".join(
-            f"{server} " + " ".join(f"{c:.2f}" for c in results[(server, qtype, count)]["cpu_runs"])
-            for server in ("glimpse", "unbound")))
-    for qtype, count in WORKLOADS:
-        g = results[("glimpse", qtype, count)]
-        print(f"Glimpse {qtype} x{count}: {g['qps'] / results[('twisted', qtype, count)]['qps']:.1f}"
-              f"x stock twisted.names, {g['qps'] / results[('consul', qtype, count)]['qps']:.2f}"
-              f"x Consul DNS, {g['qps'] / results[('unbound', qtype, count)]['qps']:.2f}x unbound")
-    for count in (1, 1000):
-        print(f"Targets, cached SRV x{count}: " + "; ".join(srv_targets(results, count)))
-
-
-def srv_targets(results, count):
-    """
-    The cached SRV targets, each with its figure and whether it is met:
-    qps at least 0.7x unbound's, 5x stock twisted.names', 1.5x Consul DNS's,
-    and at most 10 us of server CPU per query (with unbound's in the same
-    run beside it: the machine's speed moves both).
-    """
-    g = results[("glimpse", "SRV", count)]
-    lines = []
-    for server, name, least in (("unbound", "unbound", 0.7), ("twisted", "twisted.names", 5),
-                                ("consul", "Consul DNS", 1.5)):
-        ratio = g["qps"] / results[(server, "SRV", count)]["qps"]
-        lines.append(f"qps {ratio:.2f}x {name} (>= {least}) {_met(ratio >= least)}")
-    unbound = results[("unbound", "SRV", count)]["cpu_us"]
-    lines.append(f"CPU {g['cpu_us']:.2f} us/query (<= 10; unbound {unbound:.2f} in this run) "
-                 f"{_met(g['cpu_us'] <= 10)}")
-    return lines
-
-
-def _met(ok):
-    return "met" if ok else "NOT met"
+    if "glimpse" in chosen:
+        rss = subprocess.run([sys.executable, "-m", "bench.dns.rss"], capture_output=True,
+                             text=True, check=True).stdout
+        print(rss.strip())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ PORTS = {"http": 8080, "admin": 8081, "grpc": 8082, "metrics": 8083}
 JOBS = 250  # x 4 ports = 1,000 distinct addresses
 PER_JOB = 2
 TTL = 5
+#: The servers measured, each the same questions (Consul's in its names).
+SERVERS = ["unbound", "glimpse", "twisted", "consul"]
+#: The workloads: query type and how many distinct names.
+WORKLOADS = [("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000)]
 
 
 def jobs():

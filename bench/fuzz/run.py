@@ -17,8 +17,8 @@ from pathlib import Path
 
 from twisted.names import dns
 
-from glimpse.dev.consul import find_consul, start_dev_consul
-from glimpse.dev.twistd import start_glimpse
+from glimpse.dev import find_consul, start_dev_consul, start_glimpse
+from glimpse.dns import opt_record
 from glimpse.testing import mutate_packet
 
 ZONE = "glimpse.test"
@@ -32,7 +32,7 @@ def query(name, qtype, edns=None, id=1):
     m = dns.Message(id=id, recDes=1)
     m.queries = [dns.Query(name, qtype)]
     if edns:
-        m.additional = [dns._OPTHeader(udpPayloadSize=edns)]
+        m.additional = [opt_record(edns)]
     return m.toStr()
 
 

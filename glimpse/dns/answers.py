@@ -3,14 +3,44 @@ What a DNS name in Glimpse's zone means, and the records that answer it.
 Pure: the view is passed in, nothing here does I/O.
 """
 
+from __future__ import annotations
+
 import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 from twisted.names import dns
 
 from glimpse.address import TARGET_LABEL, Address, label_problem, parse_target_label, target_name
 
+if TYPE_CHECKING:
+    from glimpse.view.model import Instance
+
+#: The kinds of :class:`Name`.
 APEX, ZONE, NODE, ADDRESS, TARGET = "apex", "zone", "node", "address", "target"
+
+#: A record's payload, as Glimpse makes them.
+Payload = dns.Record_A | dns.Record_AAAA | dns.Record_SRV | dns.Record_SOA | dns.Record_NS
+
+# twisted.names' record classes take untyped arguments: what Glimpse passes.
+_a: Callable[[str, int], dns.Record_A] = dns.Record_A
+_aaaa: Callable[[str, int], dns.Record_AAAA] = dns.Record_AAAA
+_srv: Callable[[int, int, int, str, int], dns.Record_SRV] = dns.Record_SRV
+_soa: Callable[..., dns.Record_SOA] = dns.Record_SOA
+_ns: Callable[[str, int], dns.Record_NS] = dns.Record_NS
+
+
+class HasIP(Protocol):
+    """
+    What :func:`ip_answer` reads of an instance: its IP.
+    """
+
+    @property
+    def ip(self) -> str:
+        """
+        The instance's IP, as text.
+        """
 
 
 @attrs.frozen
@@ -27,16 +57,17 @@ class Name:
     """
 
     kind: str
-    zone: str = None
-    path: tuple = ()
-    address: Address = None
-    ip: str = None
+    zone: str | None = None
+    path: tuple[str, ...] = ()
+    address: Address | None = None
+    ip: str | None = None
 
 
-def classify(labels):
+def classify(labels: Sequence[str]) -> Name | None:
     """
     Classify the labels of a name below the DNS zone (outermost first).
 
+    :param labels: the labels (:func:`glimpse.address.relative_labels`).
     :return: a :class:`Name`, or ``None`` when the name cannot exist in any view
         (too deep, or a label that is not a valid field): NXDOMAIN.
     """
@@ -51,7 +82,7 @@ def classify(labels):
     fields = ("product", "env", "job", "service")
     if len(rest) > len(fields):
         return None
-    if any(label_problem(value, field) for value, field in zip(rest, fields)):
+    if any(label_problem(value, field) for value, field in zip(rest, fields, strict=False)):
         return None
     if not rest:
         return Name(ZONE, zone)
@@ -61,27 +92,33 @@ def classify(labels):
     return Name(ADDRESS, zone, address=Address(service, job, env, product, zone))
 
 
-def node_exists(tree, path):
+def node_exists(tree: Iterable[tuple[str, ...]], path: tuple[str, ...]) -> bool:
     """
     Whether an interior node (``(product,)``, ``(product, env)`` or
     ``(product, env, job)``) has any job below it in a zone's catalog tree.
+
+    :param tree: the zone's jobs, as ``(product, env, job)``.
+    :param path: the node.
     """
     return any(key[: len(path)] == path for key in tree)
 
 
-def healthy_for(instances, service):
+def healthy_for(instances: Iterable[Instance], service: str) -> list[Instance]:
     """
     The instances DNS serves for one named port: healthy, sorted, one per
     (ip, port).
+
+    :param instances: a job's instances (every named port).
+    :param service: the named port.
     """
-    seen = {}
+    seen: dict[tuple[str, int], Instance] = {}
     for instance in instances:
         if instance.service == service and instance.healthy:
             seen.setdefault((instance.ip, instance.port), instance)
     return [seen[key] for key in sorted(seen, key=lambda k: (_ip_key(k[0]), k[1]))]
 
 
-def _ip_key(ip):
+def _ip_key(ip: str) -> tuple[int, bytes]:
     try:
         parsed = ipaddress.ip_address(ip)
         return (parsed.version, parsed.packed)
@@ -89,33 +126,44 @@ def _ip_key(ip):
         return (9, ip.encode())
 
 
-def _header(name, payload, ttl):
+def _header(name: bytes | str, payload: Payload, ttl: int) -> dns.RRHeader:
     return dns.RRHeader(name, payload.TYPE, dns.IN, ttl, payload, auth=True)
 
 
-def address_record(name, ip, ttl):
+def address_record(name: bytes | str, ip: str, ttl: int) -> dns.RRHeader | None:
     """
     An A or AAAA record for an IP, or ``None`` when it is neither.
+
+    :param name: the record's owner.
+    :param ip: the IP, as text.
+    :param ttl: the record's TTL.
     """
     try:
         parsed = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    payload = (dns.Record_A if parsed.version == 4 else dns.Record_AAAA)(ip, ttl)
+    payload: Payload = _a(ip, ttl) if parsed.version == 4 else _aaaa(ip, ttl)
     return _header(name, payload, ttl)
 
 
-def srv_answer(name, zone, instances, dns_zone, ttl):
+def srv_answer(name: bytes, zone: str, instances: Iterable[Instance], dns_zone: str,
+               ttl: int) -> tuple[list[dns.RRHeader], list[dns.RRHeader]]:
     """
     The SRV records of an address and the A/AAAA records of their targets.
 
     :param name: the queried name (bytes), echoed as it was asked.
+    :param zone: the address's zone label (the targets are in it).
+    :param instances: the instances to serve (:func:`healthy_for`).
+    :param dns_zone: Glimpse's DNS zone.
+    :param ttl: the records' TTL.
     :return: ``(answers, additional)``.
     """
-    answers, additional, targets = [], [], {}
+    answers: list[dns.RRHeader] = []
+    additional: list[dns.RRHeader] = []
+    targets: dict[str, bool] = {}
     for instance in instances:
         target = target_name(zone, instance.ip, dns_zone)
-        payload = dns.Record_SRV(1, 1, instance.port, target, ttl)
+        payload = _srv(1, 1, instance.port, target, ttl)
         answers.append(_header(name, payload, ttl))
         if target not in targets:
             targets[target] = True
@@ -125,12 +173,19 @@ def srv_answer(name, zone, instances, dns_zone, ttl):
     return answers, additional
 
 
-def ip_answer(name, qtype, instances, ttl):
+def ip_answer(name: bytes, qtype: int, instances: Iterable[HasIP],
+              ttl: int) -> list[dns.RRHeader]:
     """
     The A (or AAAA) records of an address: each distinct IP once.
+
+    :param name: the queried name, echoed as it was asked.
+    :param qtype: A or AAAA: the records of the other family are left out.
+    :param instances: the instances to serve, in order.
+    :param ttl: the records' TTL.
     """
     version = 4 if qtype == dns.A else 6
-    records, seen = [], set()
+    records: list[dns.RRHeader] = []
+    seen: set[str] = set()
     for instance in instances:
         if instance.ip in seen:
             continue
@@ -148,6 +203,7 @@ class ZoneIdentity:
 
     :ivar dns_zone: the zone, canonical form.
     :ivar ns_ip: the address advertised for the name server.
+    :ivar ttl: the TTL of positive answers (and of the NS records).
     :ivar negative_ttl: the SOA minimum, the TTL of negative answers.
     """
 
@@ -157,30 +213,33 @@ class ZoneIdentity:
     negative_ttl: int = 5
 
     @property
-    def ns_name(self):
+    def ns_name(self) -> str:
         """
         The name server's name, inside the zone: ``ns.<dns_zone>``.
         """
         return f"ns.{self.dns_zone}"
 
-    def soa(self, serial):
+    def soa(self, serial: int) -> dns.RRHeader:
         """
         The apex SOA record for a view serial.
+
+        :param serial: the view's serial.
         """
-        payload = dns.Record_SOA(
+        payload = _soa(
             mname=self.ns_name, rname=f"hostmaster.{self.dns_zone}", serial=serial,
             refresh=60, retry=30, expire=3600, minimum=self.negative_ttl,
             ttl=self.negative_ttl)
         return _header(self.dns_zone, payload, self.negative_ttl)
 
-    def ns(self):
+    def ns(self) -> dns.RRHeader:
         """
         The apex NS record.
         """
-        return _header(self.dns_zone, dns.Record_NS(self.ns_name, self.ttl), self.ttl)
+        return _header(self.dns_zone, _ns(self.ns_name, self.ttl), self.ttl)
 
-    def ns_address(self):
+    def ns_address(self) -> dns.RRHeader | None:
         """
-        The A/AAAA record of the name server's name.
+        The A/AAAA record of the name server's name, or ``None`` when
+        ``ns_ip`` is not an IP.
         """
         return address_record(self.ns_name, self.ns_ip, self.ttl)

@@ -26,8 +26,12 @@ cached keys are stored only after twisted.names decoded the same bytes to
 the same question, so a name with a zero inside a label can only miss.
 """
 
+from __future__ import annotations
+
 import socket
+from collections.abc import Callable
 from time import perf_counter_ns
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -36,9 +40,16 @@ from twisted.names import dns
 from glimpse.address import relative_labels
 from glimpse.dns import mmsg
 from glimpse.dns.answers import ADDRESS, classify
-from glimpse.dns.kept import KeptAnswers
-from glimpse.dns.server import GlimpseDatagramProtocol
+from glimpse.dns.kept import Job, KeptAnswer, KeptAnswers, kept_while_degraded
+from glimpse.dns.protocols import GlimpseDatagramProtocol, _DatagramTransport
+from glimpse.dns.request import ClientAddress, RequestContext
 from glimpse.dns.wire import CLASSIC_UDP_SIZE, UDP_SIZE
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from glimpse.dns.server import GlimpseServerFactory
+    from glimpse.view.topology import Topology
 
 #: What the fast path returns for a query it handed to twisted.names: true
 #: (handled) but not ``True`` (answered here, and timed here).
@@ -55,6 +66,10 @@ _OPT_ZEROS = b"\x00" * 6
 _EDNS_TAG = b"E"
 
 
+def _not_started(data: bytes, address: ClientAddress) -> None:
+    raise RuntimeError("the fast path has no transport yet")
+
+
 class FastDatagramProtocol(GlimpseDatagramProtocol):
     """
     DNS over UDP with the fast path in front.
@@ -64,7 +79,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     :param topology: the :class:`glimpse.view.topology.Topology` whose changes drop
         kept answers (:class:`glimpse.dns.kept.KeptAnswers`) and whose jobs the
         hits keep watched.
-    :param clock: ``IReactorTime`` for the housekeeping tick.
+    :param clock: the :class:`twisted.internet.interfaces.IReactorTime` of
+        the housekeeping tick.
     :param max_entries: the kept answers are dropped when they would grow
         past this (a flood of made-up names cannot take memory without
         bound).
@@ -74,39 +90,40 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
 
     log = Logger()
 
-    def __init__(self, controller, topology, clock, max_entries=100_000, tick=1.0):
+    def __init__(self, controller: GlimpseServerFactory, topology: Topology,
+                 clock: IReactorTime, max_entries: int = 100_000, tick: float = 1.0) -> None:
         super().__init__(controller)
         self.stats = controller.stats
         self._topology = topology
         self._kept = KeptAnswers(max_entries, self.flush_stats)
-        self._used = set()
-        self._sendto = None
-        #: The :class:`glimpse.dns.mmsg.BatchSocket` on the port's socket, once read.
-        self._batch = None
-        self._received = 0
-        self._dead = (frozenset(), frozenset())
+        self._used: set[Job] = set()
+        self._sendto: Callable[[bytes, ClientAddress], object] = _not_started
+        # The BatchSocket on the port's socket, once read.
+        self._batch: mmsg.BatchSocket | None = None
+        self._dead: tuple[frozenset[str], frozenset[Job]] = (frozenset(), frozenset())
         #: False while the local agent is out of reach: everything goes to
         #: twisted.names.
         self.enabled = True
-        #: Zones whose watches fail: their names go to twisted.names, so a
-        #: lost zone neither gets stale fast answers nor slows the others.
-        self._degraded = frozenset()
+        # Zones whose watches fail: their names go to twisted.names, so a
+        # lost zone neither gets stale fast answers nor slows the others.
+        self._degraded: frozenset[str] = frozenset()
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
         self._tick = tick
         topology.add_listener(self._kept.changed)
 
-    def startProtocol(self):
+    def startProtocol(self) -> None:
         """
         Start housekeeping; send straight on the socket when there is one
         (Twisted's ``write`` re-checks the address of every datagram).
         """
         sock = getattr(self.transport, "socket", None)
-        self._sendto = sock.sendto if sock is not None else self.transport.write
+        self._sendto = (sock.sendto if sock is not None
+                        else cast(_DatagramTransport, self.transport).write)
         if not self._loop.running:
             self._loop.start(self._tick, now=False)
 
-    def stopProtocol(self):
+    def stopProtocol(self) -> None:
         """
         Stop housekeeping; forget the closed socket's batch buffers.
         """
@@ -114,27 +131,38 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if self._loop.running:
             self._loop.stop()
 
-    def cache_size(self):
+    def cache_size(self) -> int:
         """
         How many pre-encoded answers are kept.
         """
         return len(self._kept.by_key)
 
-    def read_datagrams(self, sock, max_size=8192, budget=256):
+    @property
+    def batched(self) -> bool:
+        """
+        Whether datagrams are read and answered in batches
+        (:class:`glimpse.dns.mmsg.BatchSocket`): on Linux, once a real socket
+        has been read.
+        """
+        return self._batch is not None
+
+    def read_datagrams(self, sock: socket.socket, max_size: int = 8192,
+                       budget: int = 256) -> None:
         """
         Answer up to ``budget`` datagrams waiting on ``sock``: the loop
         :class:`glimpse.dns.udpport.FastUDPPort` runs each time its socket is
         readable.  A query with the same bytes as one answered before (apart
         from its ID) is answered right here from its pre-encoded response;
-        everything else goes on to :obj:`datagramReceived`.
+        everything else goes on to :meth:`datagramReceived`.
 
         On Linux the datagrams are read and answered in batches (one
-        ``recvmmsg`` and one ``sendmmsg`` per batch, :obj:`glimpse.dns.mmsg`);
+        ``recvmmsg`` and one ``sendmmsg`` per batch, :mod:`glimpse.dns.mmsg`);
         elsewhere, and for a socket double, one by one.  Either way this
         skips Twisted's read loop, which costs more per datagram than a
         pre-encoded answer does.
 
-        :param sock: a non-blocking UDP socket (``recvfrom``, ``sendto``).
+        :param sock: a non-blocking UDP socket (or a double with ``recvfrom``
+            and ``sendto``, read one by one).
         :param max_size: the largest datagram read whole.
         :param budget: at most this many datagrams per call, so that a
             flood cannot keep the reactor from its other work.
@@ -163,36 +191,38 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 pass  # a full socket buffer or a vanished client: UDP drops it
             self.stats.observe(clock() - received)
 
-    def _hit(self, data):
+    def _hit(self, data: bytes) -> bytes | None:
         # The pre-encoded response, with the query's ID, to a query with the
         # same bytes after the ID as a plain one answered before; else None.
         entry = self._kept.exact.get(data[2:])
         if entry is not None:
-            entry[1] += 1
-            return data[:2] + entry[0][0]
+            entry.hits += 1
+            return data[:2] + entry.tail.data
         return None
 
-    def datagramReceived(self, data, address):
+    def datagramReceived(self, data: bytes, address: ClientAddress) -> None:
         """
         Answer a plain query from the cache; hand anything else to
         twisted.names.
+
+        :param data: the datagram.
+        :param address: its sender.
         """
         self._datagram(data, address, perf_counter_ns())
 
-    def _datagram(self, data, address, received):
+    def _datagram(self, data: bytes, address: ClientAddress, received: int) -> None:
         try:
             if self.enabled and len(data) > 16 and not data[2] & 0xFE:
-                self._received = received
-                handled = self._fast(data, address)
+                handled = self._fast(data, address, received)
                 if handled is True:
                     self.stats.observe(perf_counter_ns() - received)
                 if handled:
                     return
-            self.controller.bytesReceived(data, self, address)
+            self.controller.bytes_received(data, self, address, received)
         except Exception:
             self.log.failure("Handling a DNS datagram failed")
 
-    def _fast(self, data, address):
+    def _fast(self, data: bytes, address: ClientAddress, received: int) -> bool | str:
         end = data.find(b"\x00", 12)
         qend = end + 5
         counts = data[4:12]
@@ -210,48 +240,51 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 CLASSIC_UDP_SIZE if limit < CLASSIC_UDP_SIZE else limit)
         else:
             return False
-        entry = self._kept.by_key.get(key)
-        stats = self.stats
-        if entry is None:
-            stats.fast_misses += 1
-            return self._miss(data, address, key, end)
-        whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone, owner = entry
-        truncated = whole_size > limit
+        answer = self._kept.by_key.get(key)
+        if answer is None:
+            self.stats.fast_misses += 1
+            return self._miss(data, address, key, end, received)
+        truncated = answer.whole_size > limit
         if truncated:
-            heads, tail = short_heads, short_tail
-        body = data[12:qend] + tail
-        rest = heads[data[2]] + body
-        self._kept.keep_exact(data[2:], mmsg.tail(rest), stat_key, job, zone, truncated,
-                              owner)
+            heads, tail = answer.short_heads, answer.short_tail
+        else:
+            heads, tail = answer.heads, answer.tail
+        rest = heads[data[2]] + data[12:qend] + tail
+        self._kept.keep_exact(data[2:], mmsg.tail(rest), answer, truncated)
         try:
             self._sendto(data[:2] + rest, address)
         except OSError:
             pass
         return True
 
-    def _miss(self, data, address, key, end):
+    def _miss(self, data: bytes, address: ClientAddress, key: bytes, end: int,
+              received: int) -> bool | str:
         request = dns.Message()
         try:
             request.fromStr(data)
         except Exception:
             return False  # the slow path answers FORMERR
-        request.fast_key = (key, end)
         # Timed by the factory when it answers, maybe later (first lookup).
-        request.received_ns = self._received
-        self.controller.messageReceived(request, self, address)
+        self.controller.message_received(RequestContext(
+            self, address, received, request, fast_key=key, name_end=end))
         return MISSED
 
-    def send_response(self, request, opt, whole, short, address):
+    def send_response(self, context: RequestContext, whole: bytes, short: bytes) -> None:
         """
         Send a response from twisted.names, and keep it when it answers a
         plain query from the view.
-        """
-        super().send_response(request, opt, whole, short, address)
-        fast = getattr(request, "fast_key", None)
-        if fast is not None and self.enabled:
-            self._store(fast[0], fast[1], request, whole, short)
 
-    def _store(self, key, end, request, whole, short):
+        :param context: the request answered (its ``fast_key`` is set when
+            the fast path missed it).
+        :param whole: the encoded response.
+        :param short: the same truncated.
+        """
+        super().send_response(context, whole, short)
+        if context.fast_key is not None and context.message is not None and self.enabled:
+            self._store(context.fast_key, context.name_end, context.message, whole, short)
+
+    def _store(self, key: bytes, end: int, request: dns.Message, whole: bytes,
+               short: bytes) -> None:
         qend = end + 5
         rcode = whole[3] & 0x0F
         if rcode not in (dns.OK, dns.ENAME, dns.ESERVER) or len(short) < qend:
@@ -261,40 +294,36 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if (whole[12:end].lower() != key[: end - 12]
                 or whole[end:qend] != key[end - 12: qend - 12]):
             return
-        zone = self._zone(request)
+        zone, job = self._zone_and_job(request)
         # A lost zone's answers are kept too: its stale ones until max-stale,
         # then its SERVFAILs, so that its queries cost the other zones no
         # more than a healthy zone's; tick() drops them as its state moves.
         # Any other SERVFAIL (a first fetch that timed out) is not kept.
         if rcode == dns.ESERVER and zone not in self._degraded:
             return
-        job = self._job(request)
         # An answer with records (ANCOUNT) and no authority (NSCOUNT: the
         # SOA of a negative answer) is made of its job's records alone.
         alone = rcode == dns.OK and whole[6:8] != b"\0\0" and whole[8:10] == b"\0\0"
         owner = job if alone else None
-        self._kept.keep(key, (
-            len(whole), _heads(whole), whole[qend:], _heads(short), short[qend:],
-            (request.queries[0].type, rcode), job, zone, owner))
+        self._kept.keep(key, KeptAnswer(
+            whole_size=len(whole), heads=_heads(whole), tail=whole[qend:],
+            short_heads=_heads(short), short_tail=short[qend:], qtype=request.queries[0].type,
+            rcode=rcode, job=job, zone=zone, owner=owner))
 
-    def _zone(self, request):
-        # The zone label of a name (None at the apex): what a cached answer
-        # depends on besides the zone list.
+    def _zone_and_job(self, request: dns.Message) -> tuple[str | None, Job | None]:
+        # The zone label of the name (None at the apex): what a kept answer
+        # depends on besides the zone list; and the job (zone, Consul
+        # service) it comes from, whose health watch its hits keep alive.
         name = request.queries[0].name.name.decode("ascii", "replace")
         labels = relative_labels(name, self.controller.resolver.dns_zone)
-        return labels[0].lower() if labels else None
+        if not labels:
+            return None, None
+        parsed = classify(labels)
+        if parsed is None or parsed.kind != ADDRESS or parsed.address is None:
+            return labels[0].lower(), None
+        return labels[0].lower(), (labels[0], parsed.address.consul_service)
 
-    def _job(self, request):
-        # The (zone, Consul service) a cached answer comes from, to keep its
-        # health watch alive while the fast path answers for it.
-        name = request.queries[0].name.name.decode("ascii", "replace")
-        labels = relative_labels(name, self.controller.resolver.dns_zone)
-        parsed = classify(labels) if labels is not None else None
-        if parsed is None or parsed.kind != ADDRESS:
-            return None
-        return (parsed.zone, parsed.address.consul_service)
-
-    def flush_stats(self):
+    def flush_stats(self) -> None:
         """
         Add the hits counted on the pre-encoded answers to ``stats`` (done
         every tick and before answers are dropped, so the counters lag by
@@ -302,17 +331,18 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         """
         stats = self.stats
         for entry in self._kept.exact.values():
-            hits = entry[1]
+            hits = entry.hits
             if hits:
-                entry[1] = 0
+                entry.hits = 0
+                answer = entry.answer
                 stats.fast_hits += hits
-                stats.responses[entry[2]] += hits
-                if entry[5]:
+                stats.responses[(answer.qtype, answer.rcode)] += hits
+                if entry.truncated:
                     stats.truncated += hits
-                if entry[3] is not None:
-                    self._used.add(entry[3])
+                if answer.job is not None:
+                    self._used.add(answer.job)
 
-    def _prune(self, degraded, recovered):
+    def _prune(self, degraded: frozenset[str], recovered: frozenset[str]) -> None:
         # Called every tick while a zone is degraded: it walks the cached
         # answers (a stall with many of them) only when a zone or job has
         # crossed max-stale, or recovered, since the last walk.
@@ -325,10 +355,9 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         if not recovered and (dead_zones, dead_jobs) == self._dead:
             return
         self._dead = (dead_zones, dead_jobs)
-        args = (recovered, dead_zones, dead_jobs)
-        self._kept.prune(lambda zone, job, rcode: _keep(zone, job, rcode, *args))
+        self._kept.prune(kept_while_degraded(recovered, dead_zones, dead_jobs))
 
-    def tick(self):
+    def tick(self) -> None:
         """
         Keep the jobs of recent hits watched; step aside entirely while the
         local agent is out of reach; and drop the answers of a lost zone (or
@@ -339,8 +368,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         used, self._used = self._used, set()
         for zone, service in used:
             self._topology.touch(zone, service)
-        degraded = self._topology.degraded()
-        if degraded is True or (degraded and None in degraded):
+        listed = self._topology.degraded()
+        if None in listed:
             # The local agent itself is out of reach: every answer may be
             # stale, and the slow path applies max-stale to each.
             self._kept.clear()
@@ -348,24 +377,14 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             self._degraded = frozenset()
             return
         self.enabled = True
-        degraded = frozenset(degraded or ())
+        degraded = frozenset(zone for zone in listed if zone is not None)
         recovered = self._degraded - degraded
         if degraded or recovered:
             self._prune(degraded, recovered)
         self._degraded = degraded
 
 
-def _keep(zone, job, rcode, recovered, dead_zones, dead_jobs):
-    # A recovered zone's answers may be SERVFAILs: all go.  A lost zone's
-    # (or job's) SERVFAILs stay only while it is past max-stale, and its
-    # stale answers only until then.
-    if zone in recovered:
-        return False
-    dead = zone in dead_zones or (job is not None and job in dead_jobs)
-    return dead if rcode == dns.ESERVER else not dead
-
-
-def _heads(response):
+def _heads(response: bytes) -> tuple[bytes, bytes]:
     # Header bytes 2-12 (flags and counts) with RD clear and with RD set.
     flags = response[2] & 0xFE
     rest = response[3:12]

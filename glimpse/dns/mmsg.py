@@ -6,7 +6,7 @@ address tuple for every ``sendto`` and formats one for every ``recvfrom``.
 
 An answer is never assembled in Python: the kernel gathers it from two
 pieces, the query's own first two bytes (its ID, where the query was read)
-and a pre-encoded :obj:`tail` (the rest of the answer, where it already is in
+and a pre-encoded :class:`Tail` (the rest of the answer, where it already is in
 memory), and sends it to the address the query came from, as read; so an
 answered datagram costs one bytes object (its lookup key) and a few stores.
 
@@ -17,15 +17,23 @@ truncated by the kernel, as ``recvfrom`` with the same size would.  What the
 kernel reads for an answer is held alive until it is sent.
 
 Where ``recvmmsg`` is missing (not Linux, or a libc without it),
-:obj:`available` is false and callers read datagram by datagram.
+:data:`available` is false and callers read datagram by datagram.
 """
+
+from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import errno
 import socket
 import struct
+from collections.abc import Callable, Mapping
 from time import perf_counter_ns
+from typing import Any, Protocol, cast
+
+import attrs
+
+from glimpse.dns.request import ClientAddress
 
 #: Room for any socket address Glimpse listens with (sockaddr_in6 is 28).
 _NAME_SIZE = 32
@@ -50,7 +58,13 @@ class _MMsgHdr(ctypes.Structure):
     _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint32)]
 
 
-def _libc_calls():
+class _Chars(Protocol):
+    # A ctypes char array, as read here: a slice is bytes (typeshed says a
+    # list).
+    def __getitem__(self, index: slice) -> bytes: ...
+
+
+def _libc_calls() -> tuple[Any, Any] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         recv, send = libc.recvmmsg, libc.sendmmsg
@@ -62,13 +76,13 @@ def _libc_calls():
     return recv, send
 
 
-def _bytes_address_call():
+def _bytes_address_call() -> Callable[[bytes], int] | None:
     try:
         call = ctypes.pythonapi.PyBytes_AsString  # CPython's
     except AttributeError:
         return None
     call.argtypes, call.restype = [ctypes.py_object], ctypes.c_void_p
-    return call
+    return cast(Callable[[bytes], int], call)
 
 
 _CALLS = _libc_calls()
@@ -78,15 +92,45 @@ available = (_CALLS is not None and _bytes_address is not None
              and ctypes.sizeof(ctypes.c_void_p) == 8)
 
 
-def tail(data):
+@attrs.frozen(eq=False)
+class Tail:
     """
     A pre-encoded answer's bytes after its ID, ready to be sent from where
-    they are: ``(data, address, length)``.  Whoever holds the tuple holds
-    the bytes, so the address stays valid.
+    they are.  Whoever holds it holds the bytes, so ``address`` stays valid.
+
+    :ivar data: the bytes.
+    :ivar address: where they are in memory (0 when batched I/O is not
+        :data:`available`).
+    :ivar length: how many there are.
+    """
+
+    data: bytes
+    address: int
+    length: int
+
+
+class Answer(Protocol):
+    """
+    What :meth:`BatchSocket.serve` reads of an answer, and counts: the fast
+    path's are :class:`glimpse.dns.kept.ExactAnswer`.
+    """
+
+    #: What is sent after the query's ID.
+    tail: Tail
+    #: How many times it was sent (``serve`` adds one per send).
+    hits: int
+
+
+def tail(data: bytes) -> Tail:
+    """
+    A pre-encoded answer's bytes after its ID, ready to be sent from where
+    they are.
 
     :param data: bytes.
+    :return: a :class:`Tail`.
     """
-    return (data, _bytes_address(data) if available else 0, len(data))
+    address = _bytes_address(data) if _bytes_address is not None and available else 0
+    return Tail(data, address, len(data))
 
 
 class BatchSocket:
@@ -96,9 +140,12 @@ class BatchSocket:
     :param sock: the socket (AF_INET or AF_INET6, SOCK_DGRAM).
     :param size: the largest datagram read whole.
     :param batch: datagrams per system call.
+    :raises RuntimeError: when batched I/O is not :data:`available`.
     """
 
-    def __init__(self, sock, size=8192, batch=64):
+    def __init__(self, sock: socket.socket, size: int = 8192, batch: int = 64) -> None:
+        if _CALLS is None or not available:
+            raise RuntimeError("recvmmsg and sendmmsg are not available here")
         self._fd = sock.fileno()
         self._family = sock.family
         self._batch = batch
@@ -107,13 +154,14 @@ class BatchSocket:
         # of a batch's datagrams, read one after the other, would otherwise
         # all fall in the same cache set (8 KiB apart).
         self._stride = stride = size + 64
-        self._in = ctypes.create_string_buffer(batch * stride)
-        self._names = ctypes.create_string_buffer(batch * _NAME_SIZE)
+        in_buf = ctypes.create_string_buffer(batch * stride)
+        names = ctypes.create_string_buffer(batch * _NAME_SIZE)
+        self._in, self._names = cast(_Chars, in_buf), cast(_Chars, names)
         # Each answer is two pieces: the query's ID and the answer's tail.
         in_iov, out_iov = (_IOVec * batch)(), (_IOVec * (2 * batch))()
         self._in_hdrs, self._out_hdrs = (_MMsgHdr * batch)(), (_MMsgHdr * batch)()
-        self._in_base = in_base = ctypes.addressof(self._in)
-        self._names_base = names_base = ctypes.addressof(self._names)
+        self._in_base = in_base = ctypes.addressof(in_buf)
+        self._names_base = names_base = ctypes.addressof(names)
         # A socket's senders all have its family's address size, which the
         # kernel writes back into msg_namelen: it never needs resetting.
         address_size = _ADDRESS_SIZE.get(sock.family, _NAME_SIZE)
@@ -145,25 +193,31 @@ class BatchSocket:
         # are set back before the next batch).
         self._moved = batch
         self._point_back()
-        #: The tails being sent, held until they are.
-        self._held = [None] * batch
+        # The tails being sent, held until they are.
+        self._held: list[Tail | None] = [None] * batch
         assert ctypes.sizeof(_MMsgHdr) == 64 and ctypes.sizeof(_IOVec) == 16
 
-    def serve(self, answers, other, budget):
+    def serve(self, answers: Mapping[bytes, Answer],
+              other: Callable[[bytes, ClientAddress], object],
+              budget: int) -> list[tuple[int, int]]:
         """
         Read up to ``budget`` datagrams and answer those it can, in one
         ``sendmmsg`` per batch; give the others to ``other(data, address)``.
 
         A datagram is answered when its bytes after the first two (in DNS,
         the ID) are a key of ``answers``: the answer is those two bytes then
-        ``answers[key][0]``, a :obj:`tail`; and ``answers[key][1]``, a count, goes
-        up by one.
+        ``answers[key].tail``, a :class:`Tail`; and ``answers[key].hits``, a
+        count, goes up by one (an :class:`Answer`).
+
+        :param answers: the answers, by the bytes after a query's ID.
+        :param other: given each datagram not answered, and its sender.
+        :param budget: at most this many datagrams are read.
 
         :return: ``[(elapsed_ns, count), ...]``: per batch, how many
             answers were sent and the time from reading the batch to their
             being sent.
         """
-        timings = []
+        timings: list[tuple[int, int]] = []
         get, held = answers.get, self._held
         # A slice of the char array is bytes, made in one step (a
         # memoryview's slice and then its bytes take three times as long).
@@ -187,12 +241,12 @@ class BatchSocket:
                 if entry is None:
                     other(in_buf[start:end], self._address(i))
                     continue
-                entry[1] += 1
+                entry.hits += 1
                 # Held: ``other`` may drop the entry before the batch is sent.
-                held[sent] = piece = entry[0]
+                held[sent] = piece = entry.tail
                 tail_at, tail_length_at = out_slots[sent]
-                out_iov[tail_at] = piece[1]
-                out_iov[tail_length_at] = piece[2]
+                out_iov[tail_at] = piece.address
+                out_iov[tail_length_at] = piece.length
                 if sent != i:
                     self._point(sent, i)
                     self._moved = sent + 1
@@ -202,19 +256,19 @@ class BatchSocket:
                 timings.append((perf_counter_ns() - received, sent))
         return timings
 
-    def _point(self, k, i):
+    def _point(self, k: int, i: int) -> None:
         # Answer k goes to the sender of datagram i, with that one's ID.
         self._out_u64[k * 8] = self._names_base + i * _NAME_SIZE
         self._out_iov[k * 4] = self._in_base + i * self._stride
 
-    def _point_back(self):
+    def _point_back(self) -> None:
         # Done before the next batch rather than after this one, so that a
         # batch cut short by an exception cannot leave answers misdirected.
         for k in range(self._moved):
             self._point(k, k)
         self._moved = 0
 
-    def _send_all(self, hdrs, count):
+    def _send_all(self, hdrs: int, count: int) -> None:
         # sendmmsg stops at the first datagram it cannot send: that one is
         # dropped (a full buffer, or a client gone: UDP loses it anyway)
         # and the rest are sent.
@@ -225,7 +279,7 @@ class BatchSocket:
                 continue
             done += n if n > 0 else 1
 
-    def _address(self, i):
+    def _address(self, i: int) -> ClientAddress:
         # The sender as the socket module gives it: (host, port) for IPv4,
         # (host, port, flowinfo, scope_id) for IPv6.
         start = i * _NAME_SIZE

@@ -1,38 +1,44 @@
 """
 Glimpse's DNS server: a twisted.names resolver over the topology view, and
-the server factory and datagram protocol around it.
+the server factory that answers requests with it.
 
 The resolver keeps twisted.names' contract (``ResolverBase._lookup``,
-``AuthoritativeDomainError`` for names that do not exist); the factory adds
-what an authoritative-only server needs and twisted.names' does not do:
-REFUSED outside the zone, the SOA in the authority section of negative
-answers, AA on every in-zone answer, SERVFAIL without a traceback when the
-view cannot serve, and truncation that never drops records silently.
+``AuthoritativeDomainError`` for names that do not exist); the factory is
+Glimpse's own, and does what an authoritative-only server needs: REFUSED
+outside the zone, the SOA in the authority section of negative answers, AA
+on every in-zone answer, SERVFAIL without a traceback when the view cannot
+serve, and truncation that never drops records silently.  The UDP and TCP
+protocols it answers through are in :mod:`glimpse.dns.protocols`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 from time import perf_counter_ns
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import fail, maybeDeferred, succeed
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.names import common, dns, server
-from twisted.protocols.basic import Int16StringReceiver
-from twisted.protocols.policies import TimeoutMixin
+from twisted.names import common, dns
+from twisted.python.failure import Failure
 
-from glimpse.address import relative_labels
+from glimpse.address import Address, relative_labels
 from glimpse.dns.answers import (
     APEX,
     NODE,
     TARGET,
     ZONE,
+    ZoneIdentity,
     classify,
     healthy_for,
     ip_answer,
     node_exists,
     srv_answer,
 )
+from glimpse.dns.protocols import GlimpseStreamProtocol
+from glimpse.dns.request import ClientAddress, RequestContext, Responder
 from glimpse.dns.wire import (
-    TCP_SIZE,
     DNSStats,
     echo_case,
     encode,
@@ -40,17 +46,28 @@ from glimpse.dns.wire import (
     request_problem,
     response_for,
     split_opt,
-    udp_limit,
 )
 from glimpse.view.topology import Unavailable
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress
+
+    from glimpse.view.model import Instance
+    from glimpse.view.topology import Topology, ZoneView
+
+#: What the resolver finds: the answer, authority and additional sections.
+Records = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 
 
 class NameNotFound(dns.AuthoritativeDomainError):
     """
     NXDOMAIN, with the SOA for the authority section.
+
+    :param name: the name that does not exist.
+    :param soa: the zone's SOA record.
     """
 
-    def __init__(self, name, soa):
+    def __init__(self, name: bytes, soa: dns.RRHeader) -> None:
         super().__init__(name)
         self.soa = soa
 
@@ -59,35 +76,36 @@ class GlimpseResolver(common.ResolverBase):
     """
     Answer questions about the topology from the view.
 
-    :param topology: a :class:`glimpse.view.topology.Topology`.
+    :param topology: the view (a :class:`glimpse.view.topology.Topology`).
     :param identity: a :class:`glimpse.dns.answers.ZoneIdentity`.
     """
 
-    def __init__(self, topology, identity):
+    def __init__(self, topology: Topology, identity: ZoneIdentity) -> None:
         super().__init__()
         self._topology = topology
         self._identity = identity
 
     @property
-    def dns_zone(self):
+    def dns_zone(self) -> str:
         """
         The zone this resolver is authoritative for.
         """
         return self._identity.dns_zone
 
-    def soa(self):
+    def soa(self) -> dns.RRHeader:
         """
         The current SOA record (its serial follows the view).
         """
         return self._identity.soa(self._topology.serial)
 
-    def _nodata(self):
+    def _nodata(self) -> Deferred[Records]:
         return succeed(([], [self.soa()], []))
 
-    def _nxdomain(self, name):
+    def _nxdomain(self, name: bytes) -> Deferred[Records]:
         return fail(NameNotFound(name, self.soa()))
 
-    def _lookup(self, name, cls, type, timeout=None):
+    def _lookup(self, name: bytes, cls: int, type: int,
+                timeout: Sequence[int] | None = None) -> Deferred[Records]:
         text = name.decode("ascii", "replace")
         labels = relative_labels(text, self.dns_zone)
         if labels is None or cls != dns.IN:
@@ -99,6 +117,7 @@ class GlimpseResolver(common.ResolverBase):
             return self._nxdomain(name)
         if parsed.kind == APEX:
             return self._apex(type)
+        assert parsed.zone is not None  # every name below the apex has one
         try:
             problem = self._topology.zone_problem(parsed.zone)
         except KeyError:
@@ -111,10 +130,11 @@ class GlimpseResolver(common.ResolverBase):
         if parsed.kind == NODE:
             return self._nodata() if node_exists(zone.tree, parsed.path) else self._nxdomain(name)
         if parsed.kind == TARGET:
-            return self._target(name, parsed, type)
+            return self._target(name, parsed.ip, zone, type)
+        assert parsed.address is not None
         return self._address(name, parsed.address, zone, type)
 
-    def _apex(self, type):
+    def _apex(self, type: int) -> Deferred[Records]:
         soa = self.soa()
         if type in (dns.SOA, dns.ALL_RECORDS):  # ANY: the SOA alone (RFC 8482)
             return succeed(([soa], [], []))
@@ -123,14 +143,15 @@ class GlimpseResolver(common.ResolverBase):
             return succeed(([self._identity.ns()], [], [extra] if extra else []))
         return self._nodata()
 
-    def _ns_host(self, name, type):
+    def _ns_host(self, name: bytes, type: int) -> Deferred[Records]:
         record = self._identity.ns_address()
         if record is not None and type in (record.type, dns.ALL_RECORDS):
             record = dns.RRHeader(name, record.type, dns.IN, record.ttl, record.payload, auth=True)
             return succeed(([record], [], []))
         return self._nodata()
 
-    def _address(self, name, address, zone, type):
+    def _address(self, name: bytes, address: Address, zone: ZoneView,
+                 type: int) -> Deferred[Records]:
         ports = zone.ports(address.product, address.env, address.job)
         if ports is None or address.service not in ports:
             return self._nxdomain(name)
@@ -140,7 +161,7 @@ class GlimpseResolver(common.ResolverBase):
             return self._nodata()
         d = self._topology.instances(address.zone, address.consul_service)
 
-        def answer(instances):
+        def answer(instances: Iterable[Instance]) -> Records:
             serving = healthy_for(instances, address.service)
             ttl = self._identity.ttl
             if type == dns.SRV:
@@ -153,75 +174,85 @@ class GlimpseResolver(common.ResolverBase):
 
         return d.addCallback(answer)
 
-    def _target(self, name, parsed, type):
+    def _target(self, name: bytes, ip: str | None, zone: ZoneView,
+                type: int) -> Deferred[Records]:
         # A target exists while an instance in the zone's watched jobs has
         # its IP; anything else is a made-up name.
-        zone = self._topology.zones[parsed.zone]
-        known = any(i.ip == parsed.ip for job in zone.jobs.values() for i in job.instances)
-        if not known:
+        known = any(i.ip == ip for job in zone.jobs.values() for i in job.instances)
+        if not known or ip is None:
             return self._nxdomain(name)
         if type == dns.ALL_RECORDS:
-            type = dns.A if ":" not in parsed.ip else dns.AAAA
-        answers = ip_answer(name, type, [_IP(parsed.ip)], self._identity.ttl) \
+            type = dns.A if ":" not in ip else dns.AAAA
+        answers = ip_answer(name, type, [_IP(ip)], self._identity.ttl) \
             if type in (dns.A, dns.AAAA) else []
         return succeed((answers, [], [])) if answers else self._nodata()
 
 
 class _IP:
     """
-    Just enough of an instance for :func:`ip_answer`.
+    Just enough of an instance for :func:`glimpse.dns.answers.ip_answer`.
     """
 
-    def __init__(self, ip):
+    def __init__(self, ip: str) -> None:
         self.ip = ip
 
 
-class GlimpseServerFactory(server.DNSServerFactory):
+class GlimpseServerFactory(ServerFactory):
     """
     An authoritative-only server: no recursion, no cache, RFC rcodes for
     everything that is not a plain query (see :mod:`glimpse.dns.wire`), and
     responses encoded by the protocol that carries them (UDP packs to the
     client's size with TC=1, TCP sends up to 65,535 bytes).
 
+    It builds the DNS-over-TCP protocol; the UDP protocol
+    (:class:`glimpse.dns.protocols.GlimpseDatagramProtocol`, or the fast
+    path's) is given it.  Both hand it what they receive
+    (:meth:`bytes_received`), and it answers through them
+    (:meth:`glimpse.dns.request.Responder.send_response`).
+
     :param resolver: a :class:`GlimpseResolver`.
-    :param stats: the :class:`DNSStats` to count in (a new one by default); the
-        metrics exporter reads ``factory.stats``.
+    :param stats: the :class:`glimpse.dns.wire.DNSStats` to count in (a new
+        one by default); the metrics exporter reads ``factory.stats``.
     :param tcp_timeout: seconds an idle DNS-over-TCP connection stays open.
     """
 
     log = Logger()
 
-    def __init__(self, resolver, stats=None, tcp_timeout=30.0):
-        super().__init__(authorities=[resolver])
+    def __init__(self, resolver: GlimpseResolver, stats: DNSStats | None = None,
+                 tcp_timeout: float = 30.0) -> None:
         self.resolver = resolver
-        self.canRecurse = False
         self.stats = stats if stats is not None else DNSStats()
         self.tcp_timeout = tcp_timeout
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> GlimpseStreamProtocol:
         """
         A DNS-over-TCP connection.
+
+        :param addr: the client's address (not needed).
         """
         return GlimpseStreamProtocol(self, self.tcp_timeout)
 
-    def allowQuery(self, message, protocol, address):
+    def allow_query(self, message: dns.Message) -> bool:
         """
         Answer only questions about names inside the DNS zone: never an open
         resolver.
+
+        :param message: a decoded request with one question.
         """
         name = message.queries[0].name.name.decode("ascii", "replace")
         return relative_labels(name, self.resolver.dns_zone) is not None
 
-    def bytesReceived(self, data, protocol, address):
+    def bytes_received(self, data: bytes, protocol: Responder, address: ClientAddress | None,
+                       received_ns: int) -> None:
         """
         Decode one DNS message and answer it; a packet that does not decode
         gets FORMERR when its header can be read, and is dropped otherwise.
 
-        :param protocol: the protocol to answer through (its
-            ``send_response``).
+        :param data: the message as received.
+        :param protocol: the protocol to answer through.
         :param address: the client, or ``None`` over TCP.
+        :param received_ns: :func:`time.perf_counter_ns` when it arrived.
         """
-        received = perf_counter_ns()
         request = dns.Message()
         try:
             request.fromStr(data)
@@ -231,152 +262,82 @@ class GlimpseServerFactory(server.DNSServerFactory):
                 self.stats.dropped += 1
             else:
                 self.stats.responses[(0, dns.EFORMAT)] += 1
-                protocol.send_response(None, None, reply, reply, address)
+                protocol.send_response(RequestContext(protocol, address, None), reply, reply)
             return
-        request.received_ns = received
-        self.messageReceived(request, protocol, address)
+        self.message_received(RequestContext(protocol, address, received_ns, request))
 
-    def messageReceived(self, message, proto, address=None):
+    def message_received(self, context: RequestContext) -> Deferred[None] | None:
         """
-        Answer a decoded message: an rcode for what is not a plain query in
+        Answer a decoded request: an rcode for what is not a plain query in
         the zone, else what the resolver finds.
+
+        :param context: the request, with its decoded ``message``.
+        :return: a :class:`Deferred` that fires once it is answered, or
+            ``None`` when it gets no answer.
         """
+        message = context.message
+        assert message is not None
         if message.answer:
             # A response sent to a server: FORMERR, unless it already is an
             # error (never bounce errors back and forth).
             if message.rCode:
                 self.stats.dropped += 1
-                return None
-            return self._reply(proto, address, message, None, dns.EFORMAT)
-        opt, problem = split_opt(message)
+            else:
+                self._reply(context, dns.EFORMAT)
+            return None
+        context.opt, problem = split_opt(message)
         if problem is None:
-            problem = request_problem(message, opt)
-        if problem is None and not self.allowQuery(message, proto, address):
+            problem = request_problem(message, context.opt)
+        if problem is None and not self.allow_query(message):
             problem = dns.EREFUSED
         if problem is not None:
-            return self._reply(proto, address, message, opt, problem)
+            self._reply(context, problem)
+            return None
         # Resolve and encode the lower-cased question, then put the asked
         # bytes back (echo_case): name compression then does not depend on
         # the question's case, so both paths give the same bytes.
         query = message.queries[0]
-        asked = query.name.name
+        context.asked = asked = query.name.name
         message.queries = [dns.Query(asked.lower(), query.type, query.cls)]
-        context = (proto, address, message, opt, asked)
+        # _lookup is ResolverBase's override point, and the one every
+        # lookup* method ends in; query() would add a dispatch on the type
+        # and log an event for each type without a lookup* method.
         d = maybeDeferred(self.resolver._lookup, asked.lower(), query.cls, query.type)
-        d.addCallbacks(self._found, self._failed, callbackArgs=context, errbackArgs=context)
-        return d
+        return d.addCallbacks(self._found, self._failed, callbackArgs=(context,),
+                              errbackArgs=(context,))
 
-    def _found(self, result, proto, address, message, opt, asked):
+    def _found(self, result: Records, context: RequestContext) -> None:
         answers, authority, additional = result
-        self._reply(proto, address, message, opt, dns.OK, True, answers, authority, additional,
-                    asked=asked)
+        self._reply(context, dns.OK, True, answers, authority, additional)
 
-    def _failed(self, failure, proto, address, message, opt, asked):
-        if failure.check(NameNotFound):
-            self._reply(proto, address, message, opt, dns.ENAME, True,
-                        authority=[failure.value.soa], asked=asked)
-        elif failure.check(Unavailable):
+    def _failed(self, failure: Failure, context: RequestContext) -> None:
+        error = failure.value
+        if isinstance(error, NameNotFound):
+            self._reply(context, dns.ENAME, True, authority=[error.soa])
+        elif isinstance(error, Unavailable):
             # The view logs why, once; not per query.
-            self._reply(proto, address, message, opt, dns.ESERVER, asked=asked)
-        elif failure.check(dns.DomainError):
-            self._reply(proto, address, message, opt, dns.EREFUSED, asked=asked)
+            self._reply(context, dns.ESERVER)
+        elif isinstance(error, dns.DomainError):
+            self._reply(context, dns.EREFUSED)
         else:
-            self.log.failure("Answering {query} failed", failure, query=message.queries)
-            self._reply(proto, address, message, opt, dns.ESERVER, asked=asked)
+            assert context.message is not None
+            self.log.failure("Answering {query} failed", failure, query=context.message.queries)
+            self._reply(context, dns.ESERVER)
 
-    def _reply(self, proto, address, request, opt, rcode, auth=False,
-               answers=(), authority=(), additional=(), asked=None):
-        response = response_for(request, opt, rcode, auth, answers, authority, additional)
-        whole, short = encode(response, proto.reduce_to)
+    def _reply(self, context: RequestContext, rcode: int, auth: bool = False,
+               answers: Iterable[dns.RRHeader] = (), authority: Iterable[dns.RRHeader] = (),
+               additional: Iterable[dns.RRHeader] = ()) -> None:
+        request = context.message
+        assert request is not None
+        response = response_for(request, context.opt, rcode, auth, answers, authority,
+                                additional)
+        whole, short = encode(response, context.protocol.reduce_to)
+        asked = context.asked
         if asked is not None:
             whole, short = echo_case(whole, asked), echo_case(short, asked)
         qtype = request.queries[0].type if len(request.queries) == 1 else 0
         self.stats.responses[(qtype, rcode)] += 1
-        proto.send_response(request, opt, whole, short, address)
-        received = getattr(request, "received_ns", None)
+        context.protocol.send_response(context, whole, short)
+        received = context.received_ns
         if received is not None:
             self.stats.observe(perf_counter_ns() - received)
-
-
-class GlimpseDatagramProtocol(DatagramProtocol):
-    """
-    DNS over UDP: every datagram goes to the factory, and each response is
-    sent whole when it fits the client's size, else truncated with TC=1.
-    Nothing a client sends can stop the next query from being answered.
-
-    :param controller: a :class:`GlimpseServerFactory`.
-    """
-
-    log = Logger()
-    #: UDP never drops additional records on its own: TC=1 when anything
-    #: does not fit (see :obj:`glimpse.dns.wire.encode`).
-    reduce_to = None
-
-    def __init__(self, controller):
-        self.controller = controller
-
-    def datagramReceived(self, data, address):
-        """
-        Answer one datagram.
-        """
-        try:
-            self.controller.bytesReceived(data, self, address)
-        except Exception:
-            self.log.failure("Handling a DNS datagram failed")
-
-    def send_response(self, request, opt, whole, short, address):
-        """
-        Send a response packed to what the client can take.
-
-        :param request: the decoded request, or ``None`` for a bare header.
-        :param opt: the request's OPT record or ``None``.
-        :param whole: the encoded response.
-        :param short: the same truncated (header, question, OPT, TC=1).
-        """
-        if len(whole) > udp_limit(opt):
-            self.controller.stats.truncated += 1
-            whole = short
-        self.transport.write(whole, address)
-
-
-class GlimpseStreamProtocol(Int16StringReceiver, TimeoutMixin):
-    """
-    DNS over TCP: length-prefixed messages, answers up to 65,535 bytes, the
-    connection closed after ``timeout`` idle seconds.
-    """
-
-    MAX_LENGTH = TCP_SIZE
-    reduce_to = TCP_SIZE
-
-    def __init__(self, controller, timeout):
-        self.controller = controller
-        self._timeout = timeout
-
-    def connectionMade(self):
-        """
-        Start the idle timer.
-        """
-        self.setTimeout(self._timeout)
-
-    def stringReceived(self, data):
-        """
-        Answer one message.
-        """
-        self.resetTimeout()
-        self.controller.bytesReceived(data, self, None)
-
-    def send_response(self, request, opt, whole, short, address):
-        """
-        Send a response whole, without its additional records when they
-        would take it over 65,535 bytes; only answers that alone do not
-        fit go truncated, with TC=1.
-        """
-        if self.transport is None or self.transport.disconnected:
-            return
-        self.sendString(whole if len(whole) <= TCP_SIZE else short)
-
-    def timeoutConnection(self):
-        """
-        Close an idle connection.
-        """
-        self.transport.loseConnection()

@@ -5,13 +5,26 @@ is not a plain query, encoding a response whole and truncated, and the
 server's counters.  Pure: nothing here does I/O.
 """
 
+from __future__ import annotations
+
 import collections
 import io
+from collections.abc import Callable, Iterable
+from typing import TypeAlias, cast
 
 import attrs
 from twisted.names import dns
 
 from glimpse.metrics.buckets import Buckets
+
+#: An EDNS0 OPT record, decoded.  twisted.names has no public class for it:
+#: its private ``_OPTHeader`` decodes and encodes it, and this module is the
+#: one place Glimpse names that class (:func:`read_opt`, :func:`opt_record`).
+OPTHeader: TypeAlias = dns._OPTHeader
+_opt_from_record: Callable[[dns.RRHeader], OPTHeader] = dns._OPTHeader.fromRRHeader
+_new_opt: Callable[..., OPTHeader] = dns._OPTHeader
+#: twisted.names' name encoder, typed (twisted leaves it untyped).
+_encode_name: Callable[[dns.Name, io.BytesIO, None], None] = dns.Name.encode
 
 #: The UDP payload size Glimpse advertises in its OPT record, and the most it
 #: sends over UDP whatever a client advertises: the DNS Flag Day 2020 value,
@@ -56,7 +69,7 @@ class DNSStats:
     :ivar truncated: UDP responses sent with TC=1 because they did not fit.
     """
 
-    responses: collections.Counter = attrs.Factory(collections.Counter)
+    responses: collections.Counter[tuple[int, int]] = attrs.Factory(collections.Counter)
     fast_hits: int = 0
     fast_misses: int = 0
     dropped: int = 0
@@ -65,25 +78,54 @@ class DNSStats:
     #: in nanoseconds, per bucket of ``LATENCY_BOUNDS_NS``.
     latency: Buckets = attrs.Factory(lambda: Buckets(LATENCY_BOUNDS_NS))
 
-    def observe(self, elapsed_ns, count=1):
+    def observe(self, elapsed_ns: int, count: int = 1) -> None:
         """
         Count ``count`` responses' server-side latency (answers sent together
         in one batch share theirs).
+
+        :param elapsed_ns: from the query's arrival to its response's send.
+        :param count: how many responses took that long.
         """
         self.latency.add(elapsed_ns, count)
 
-    def total(self):
+    def total(self) -> int:
         """
         How many responses were sent, all paths together.
         """
         return sum(self.responses.values())
 
 
-def split_opt(message):
+def read_opt(record: dns.RRHeader) -> OPTHeader:
+    """
+    Decode an OPT record as twisted.names gives it (an :class:`dns.RRHeader`
+    of type OPT).
+
+    :param record: the record.
+    :return: its :data:`OPTHeader`.
+    :raises Exception: when its options do not decode.
+    """
+    return _opt_from_record(record)
+
+
+def opt_record(udp_payload_size: int, version: int = 0, extended_rcode: int = 0) -> OPTHeader:
+    """
+    An OPT record to send, for a response's or a query's additional section.
+
+    :param udp_payload_size: the UDP payload size it advertises.
+    :param version: the EDNS version.
+    :param extended_rcode: the upper 8 bits of the rcode (``rcode >> 4``).
+    """
+    return _new_opt(udpPayloadSize=udp_payload_size, extendedRCODE=extended_rcode,
+                    version=version)
+
+
+def split_opt(message: dns.Message) -> tuple[OPTHeader | None, int | None]:
     """
     Take the OPT record out of a decoded request's additional section.
 
-    :return: ``(opt, problem)``: the :obj:`dns._OPTHeader` or ``None``, and
+    :param message: the decoded request; its additional section is left
+        without the OPT record.
+    :return: ``(opt, problem)``: the :data:`OPTHeader` or ``None``, and
         ``None`` or the rcode to answer with when the OPT records are wrong
         (more than one, or one outside the additional section: FORMERR).
     """
@@ -96,12 +138,12 @@ def split_opt(message):
         return None, dns.EFORMAT
     message.additional = [r for r in message.additional if r.type != dns.OPT]
     try:
-        return dns._OPTHeader.fromRRHeader(opts[0]), None
+        return read_opt(opts[0]), None
     except Exception:
         return None, dns.EFORMAT  # its options do not decode
 
 
-def well_formed_name(name):
+def well_formed_name(name: bytes) -> bool:
     """
     Whether a decoded name can be encoded again: labels of 1 to 63 bytes, at
     most 253 bytes in all (RFC 1035 2.3.4).  twisted.names decodes labels of
@@ -109,20 +151,23 @@ def well_formed_name(name):
     cannot encode them.
 
     :param name: the name as :class:`dns.Name` holds it (``bytes``, no final dot).
+    :return: whether it can be encoded.
     """
     if name == b"":
         return True
     return len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split(b"."))
 
 
-def request_problem(message, opt):
+def request_problem(message: dns.Message, opt: OPTHeader | None) -> int | None:
     """
     The rcode a request gets without looking anything up, or ``None`` when
     it is a query for the resolver.  Order matters: the first rule that
     applies wins.
 
-    :param message: the decoded request, OPT already split off.
+    :param message: the decoded request, OPT already split off
+        (:func:`split_opt`).
     :param opt: its OPT record or ``None``.
+    :return: the rcode (the full, extended one), or ``None``.
     """
     if any(not well_formed_name(q.name.name) for q in message.queries):
         # First: every other answer echoes the question, which could not be
@@ -146,14 +191,24 @@ def request_problem(message, opt):
     return None
 
 
-def response_for(request, opt, rcode, auth=False, answers=(), authority=(), additional=()):
+def response_for(request: dns.Message, opt: OPTHeader | None, rcode: int, auth: bool = False,
+                 answers: Iterable[dns.RRHeader] = (), authority: Iterable[dns.RRHeader] = (),
+                 additional: Iterable[dns.RRHeader] = ()) -> dns.Message:
     """
     The response :class:`dns.Message` to a request: ID, opcode, RD and the
     question (with its case) copied; RA never set; an OPT record advertising
-    :class:`UDP_SIZE` when the request had one.
+    :data:`UDP_SIZE` when the request had one.
+
+    :param request: the decoded request.
+    :param opt: its OPT record, or ``None``.
+    :param rcode: the full rcode (its upper bits go in the OPT record).
+    :param auth: whether to set AA.
+    :param answers: the answer section.
+    :param authority: the authority section.
+    :param additional: the additional section (the OPT record is added).
     """
     response = dns.Message(
-        id=request.id, answer=1, opCode=request.opCode, auth=int(auth),
+        id=request.id, answer=1, opCode=request.opCode, auth=auth,
         recDes=request.recDes, recAv=0, rCode=rcode & 0xF, maxSize=0)
     # FORMERR may be about the question itself: it is not echoed then.
     if rcode != dns.EFORMAT:
@@ -162,17 +217,19 @@ def response_for(request, opt, rcode, auth=False, answers=(), authority=(), addi
     response.authority = list(authority)
     response.additional = list(additional)
     if opt is not None:
-        response.additional.append(
-            dns._OPTHeader(udpPayloadSize=UDP_SIZE, extendedRCODE=rcode >> 4, version=0))
+        # twisted.names encodes whatever has encode() in a section, and
+        # types the sections as RRHeader lists: the OPT record is not one.
+        response.additional.append(cast(dns.RRHeader, opt_record(UDP_SIZE, 0, rcode >> 4)))
     return response
 
 
-def encode(response, reduce_to=None):
+def encode(response: dns.Message, reduce_to: int | None = None) -> tuple[bytes, bytes]:
     """
     Encode a response whole, and as it goes when it does not fit: header,
     question and OPT with TC=1, every other section empty, so that the
     client retries over TCP rather than getting fewer records silently.
 
+    :param response: the response (:func:`response_for`).
     :param reduce_to: when the whole response is larger than this, encode
         it without its additional records (the SRV targets' addresses)
         instead.  Used over TCP, where there is no retry to send a client
@@ -194,7 +251,7 @@ def encode(response, reduce_to=None):
     return whole, short.toStr()
 
 
-def echo_case(encoded, asked):
+def echo_case(encoded: bytes, asked: bytes) -> bytes:
     """
     Put the question's name back as it was asked (0x20 case randomisation
     must come back intact) into a response encoded with it lower-cased.
@@ -203,9 +260,10 @@ def echo_case(encoded, asked):
 
     :param encoded: the response bytes, question at offset 12.
     :param asked: the name as asked (bytes).
+    :return: the response with the name as asked.
     """
     wire = io.BytesIO()
-    dns.Name(asked).encode(wire, None)
+    _encode_name(dns.Name(asked), wire, None)
     name = wire.getvalue()
     end = 12 + len(name)
     if encoded[12:end] != name.lower():
@@ -213,22 +271,28 @@ def echo_case(encoded, asked):
     return encoded[:12] + name + encoded[end:]
 
 
-def udp_limit(opt):
+def udp_limit(opt: OPTHeader | None) -> int:
     """
     How many bytes a UDP response to a request with ``opt`` may have: the
-    client's advertised size, at least 512, at most :class:`UDP_SIZE`.
+    client's advertised size, at least 512, at most :data:`UDP_SIZE`.
+
+    :param opt: the request's OPT record, or ``None``.
     """
     if opt is None:
         return CLASSIC_UDP_SIZE
-    return max(CLASSIC_UDP_SIZE, min(opt.udpPayloadSize, UDP_SIZE))
+    size: int = opt.udpPayloadSize
+    return max(CLASSIC_UDP_SIZE, min(size, UDP_SIZE))
 
 
-def header_reply(data, rcode):
+def header_reply(data: bytes, rcode: int) -> bytes | None:
     """
     A bare reply (header only) to a packet that did not decode, or ``None``
     when it must not be answered: no whole header, or it is itself a
     response that already carries an error (answering those could make two
     servers bounce errors at each other forever).
+
+    :param data: the packet.
+    :param rcode: the rcode to answer with.
     """
     if len(data) < 12:
         return None

@@ -53,7 +53,7 @@ def wire(answers, additional=()):
     return received
 
 
-@pytest.mark.parametrize("labels, expected", [
+@pytest.mark.parametrize(("labels", "expected"), [
     ([], Name(APEX)),
     (["ams"], Name(ZONE, "ams")),
     (["ams", "shop"], Name(NODE, "ams", path=("shop",))),

@@ -6,18 +6,19 @@ what a client sees for every kind of question, from a view in memory.
 import struct
 
 import pytest
-from dns_stub import DNS_ZONE, decode, demo_view, exchange, query_bytes, servers
 from twisted.internet.testing import StringTransport
 from twisted.names import dns
 
-from glimpse.dns.wire import BADVERS, UDP_SIZE
+from glimpse.dns.wire import BADVERS, UDP_SIZE, opt_record, read_opt
+
+from dns_stub import DNS_ZONE, decode, demo_view, exchange, query_bytes, servers
 
 WEB = b"http.web.prod.shop.ams." + DNS_ZONE.encode()
 
 
 @pytest.fixture
 def udp():
-    factory, proto, transport, clock = servers(demo_view())
+    _factory, proto, transport, _clock = servers(demo_view())
     return lambda data: exchange(proto, transport, data)
 
 
@@ -27,7 +28,7 @@ def ask(udp, name, qtype=dns.SRV, **kwargs):
 
 def opt_of(message):
     opts = [r for r in message.additional if r.type == dns.OPT]
-    return dns._OPTHeader.fromRRHeader(opts[0]) if opts else None
+    return read_opt(opts[0]) if opts else None
 
 
 def test_srv_answer_is_authoritative_without_recursion(udp):
@@ -54,7 +55,7 @@ def test_question_case_is_echoed_and_names_match_any_case(udp):
     assert len(r.answers) == 2
 
 
-@pytest.mark.parametrize("name, qtype", [
+@pytest.mark.parametrize(("name", "qtype"), [
     (WEB, dns.AAAA), (WEB, dns.TXT), (WEB, dns.MX),
     (b"web.prod.shop.ams.glimpse.test", dns.A),  # empty non-terminal
     (b"ams.glimpse.test", dns.SRV),  # a zone
@@ -108,7 +109,7 @@ def test_any_is_answered_minimally(udp):
     assert [a.type for a in ask(udp, b"glimpse.test", dns.ALL_RECORDS).answers] == [dns.SOA]
 
 
-@pytest.mark.parametrize("name, qtype, cls", [
+@pytest.mark.parametrize(("name", "qtype", "cls"), [
     (b"example.com", dns.A, dns.IN),  # outside the zone: not an open resolver
     (WEB, dns.SRV, dns.CH),  # not class IN
     (b"glimpse.test", dns.AXFR, dns.IN),  # no zone transfers
@@ -154,7 +155,7 @@ def test_malformed_queries_get_formerr(udp):
     assert ask(udp, WEB).rCode == dns.OK
 
 
-@pytest.mark.parametrize("opcode, rd", [(dns.OP_QUERY, 0), (dns.OP_NOTIFY, 1)])
+@pytest.mark.parametrize(("opcode", "rd"), [(dns.OP_QUERY, 0), (dns.OP_NOTIFY, 1)])
 def test_label_longer_than_63_bytes_gets_formerr(udp, opcode, rd):
     """
     A question whose label is 64-191 bytes long (a length byte RFC 1035
@@ -186,7 +187,7 @@ def test_edns_version_above_zero_gets_badvers(udp):
     """
     message = dns.Message(id=5)
     message.queries = [dns.Query(WEB, dns.SRV)]
-    message.additional = [dns._OPTHeader(udpPayloadSize=1232, version=1)]
+    message.additional = [opt_record(1232, version=1)]
     r = decode(udp(message.toStr()))
     opt = opt_of(r)
     assert (opt.extendedRCODE << 4 | r.rCode) == BADVERS
@@ -199,7 +200,7 @@ def test_udp_answers_fit_the_client_or_set_tc():
     no records (never a shortened answer); with EDNS 1232 too small as well,
     TC=1; small answers come whole.
     """
-    factory, proto, transport, clock = servers(demo_view(40))
+    factory, proto, transport, _clock = servers(demo_view(40))
     plain = decode(exchange(proto, transport, query_bytes(WEB)))
     assert (plain.trunc, plain.answers, plain.additional) == (1, [], [])
     big = decode(exchange(proto, transport, query_bytes(WEB, dns.A, edns=4096)))
@@ -212,7 +213,7 @@ def test_tcp_carries_a_thousand_instances_whole():
     Over TCP, 1,000 instances come in one answer (their SRV records, without
     the additional addresses that would take it past 65,535 bytes).
     """
-    factory, proto, transport, clock = servers(demo_view(1000))
+    factory, _proto, _transport, _clock = servers(demo_view(1000))
     stream = factory.buildProtocol(None)
     wire = StringTransport()
     stream.makeConnection(wire)
@@ -230,8 +231,9 @@ def test_stale_zone_is_servfail_and_counted(udp):
     A zone whose view is past max-stale answers SERVFAIL, not AA; the
     counters record each response by (qtype, rcode).
     """
-    factory, proto, transport, clock = servers(demo_view())
-    factory.resolver._topology.problems["ams"] = "stale"
+    view = demo_view()
+    factory, proto, transport, _clock = servers(view)
+    view.problems["ams"] = "stale"
     r = decode(exchange(proto, transport, query_bytes(WEB)))
     assert (r.rCode, r.auth) == (dns.ESERVER, 0)
     assert factory.stats.responses[(dns.SRV, dns.ESERVER)] == 1

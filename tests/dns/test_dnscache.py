@@ -3,25 +3,28 @@ The fast path's kept answers: what a change of the view drops, and the
 bound on how many are kept.
 """
 
-from glimpse.dns.kept import KeptAnswers
+from glimpse.dns import mmsg
+from glimpse.dns.kept import KeptAnswer, KeptAnswers
 
 WEB, API = ("ams", "shop--prod--web"), ("ams", "shop--prod--api")
+TAIL = mmsg.tail(b"")
 
 
-def _entry(job, rcode=0, owner=True):
-    # (whole_size, heads, tail, short_heads, short_tail, stat_key, job, zone, owner)
-    return (0, None, b"", None, b"", (1, rcode), job, job[0], job if owner else None)
+def _answer(job, rcode=0, owner=True):
+    return KeptAnswer(whole_size=0, heads=(b"", b""), tail=b"", short_heads=(b"", b""),
+                      short_tail=b"", qtype=1, rcode=rcode, job=job, zone=job[0],
+                      owner=job if owner else None)
+
+
+ANSWERS = {b"web": _answer(WEB), b"api": _answer(API), b"nope": _answer(WEB, 3, owner=False)}
 
 
 def _kept(max_entries=100):
     drops = []
     kept = KeptAnswers(max_entries, before_drop=lambda: drops.append(1))
-    kept.keep(b"web", _entry(WEB))
-    kept.keep_exact(b"web!", (b"", 0, 0), (1, 0), WEB, "ams", False, WEB)
-    kept.keep(b"api", _entry(API))
-    kept.keep_exact(b"api!", (b"", 0, 0), (1, 0), API, "ams", False, API)
-    kept.keep(b"nope", _entry(WEB, rcode=3, owner=False))
-    kept.keep_exact(b"nope!", (b"", 0, 0), (1, 3), WEB, "ams", False, None)
+    for key in (b"web", b"api", b"nope"):
+        kept.keep(key, ANSWERS[key])
+        kept.keep_exact(key + b"!", TAIL, ANSWERS[key], False)
     return kept, drops
 
 
@@ -55,9 +58,9 @@ def test_a_full_map_empties_both_and_a_later_change_still_finds_what_came_after(
     dropped by its job's change.
     """
     kept, _ = _kept(max_entries=3)
-    kept.keep(b"web2", _entry(WEB))
+    kept.keep(b"web2", _answer(WEB))
     assert sorted(kept.by_key) == [b"web2"] and not kept.exact
-    kept.keep_exact(b"web2!", (b"", 0, 0), (1, 0), WEB, "ams", False, WEB)
+    kept.keep_exact(b"web2!", TAIL, ANSWERS[b"web"], False)
     kept.changed(*WEB)
     assert not kept.by_key and not kept.exact
 
@@ -68,9 +71,9 @@ def test_an_exact_answer_kept_again_keeps_its_uncounted_hits():
     their hit to the hits not yet counted.
     """
     kept, _ = _kept()
-    kept.exact[b"api!"][1] = 5
-    kept.keep_exact(b"api!", (b"", 0, 0), (1, 0), API, "ams", False, API)
-    assert kept.exact[b"api!"][1] == 6
+    kept.exact[b"api!"].hits = 5
+    kept.keep_exact(b"api!", TAIL, ANSWERS[b"api"], False)
+    assert kept.exact[b"api!"].hits == 6
 
 
 def test_prune_keeps_what_the_rule_keeps():

@@ -6,6 +6,10 @@ byte, and follows the view.
 import itertools
 
 import pytest
+from twisted.names import dns
+
+from glimpse.dns import mmsg
+
 from dns_stub import (
     SocketPair,
     decode,
@@ -16,9 +20,6 @@ from dns_stub import (
     query_bytes,
     servers,
 )
-from twisted.names import dns
-
-from glimpse.dns import mmsg
 
 WEB = b"http.web.prod.shop.ams.glimpse.test"
 NAMES = [
@@ -79,7 +80,7 @@ def test_batched_reads_answer_byte_for_byte_like_twisted_names():
                 assert exchange_socket(fast, pair, data, wait=expected is not None) == expected
         fast.flush_stats()
         # Batched wherever the system has recvmmsg (Linux, as in CI).
-        assert (fast._batch is not None) == mmsg.available
+        assert fast.batched == mmsg.available
     assert factory.stats.fast_hits > 1000
 
 
@@ -103,7 +104,7 @@ def test_a_change_of_the_view_is_answered_at_once():
     When the view changes, the next query gets the new instances.
     """
     view = demo_view(2)
-    factory, fast, wire, _ = servers(view, fast=True)
+    _factory, fast, wire, _ = servers(view, fast=True)
     assert len(decode(exchange(fast, wire, query_bytes(WEB, dns.A))).answers) == 2
     view.set_job("ams", "shop", "prod", "web", [instance("10.7.7.7")], ports=("http",))
     r = decode(exchange(fast, wire, query_bytes(WEB, dns.A)))
@@ -166,7 +167,7 @@ def test_hits_keep_the_job_watched():
     health watch is not dropped as idle.
     """
     view = demo_view()
-    factory, fast, wire, clock = servers(view, fast=True)
+    _factory, fast, wire, clock = servers(view, fast=True)
     for _ in range(3):
         exchange(fast, wire, query_bytes(WEB))
     clock.advance(1)
@@ -178,8 +179,7 @@ def test_the_cache_is_bounded():
     A flood of made-up names cannot grow the cache past its bound.
     """
     view = demo_view()
-    factory, fast, wire, clock = servers(view, fast=True)
-    fast._kept.max_entries = 50
+    _factory, fast, wire, _clock = servers(view, fast=True, max_entries=50)
     for i in range(500):
         exchange(fast, wire, query_bytes(b"n%d.ams.glimpse.test" % i))
     assert fast.cache_size() <= 50

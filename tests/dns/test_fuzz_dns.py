@@ -7,18 +7,19 @@ import contextlib
 import random
 
 import pytest
-from dns_stub import SocketPair, decode, demo_view, exchange, exchange_socket, query_bytes, servers
 from twisted.logger import Logger
 from twisted.names import dns
 
 from glimpse.testing import mutate_packet
+
+from dns_stub import SocketPair, decode, demo_view, exchange, exchange_socket, query_bytes, servers
 
 SEEDS = [query_bytes(name, qtype, edns=edns) for name in (
     b"http.web.prod.shop.ams.glimpse.test", b"glimpse.test", b"0a000001.addr.ams.glimpse.test",
     b"example.com") for qtype in (dns.SRV, dns.A, dns.ALL_RECORDS) for edns in (None, 1232)]
 
 
-@pytest.mark.parametrize("through_socket, count", [(False, 20000), (True, 5000)])
+@pytest.mark.parametrize(("through_socket", "count"), [(False, 20000), (True, 5000)])
 def test_mutated_packets_never_crash_and_paths_agree(through_socket, count):
     """
     Mutated packets (seeded, so a failure reproduces), 20,000 handed to the

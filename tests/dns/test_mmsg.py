@@ -10,13 +10,15 @@ import socket
 import struct
 import threading
 
+import attrs
 import pytest
-from support import wait_until
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from glimpse.dns import mmsg
 from glimpse.dns.udpport import FastUDPServer
+
+from support import wait_until
 
 pytestmark = pytest.mark.skipif(not mmsg.available, reason="no recvmmsg on this system")
 
@@ -54,11 +56,22 @@ def _query(ident, payload):
     return struct.pack("!H", ident) + payload
 
 
+@attrs.define
+class _Answer:
+    """
+    What :obj:`mmsg.BatchSocket.serve` reads of an answer (the fast path's
+    are :class:`glimpse.dns.kept.ExactAnswer`): its tail and its hits.
+    """
+
+    tail: mmsg.Tail
+    hits: int = 0
+
+
 def _answers(*payloads):
     """
     Answers to each payload: its upper-cased self.
     """
-    return {p: [mmsg.tail(p.upper()), 0] for p in payloads}
+    return {p: _Answer(mmsg.tail(p.upper())) for p in payloads}
 
 
 def _serve_until(batch, count, answers, others):
@@ -100,7 +113,7 @@ def test_each_sender_gets_its_own_answers_and_the_rest_go_to_the_slow_path(serve
     assert sorted(_replies(b, 5)) == [_query(100 + i, b"BETA") for i in range(5)]
     assert others == [(_query(7, b"slow"), b.getsockname()),
                       (_query(8, b"Beta"), b.getsockname())]
-    assert answers[b"alpha"][1] == answers[b"beta"][1] == 5
+    assert answers[b"alpha"].hits == answers[b"beta"].hits == 5
     assert sum(count for _, count in timings) == 10
     assert all(elapsed > 0 for elapsed, _ in timings)
     a.close()
@@ -116,8 +129,8 @@ def test_an_answer_dropped_while_its_batch_is_served_is_still_sent_whole(server)
     client = _socket()
     for i, key in enumerate([b"one", b"two", b"slow"]):
         client.sendto(_query(i, key), server.getsockname())
-    answers = {key: [mmsg.tail(os.urandom(1000)), 0] for key in [b"one", b"two"]}
-    expected = [_query(i, answers[key][0][0]) for i, key in enumerate([b"one", b"two"])]
+    answers = {key: _Answer(mmsg.tail(os.urandom(1000))) for key in [b"one", b"two"]}
+    expected = [_query(i, answers[key].tail.data) for i, key in enumerate([b"one", b"two"])]
     reused = []
 
     def other(data, address):
@@ -233,7 +246,7 @@ def test_long_datagrams_are_cut_at_the_slot_and_answers_are_not(server):
     client = _socket()
     client.sendto(b"x" * 300, server.getsockname())
     client.sendto(_query(3, b"big"), server.getsockname())
-    answers, others = {b"big": [mmsg.tail(b"y" * 200), 0]}, []
+    answers, others = {b"big": _Answer(mmsg.tail(b"y" * 200))}, []
     _serve_until(mmsg.BatchSocket(server, size=128), 2, answers, others)
     assert [data for data, _ in others] == [b"x" * 128]
     assert _replies(client, 1) == [_query(3, b"y" * 200)]
@@ -273,7 +286,7 @@ def test_the_dns_port_hands_its_socket_to_the_protocol():
     assert reader.reads == [b"query"]
     # A read that fails is logged, and the port keeps listening.
     errors = []
-    port._log = Logger(observer=errors.append)
+    port.log = Logger(observer=errors.append)
     reader.read_datagrams = lambda *args: 1 / 0
     port.doRead()
     assert [e["log_failure"].type for e in errors] == [ZeroDivisionError]

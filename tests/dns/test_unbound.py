@@ -13,11 +13,12 @@ import subprocess
 import time
 
 import pytest
-from support import a_addresses, ask, srv_targets, wait_until
 from twisted.names import dns
 
 from glimpse.dev.consul import free_ports
 from glimpse.dev.twistd import REPO, start_glimpse
+
+from support import a_addresses, ask, srv_targets, wait_until
 
 ZONE = "glimpse.test"
 TTL, NEGATIVE_TTL = 3, 3
@@ -70,9 +71,9 @@ def unbound(glimpse, tmp_path_factory):
     (port,) = free_ports(1)
     conf = workdir / "unbound.conf"
     conf.write_text(unbound_config(SHIPPED, port, glimpse.dns_port, workdir))
-    log = open(workdir / "unbound.log", "wb")
-    process = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with open(workdir / "unbound.log", "wb") as log:
+        process = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     server = ("127.0.0.1", port)
 
     def answering():
@@ -90,7 +91,6 @@ def unbound(glimpse, tmp_path_factory):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(10)
-        log.close()
 
 
 def instance(job, name, ip, port=8080, drain=False):
