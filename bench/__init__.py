@@ -1,1 +1,4 @@
-"""Benchmarks: run each as python -m bench.<part>.<script> from the repository root (make bench-*)."""
+"""
+Benchmarks: run each as python -m bench.<part>.<script> from the repository
+root (the make bench-* targets do).
+"""

@@ -17,20 +17,17 @@ from twisted.web.server import Site
 
 from glimpse.config import read_secret
 from glimpse.consul import ConsulClient, connect_consul
-from glimpse.dns.answers import ZoneIdentity
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
-from glimpse.dns.udpport import FastUDPServer
-from glimpse.http.hub import Hub
-from glimpse.http.lookup import Context
-from glimpse.http.root import make_root
-from glimpse.metrics.gcpauses import GCPauses
-from glimpse.metrics.lag import LagProbe
-from glimpse.metrics.registry import GlimpseCollector, make_registry
-from glimpse.providers.applier import Applier, ReconcileService
-from glimpse.providers.store import ProviderStore
-from glimpse.view.history import CheckHistory
-from glimpse.view.topology import Topology
+from glimpse.dns import (
+    FastDatagramProtocol,
+    FastUDPServer,
+    GlimpseResolver,
+    GlimpseServerFactory,
+    ZoneIdentity,
+)
+from glimpse.http import Context, Hub, make_root
+from glimpse.metrics import GCPauses, GlimpseCollector, LagProbe, make_registry
+from glimpse.providers import Applier, ProviderStore, ReconcileService
+from glimpse.view import CheckHistory, Topology
 
 
 class QuietSite(Site):

@@ -20,9 +20,7 @@ from twisted.web.resource import Resource
 from glimpse.consul import ConsulClient
 from glimpse.dev.consul import ConsulStartError, start_dev_consul
 from glimpse.dev.twistd import http_json, start_glimpse
-from glimpse.dns.answers import ZoneIdentity
-from glimpse.dns.fastpath import FastDatagramProtocol
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
+from glimpse.dns import FastDatagramProtocol, GlimpseResolver, GlimpseServerFactory, ZoneIdentity
 from glimpse.http.zones import ZonesResource
 from glimpse.testing import FakeConsul
 from glimpse.view.topology import Topology
