@@ -13,7 +13,7 @@ from glimpse.http._json import HTTPError, JSONResource, write_json
 from glimpse.http.lookup import LookupResource
 from glimpse.http.metrics import MetricsResource
 from glimpse.http.openapi import OpenAPIResource
-from glimpse.http.providers import ProvidersResource
+from glimpse.http.providers import MAX_BODY, ProvidersResource
 from glimpse.http.topology import TopologyResource
 from glimpse.http.zones import ZonesResource
 
@@ -136,7 +136,7 @@ def _put(parent: Resource, path: bytes, child: Resource) -> None:
 
 def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
               latency: Histogram | None, clock: IReactorTime,
-              provider_token: str | None = None) -> Root:
+              provider_token: str | None = None, max_body: int = MAX_BODY) -> Root:
     """
     Build the resource tree over parts the composition root made
     (:func:`glimpse.agent.build`); nothing here outlives a request.
@@ -149,6 +149,8 @@ def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
     :param clock: ``IReactorTime``.
     :param provider_token: the token the provider API requires, or ``None``
         to serve it to loopback clients only.
+    :param max_body: the largest provider state a PUT takes, in bytes (the
+        site's ``max_body``).
     :return: the root resource.
     """
     topology = api.topology
@@ -163,7 +165,7 @@ def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
     _put(v1, b"watch", watch)
     _put(v1, b"topology", TopologyResource(api))
     _put(v1, b"openapi.json", OpenAPIResource())
-    _put(v1, b"providers", ProvidersResource(applier, provider_token))
+    _put(v1, b"providers", ProvidersResource(applier, provider_token, max_body))
     _put(v1, b"status", StatusResource(topology, clock))
     _put(v1, b"zones", ZonesResource(topology, clock))
     return root
