@@ -3,6 +3,9 @@ A small client for the local Consul agent's HTTP API, on treq: the one
 place that knows Consul's paths, parameters, headers and answer shapes.
 Callers ask for what they need (:meth:`ConsulClient.agent_self`,
 :meth:`ConsulClient.node_services`, ...) and never build a path.
+:class:`ConsulTLS` holds the TLS files for an ``https://`` agent (its CA,
+Glimpse's client certificate) and makes the client's HTTPS policy; a TLS
+failure is a :class:`ConsulTLSError` that names the option to fix.
 
 It is given its treq ``HTTPClient`` and a clock, so tests drive it with
 ``StubTreq`` and ``Clock``.  Every failure becomes a :class:`ConsulError`: callers
@@ -16,10 +19,13 @@ from glimpse.consul._answers import (
     ConsulDenied,
     ConsulError,
     ConsulNotFound,
+    ConsulTLSError,
     ConsulUnavailable,
     Response,
 )
-from glimpse.consul._client import CHECK_STATUSES, TOKEN_HEADER, ConsulClient, reload_agent
+from glimpse.consul._client import CHECK_STATUSES, TOKEN_HEADER, ConsulClient
+from glimpse.consul._reload import reload_agent
+from glimpse.consul._tls import ConsulTLS, TLSConfigError
 
 __all__ = [
     "CHECK_STATUSES",
@@ -29,7 +35,10 @@ __all__ = [
     "ConsulDenied",
     "ConsulError",
     "ConsulNotFound",
+    "ConsulTLS",
+    "ConsulTLSError",
     "ConsulUnavailable",
     "Response",
+    "TLSConfigError",
     "reload_agent",
 ]

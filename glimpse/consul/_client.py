@@ -1,12 +1,10 @@
 """
-:class:`ConsulClient`, on treq, and the blocking :func:`reload_agent`: every
-path, parameter and header of Consul's HTTP API that Glimpse uses.
+:class:`ConsulClient`, on treq: every path, parameter and header of
+Consul's HTTP API that Glimpse uses (but the blocking reload, in
+``_reload.py``).
 """
 
 import json
-import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -24,10 +22,12 @@ from twisted.web.client import ResponseFailed
 from glimpse.consul._answers import (
     AgentSelf,
     ConsulError,
+    ConsulTLSError,
     ConsulUnavailable,
     Response,
     _error_for,
 )
+from glimpse.consul._tls import ConsulTLS, tls_problem
 
 #: The header that carries the ACL token.
 TOKEN_HEADER = "X-Consul-Token"
@@ -45,6 +45,9 @@ class ConsulClient:
     :param clock: an ``IReactorTime`` for request timeouts.
     :param token: the ACL token sent as ``X-Consul-Token``, or ``None``.
     :param timeout: seconds a non-blocking request may take.
+    :param tls: the TLS files ``http`` uses for an ``https://`` agent, so
+        that a TLS failure is reported as :class:`ConsulTLSError` naming
+        the option to fix.
     :ivar requests: requests sent, by endpoint; read by metrics and benchmarks.
     :ivar errors: requests that failed (error status or no answer), by
         endpoint.
@@ -53,9 +56,11 @@ class ConsulClient:
     log = Logger()
 
     def __init__(self, http: HTTPClient, base_url: str, clock: IReactorTime,
-                 token: str | None = None, timeout: float = 10.0) -> None:
+                 token: str | None = None, timeout: float = 10.0,
+                 tls: ConsulTLS | None = None) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
+        self._tls = tls or ConsulTLS()
         self._clock = clock
         self._token = token
         self._timeout = timeout
@@ -169,6 +174,9 @@ class ConsulClient:
             and any(r.check(CancelledError) for r in failure.value.reasons)
         ):
             raise ConsulUnavailable(endpoint, "timed out")
+        problem = tls_problem(failure, self._tls, self._base)
+        if problem is not None:
+            raise ConsulTLSError(endpoint, problem)
         raise ConsulUnavailable(endpoint, failure.getErrorMessage() or repr(failure.value))
 
     def _get(self, path: str, params: Mapping[str, str | None] | None = None,
@@ -356,36 +364,3 @@ class ConsulClient:
             params={"note": note or None},
             endpoint=f"agent/check/{status}",
         )
-
-
-def reload_agent(base_url: str, token: str | None = None, ca: str | None = None,
-                 timeout: float = 30.0) -> None:
-    """
-    ``PUT /v1/agent/reload``, blocking: the agent re-reads its configuration
-    (its config directories among it).  For ``glimpse provide --config-dir``,
-    which runs once per command, outside any reactor: so ``urllib``, not
-    :class:`ConsulClient`.
-
-    :param base_url: e.g. ``http://127.0.0.1:8500``; ``https://`` is
-        verified against ``ca`` or the system's trust store.
-    :param token: the ACL token (it needs ``agent:write``), or ``None``.
-    :param ca: PEM file of the CA for an ``https://`` agent, or ``None``.
-    :param timeout: seconds the reload may take.
-    :raises ConsulUnavailable: when the agent could not be asked.
-    :raises ConsulError: when it answered with an error: it refused the new
-        configuration and kept its old one.
-    """
-    request = urllib.request.Request(
-        base_url.rstrip("/") + "/v1/agent/reload", data=b"", method="PUT")
-    if token:
-        request.add_header(TOKEN_HEADER, token)
-    context = ssl.create_default_context(cafile=ca) if base_url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context):
-            return
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace").strip()
-        raise _error_for(e.code, "agent/reload", detail) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ConsulUnavailable("agent/reload", str(reason)) from None

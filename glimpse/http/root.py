@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 class StatusResource(JSONResource):
     """
-    ``GET /v1/status``: Glimpse's own health, 503 when it cannot serve.
+    ``GET /v1/status``: Glimpse's own health, 503 when it cannot serve;
+    ``consul_error`` says what asking the local Consul agent last failed
+    with (``null`` while it answers).
 
     :param topology: the :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``, for the views' ages.
@@ -58,12 +60,19 @@ class StatusResource(JSONResource):
         local = self._topology.local_zone
         if local is None or local not in zones or not zones[local]["serving"]:
             serving = False
+        # What the local agent last failed with (the zone list, else the
+        # local zone's catalog): "TLS: ..." for a CA or client certificate
+        # the agent does not take, so that it is seen here, not only in the log.
+        error = self._topology.zones_fresh.error
+        if error is None and local is not None and local in self._topology.zones:
+            error = self._topology.zones[local].fresh.error
         body = {
             "version": glimpse.__version__,
             "versions": {"glimpse": glimpse.__version__, "twisted": twisted.__version__,
                          "python": platform.python_version()},
             "consul_reachable": any(z["stale_seconds"] == 0 for z in zones.values())
             and bool(zones),
+            "consul_error": error,
             "serving": serving,
             "local_zone": local,
             "zones": zones,
