@@ -7,6 +7,7 @@ each a service or owned by one, so that stopping Glimpse stops them all.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,24 +16,24 @@ from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
 from twisted.application import internet, service, strports
 from twisted.internet.defer import Deferred
-from twisted.internet.ssl import Certificate
+from twisted.logger import Logger
 from twisted.web.client import (
     Agent,
-    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
-from twisted.web.server import Site
 
 from glimpse.config import read_secret
-from glimpse.consul import ConsulClient
+from glimpse.consul import ConsulClient, ConsulTLS
 from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
 from glimpse.dns.udpport import FastUDPServer
 from glimpse.http.hub import Hub
+from glimpse.http.limits import HTTPLimits
 from glimpse.http.lookup import Context
 from glimpse.http.root import make_root
+from glimpse.http.site import LimitedSite
 from glimpse.metrics.gcpauses import GCPauses
 from glimpse.metrics.lag import LagProbe
 from glimpse.metrics.registry import GlimpseCollector, make_registry
@@ -41,17 +42,7 @@ from glimpse.providers.store import ProviderStore
 from glimpse.view.history import CheckHistory
 from glimpse.view.topology import Topology
 
-
-class QuietSite(Site):
-    """
-    A Site that writes no access log: Glimpse logs state changes, not
-    requests.
-    """
-
-    def log(self, request: object) -> None:
-        """
-        Log nothing.
-        """
+log = Logger()
 
 
 class TopologyService(service.Service):
@@ -120,17 +111,57 @@ def consul_pool(reactor: Any) -> HTTPConnectionPool:
     return pool
 
 
-def http_client(reactor: Any, pool: HTTPConnectionPool, consul_ca: str | None = None) -> HTTPClient:
+def http_client(reactor: Any, pool: HTTPConnectionPool, tls: ConsulTLS) -> HTTPClient:
     """
-    A treq client for Consul over ``pool``, TLS verified against the
-    system's trust store or ``consul_ca``.
+    A treq client for Consul over ``pool``: TLS (for an ``https://`` agent)
+    verified against the system's trust store or ``tls.ca``, with the client
+    certificate of ``tls`` if it has one.
+
+    :raises glimpse.consul.TLSConfigError: for TLS files that cannot be used.
     """
-    if consul_ca:
-        with open(consul_ca, "rb") as f:
-            policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
-    else:
-        policy = BrowserLikePolicyForHTTPS()
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    return HTTPClient(Agent(reactor, contextFactory=tls.policy(), pool=pool))
+
+
+#: The listen backlog of an HTTP endpoint that does not give one: the
+#: connections the kernel completes before Glimpse accepts them.  With
+#: Twisted's default of 50 a burst of clients (a thousand subscribers
+#: reconnecting) overflows it and the kernel drops their connections
+#: silently: they wait a second or more to retry, instead of being served
+#: or refused with a 429/503.
+HTTP_BACKLOG = 1024
+
+
+def with_backlog(endpoint: str, backlog: int = HTTP_BACKLOG) -> str:
+    """
+    ``endpoint`` (a server endpoint string) with ``backlog`` when it is a
+    ``tcp:``, ``tcp6:``, ``ssl:`` or ``unix:`` endpoint that sets none.
+    """
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix") or "backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
+
+
+def open_files_limit() -> int | None:
+    """
+    The process's soft limit of open files, or ``None`` when unlimited.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def fitted_limits(limits: HTTPLimits, open_files: int | None) -> HTTPLimits:
+    """
+    ``limits`` fitted to the open-file limit (:meth:`HTTPLimits.fitted`),
+    saying so in the log when that lowers them.
+    """
+    fitted = limits.fitted(open_files)
+    if fitted != limits:
+        log.warn("HTTP: --http-max-conns={asked} does not fit the open-file limit ({files}): "
+                 "at most {conns} HTTP connections; raise the limit (systemd: LimitNOFILE=) "
+                 "to allow more", asked=limits.max_conns, files=open_files,
+                 conns=fitted.max_conns)
+    return fitted
 
 
 @attrs.frozen
@@ -149,7 +180,7 @@ class Glimpse:
     :ivar checks: when each check last changed, as Glimpse saw it.
     :ivar hub: the HTTP API's subscriptions.
     :ivar registry: the Prometheus registry ``/metrics`` serves.
-    :ivar site: the HTTP API's site.
+    :ivar site: the HTTP API's site, with its limits.
     """
 
     service: service.MultiService
@@ -161,10 +192,11 @@ class Glimpse:
     checks: CheckHistory
     hub: Hub
     registry: CollectorRegistry
-    site: Site
+    site: LimitedSite
 
 
-def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
+def build(reactor: Any, options: Mapping[str, Any],
+          open_files: int | None = None) -> Glimpse:
     """
     Build every part of Glimpse on ``reactor``: the one place that does.
 
@@ -172,12 +204,15 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
         ``MemoryReactorClock`` in tests).
     :param options: a parsed :class:`glimpse.tap.Options` (or a dict with
         the same keys).
+    :param open_files: the open-file limit the HTTP API's connections must
+        fit in (:func:`open_files_limit`), or ``None`` for none.
     :return: a :class:`Glimpse`.
     """
     top = service.MultiService()
     pool = consul_pool(reactor)
-    consul = ConsulClient(http_client(reactor, pool, options["consul-ca"]), options["consul"],
-                          reactor, token=read_secret(options["consul-token-file"]))
+    tls = ConsulTLS(options["consul-ca"], options.get("consul-cert"), options.get("consul-key"))
+    consul = ConsulClient(http_client(reactor, pool, tls), options["consul"],
+                          reactor, token=read_secret(options["consul-token-file"]), tls=tls)
     # Stopped last (services stop in reverse order): what the others
     # leave under way as they stop is cancelled, then the connections go.
     ConsulConnections(consul, pool).setServiceParent(top)
@@ -218,15 +253,21 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
     registry, latency = make_registry(GlimpseCollector(
         topology, reactor, consul=consul, dns_stats=factory.stats, hub=hub, applier=applier,
         dns_flush=dns_udp.flush_stats, lag=lag, gc_pauses=gc_pauses))
+    limits = fitted_limits(HTTPLimits.from_options(options), open_files)
     api = Context(topology, hub, checks, options["dns-zone"],
-                  cap=options.get("lookup-cap", 1000))
-    site = QuietSite(make_root(
+                  cap=options.get("lookup-cap", 1000),
+                  max_streams_per_client=limits.max_streams_per_client)
+    # The site holds every connection to its limits (header and body
+    # deadlines, body size, connections per client and in all).
+    site = LimitedSite(make_root(
         api, applier, registry, latency, reactor,
-        provider_token=read_secret(options.get("provider-token-file"))))
+        provider_token=read_secret(options.get("provider-token-file")),
+        max_body=limits.max_body), limits, reactor)
     for endpoint in options["http"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+        strports.service(with_backlog(endpoint), site, reactor=reactor).setServiceParent(top)
     # Last, so that it starts after the others: what they made as they
     # started is frozen too.
     gc_pauses.setServiceParent(top)
     return Glimpse(service=top, consul=consul, topology=topology, dns=factory, dns_udp=dns_udp,
                    applier=applier, checks=checks, hub=hub, registry=registry, site=site)
+
