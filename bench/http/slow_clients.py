@@ -95,7 +95,8 @@ def half_requests(glimpse, n):
         s.close()
     print(f"\n== {n} half-requests from 127.0.0.1 (default limits)")
     print(f"opened in {opened:.2f} s; answers: {counts}; still open: {len(open_left)}")
-    print(f"last closed by Glimpse {last_closed:.2f} s after the first connect; "
+    last = f"{last_closed:.2f} s" if last_closed is not None else "never"
+    print(f"last closed by Glimpse: {last} after the first connect; "
           f"Glimpse's fds: {before} before, {peak} at the peak, {after} after "
           f"(back at {freed_at:.2f} s), while the clients kept their sockets")
     return during.get("p")
@@ -135,8 +136,11 @@ def trickle(glimpse, n):
         s.close()
     times = sorted(closed_at.values())
     print(f"\n== {n} clients trickling a byte a second")
-    print(f"closed {times[0]:.2f}-{times[-1]:.2f} s after connecting, each having sent "
-          f"{sent} bytes; --http-header-timeout is 5 s (before #14: held while they trickle)")
+    if not times:
+        print(f"none closed in {time.monotonic() - started:.0f} s, having sent {sent} bytes each")
+        return
+    print(f"{len(times)} closed {times[0]:.2f}-{times[-1]:.2f} s after connecting, each having "
+          f"sent at most {sent} bytes; --http-header-timeout is 5 s by default")
 
 
 def main():
