@@ -65,6 +65,11 @@ class LimitedChannel(HTTPChannel):
     response).  twisted.web's own idle timeout, which every byte restarts,
     is not used.
 
+    Setting a deadline costs no timer: one timer per connection wakes at
+    least as often as the shortest of the three limits and checks the
+    deadline set, so that a kept-alive connection's requests do not each
+    add and cancel timers of the reactor.
+
     :param site: the :class:`LimitedSite`.
     :param release: called once, when the connection is gone, to give
         back its slots.
@@ -76,12 +81,14 @@ class LimitedChannel(HTTPChannel):
         super().__init__()
         self.site = site
         self.factory = site
-        self._limits = site.limits
+        limits = self._limits = site.limits
         self._clock = site.reactor
         self._release = release
-        self._deadline: IDelayedCall | None = None
-        #: Which deadline is set: "headers", "body", "idle", or None.
+        self._timer: IDelayedCall | None = None
+        self._tick = min(limits.header_timeout, limits.body_timeout, limits.idle_timeout)
+        #: The deadline set ("headers", "body", "idle", or None) and when.
         self._deadline_kind: str | None = None
+        self._due = 0.0
         self._abort: IDelayedCall | None = None
         #: Waiting for a request's headers (not handling one, not in a body).
         self._awaiting_headers = True
@@ -99,20 +106,39 @@ class LimitedChannel(HTTPChannel):
         return self._clock.callLater(period, func, *args)
 
     def _arm(self, kind: str) -> None:
-        self._disarm()
-        seconds, expired = {
-            "headers": (self._limits.header_timeout, self._headers_late),
-            "body": (self._limits.body_timeout, self._body_late),
-            "idle": (self._limits.idle_timeout, self._close),
-        }[kind]
-        self._deadline = self.callLater(seconds, expired)
+        limits = self._limits
+        if kind == "headers":
+            seconds = limits.header_timeout
+        elif kind == "body":
+            seconds = limits.body_timeout
+        else:
+            seconds = limits.idle_timeout
         self._deadline_kind = kind
+        self._due = self._clock.seconds() + seconds
+        # A timer running wakes within _tick, no later than this deadline.
+        if self._timer is None:
+            self._timer = self.callLater(min(seconds, self._tick), self._check)
 
     def _disarm(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
+        # The timer, if any, finds nothing set and ends.
         self._deadline_kind = None
+
+    def _check(self) -> None:
+        self._timer = None
+        kind = self._deadline_kind
+        if kind is None:
+            return
+        left = self._due - self._clock.seconds()
+        if left > 0:
+            self._timer = self.callLater(min(left, self._tick), self._check)
+            return
+        self._deadline_kind = None
+        if kind == "headers":
+            self._headers_late()
+        elif kind == "body":
+            self._body_late()
+        else:
+            self._close()
 
     def connectionMade(self) -> None:
         """
@@ -216,6 +242,9 @@ class LimitedChannel(HTTPChannel):
         Gone: cancel every timer and give the slots back.
         """
         self._disarm()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = None
@@ -226,7 +255,6 @@ class LimitedChannel(HTTPChannel):
     # Ending a connection.
 
     def _headers_late(self) -> None:
-        self._deadline, self._deadline_kind = None, None
         if self._started:
             self._answer_and_end(error_response(
                 408, f"the request's headers took more than {self._limits.header_timeout:g}s",
@@ -238,7 +266,6 @@ class LimitedChannel(HTTPChannel):
             self._close()
 
     def _body_late(self) -> None:
-        self._deadline, self._deadline_kind = None, None
         self._answer_and_end(error_response(
             408, f"the request's body took more than {self._limits.body_timeout:g}s",
             "send the body at once after the headers; Glimpse closes a connection whose "

@@ -175,6 +175,23 @@ def test_the_next_request_on_a_kept_alive_connection_has_its_own_header_deadline
     assert len(resource.seen) == 1
 
 
+def test_requests_on_a_kept_alive_connection_add_no_timers():
+    """
+    A kept-alive connection's requests set their deadlines without adding
+    a timer to the reactor each (the reactor's timers cost every request
+    of every client): one timer per connection checks them.
+    """
+    site, reactor, resource = make_site()
+    conn = Connection(site)
+    scheduled = []
+    real = reactor.callLater
+    reactor.callLater = lambda *args, **kw: scheduled.append(args) or real(*args, **kw)
+    for _ in range(100):
+        conn.send(GET)
+    assert len(resource.seen) == 100 and scheduled == []
+    assert len(reactor.getDelayedCalls()) == 1
+
+
 def test_pipelined_requests_are_all_answered():
     """
     Requests sent together on one connection are answered in order.
