@@ -35,14 +35,15 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def https(consul, pki, tmp_path_factory):
     """
-    A Glimpse serving its API over TLS too, with a short header timeout:
-    ``(glimpse, https port)``.
+    A Glimpse serving its API over TLS too, with a short header timeout and
+    room for 20 connections per client: ``(glimpse, https port)``.
     """
     (port,) = free_ports(1)
     endpoint = (f"ssl:{port}:privateKey={pki['key']}:certKey={pki['cert']}"
                 ":interface=127.0.0.1")
     g = start_glimpse(consul.url, ZONE, extra_args=[
-        f"--http={endpoint}", "--http-header-timeout=3", "--http-max-body=100000"],
+        f"--http={endpoint}", "--http-header-timeout=3", "--http-max-body=100000",
+        "--http-max-conns-per-client=20"],
         workdir=str(tmp_path_factory.mktemp("glimpse")))
     yield g, port
     g.stop()
@@ -163,3 +164,33 @@ def test_an_upload_too_large_is_413_over_tls(https, pki):
         assert "--http-max-body" in json.loads(body)["detail"]
     finally:
         s.close()
+
+
+def test_a_client_over_its_cap_gets_429_over_tls(https, pki):
+    """
+    With its 20 connections taken (by clients that never start TLS), a
+    client's next TLS connection completes its handshake and reads a JSON
+    429 with Retry-After, then is closed.
+    """
+    _, port = https
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+    try:
+        def answer():
+            s = tls_socket(port, pki)
+            with s:
+                s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: glimpse\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return data
+                    data += chunk
+
+        data = wait_until(lambda: (d := answer()).startswith(b"HTTP/1.1 429") and d,
+                          what="a 429 over TLS")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"Retry-After: 3" in head
+        assert "--http-max-conns-per-client" in json.loads(body)["detail"]
+    finally:
+        for s in held:
+            s.close()
