@@ -13,10 +13,9 @@ from typing import Any
 import attrs
 from prometheus_client import CollectorRegistry
 from twisted.application import internet, service, strports
-from twisted.web.server import Site
 
 from glimpse.config import read_secret
-from glimpse.consul import ConsulClient, connect_consul
+from glimpse.consul import ConsulClient, ConsulTLS, connect_consul
 from glimpse.dns import (
     FastDatagramProtocol,
     FastUDPServer,
@@ -25,21 +24,11 @@ from glimpse.dns import (
     ZoneIdentity,
 )
 from glimpse.http import Context, Hub, make_root
+from glimpse.http.limits import HTTPLimits, fitted_limits, with_backlog
+from glimpse.http.site import LimitedSite
 from glimpse.metrics import GCPauses, GlimpseCollector, LagProbe, make_registry
 from glimpse.providers import Applier, ProviderStore, ReconcileService
 from glimpse.view import CheckHistory, Topology
-
-
-class QuietSite(Site):
-    """
-    A Site that writes no access log: Glimpse logs state changes, not
-    requests.
-    """
-
-    def log(self, request: object) -> None:
-        """
-        Log nothing.
-        """
 
 
 class TopologyService(service.Service):
@@ -81,7 +70,7 @@ class Glimpse:
     :ivar checks: when each check last changed, as Glimpse saw it.
     :ivar hub: the HTTP API's subscriptions.
     :ivar registry: the Prometheus registry ``/metrics`` serves.
-    :ivar site: the HTTP API's site.
+    :ivar site: the HTTP API's site, with its limits.
     """
 
     service: service.MultiService
@@ -93,10 +82,11 @@ class Glimpse:
     checks: CheckHistory
     hub: Hub
     registry: CollectorRegistry
-    site: Site
+    site: LimitedSite
 
 
-def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
+def build(reactor: Any, options: Mapping[str, Any],
+          open_files: int | None = None) -> Glimpse:
     """
     Build every part of Glimpse on ``reactor``: the one place that does.
 
@@ -104,12 +94,16 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
         ``MemoryReactorClock`` in tests).
     :param options: a parsed :class:`glimpse.tap.Options` (or a dict with
         the same keys).
+    :param open_files: the open-file limit the HTTP API's connections must
+        fit in (:func:`glimpse.http.limits.open_files_limit`), or ``None``.
     :return: a :class:`Glimpse`.
+    :raises glimpse.consul.TLSConfigError: for TLS files that cannot be used.
     """
     top = service.MultiService()
+    tls = ConsulTLS(options["consul-ca"], options.get("consul-cert"), options.get("consul-key"))
     consul, connections = connect_consul(
         reactor, options["consul"], token=read_secret(options["consul-token-file"]),
-        ca=options["consul-ca"], max_conns=options.get("consul-max-conns", 64))
+        tls=tls, max_conns=options.get("consul-max-conns", 64))
     # Stopped last (services stop in reverse order): what the others
     # leave under way as they stop is cancelled, then the connections go.
     connections.setServiceParent(top)
@@ -152,13 +146,18 @@ def build(reactor: Any, options: Mapping[str, Any]) -> Glimpse:
     registry, latency = make_registry(GlimpseCollector(
         topology, reactor, consul=consul, dns_stats=factory.stats, hub=hub, applier=applier,
         dns_flush=dns_udp.flush_stats, lag=lag, gc_pauses=gc_pauses))
+    limits = fitted_limits(HTTPLimits.from_options(options), open_files)
     api = Context(topology, hub, checks, options["dns-zone"],
-                  cap=options.get("lookup-cap", 1000))
-    site = QuietSite(make_root(
+                  cap=options.get("lookup-cap", 1000),
+                  max_streams_per_client=limits.max_streams_per_client)
+    # The site holds every connection to its limits (header and body
+    # deadlines, body size, connections per client and in all).
+    site = LimitedSite(make_root(
         api, applier, registry, latency, reactor,
-        provider_token=read_secret(options.get("provider-token-file"))))
+        provider_token=read_secret(options.get("provider-token-file")),
+        max_body=limits.max_body), limits, reactor)
     for endpoint in options["http"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+        strports.service(with_backlog(endpoint), site, reactor=reactor).setServiceParent(top)
     # Last, so that it starts after the others: what they made as they
     # started is frozen too.
     gc_pauses.setServiceParent(top)

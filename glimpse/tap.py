@@ -16,6 +16,9 @@ from twisted.python import usage
 
 from glimpse.address import InvalidName, normalize_zone
 from glimpse.config import ConfigError, read_secret, with_config
+from glimpse.consul import ConsulTLS, TLSConfigError
+from glimpse.http.limits import OPTIONS as LIMIT_OPTIONS
+from glimpse.http.limits import HTTPLimits
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
@@ -43,6 +46,10 @@ def _readable(name: str, path: str) -> str:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise usage.UsageError(f"--{name}={path}: no such readable file; give the path of one")
     return path
+
+
+#: The HTTP API's limits by default (one place says them: HTTPLimits).
+_LIMITS = HTTPLimits()
 
 
 class Options(usage.Options):
@@ -78,6 +85,10 @@ class Options(usage.Options):
         ["consul-poll-rate", None, 4000.0,
          "Most cached reads a second, all jobs together; past it the period stretches.",
          float],
+        ["consul-cert", None, None,
+         "PEM file of the client certificate Glimpse shows an https:// Consul agent "
+         "(one with verify_incoming needs it); with --consul-key."],
+        ["consul-key", None, None, "PEM file of the private key of --consul-cert."],
         ["dns-zone", None, "glimpse.test",
          "The DNS zone Glimpse is authoritative for."],
         ["dns-interface", None, "127.0.0.1",
@@ -105,6 +116,26 @@ class Options(usage.Options):
         ["provider-token-file", None, None,
          "File holding the token the provider API requires (Authorization: Bearer); "
          "without it the provider API serves loopback clients only."],
+        ["http-header-timeout", None, _LIMITS.header_timeout,
+         "Seconds an HTTP client has to send a request's line and headers, from "
+         "connecting (or from the first byte of its next request); trickling bytes do "
+         "not extend it.  Then 408 and the connection is closed.", float],
+        ["http-body-timeout", None, _LIMITS.body_timeout,
+         "Seconds a request body has to arrive once its headers are in.", float],
+        ["http-idle-timeout", None, _LIMITS.idle_timeout,
+         "Seconds a kept-alive HTTP connection may sit idle before it is closed.", float],
+        ["http-max-body", None, _LIMITS.max_body,
+         "Bytes a request body (a provider state) may have; a larger Content-Length gets "
+         "413 before any of the body is read.", int],
+        ["http-max-conns", None, _LIMITS.max_conns,
+         "HTTP connections open at once, from every client (at most half the open-file "
+         "limit); past it a new one gets 503 with Retry-After.", int],
+        ["http-max-conns-per-client", None, _LIMITS.max_conns_per_client,
+         "HTTP connections open at once from one client address (IPv6: one /64; every "
+         "local client shares 127.0.0.1); past it 429 with Retry-After.", int],
+        ["http-max-streams-per-client", None, _LIMITS.max_streams_per_client,
+         "Long-polls and event streams one client address may have open at once; past "
+         "it 429 with Retry-After.", int],
     ]
 
     def __init__(self) -> None:
@@ -152,7 +183,7 @@ class Options(usage.Options):
             self["dns-zone"] = normalize_zone(self["dns-zone"])
         except InvalidName as e:
             raise usage.UsageError(f"--dns-zone: {e}") from e
-        for name in ("consul-token-file", "consul-ca"):
+        for name in ("consul-token-file", "consul-ca", "consul-cert", "consul-key"):
             if self[name] is not None:
                 _readable(name, self[name])
         if self["provider-token-file"] is not None:
@@ -162,8 +193,15 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--provider-token-file={self['provider-token-file']} is empty; "
                     "put the token in it, e.g. the output of: openssl rand -hex 32")
-        if self["consul-ca"] and url.scheme != "https":
-            raise usage.UsageError("--consul-ca needs an https:// --consul URL")
+        for name in ("consul-ca", "consul-cert", "consul-key"):
+            if self[name] and url.scheme != "https":
+                raise usage.UsageError(
+                    f"--{name} needs an https:// --consul URL (TLS is never dropped "
+                    "silently): give the agent's HTTPS address, e.g. https://127.0.0.1:8501")
+        try:
+            ConsulTLS(self["consul-ca"], self["consul-cert"], self["consul-key"]).policy()
+        except TLSConfigError as e:
+            raise usage.UsageError(str(e)) from e
         for name in ("dns-interface", "dns-advertise"):
             if self[name] is not None:
                 try:
@@ -190,6 +228,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--consul-max-conns must be at least 8 (writes, catalog watches and each "
                 "zone's cached reads need their own); e.g. --consul-max-conns=64")
+        for name in LIMIT_OPTIONS:
+            _positive(name)(self[name])
         if not self["http"]:
             self["http"] = ["tcp:8411:interface=127.0.0.1"]
         try:
@@ -210,4 +250,5 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
     from glimpse.agent import build
-    return build(reactor, options).service
+    from glimpse.http.limits import open_files_limit
+    return build(reactor, options, open_files_limit()).service

@@ -10,7 +10,18 @@ import sys
 import pytest
 from twisted.python.usage import UsageError
 
+from glimpse.http.limits import HTTPLimits
 from glimpse.tap import Options
+
+from tls_helpers import make_pki
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """
+    A CA, a certificate it signed and its key, and another CA's (openssl).
+    """
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def parse(*argv, state_dir):
@@ -33,6 +44,8 @@ def test_defaults_listen_on_loopback(tmp_path):
         "consul-max-conns": 64,
         "consul-poll-period": 1.0,
         "consul-poll-rate": 4000.0,
+        "consul-cert": None,
+        "consul-key": None,
         "dns-zone": "glimpse.test",
         "dns-interface": "127.0.0.1",
         "dns-port": 8053,
@@ -46,6 +59,13 @@ def test_defaults_listen_on_loopback(tmp_path):
         "lookup-cap": 1000,
         "provider-token-file": None,
         "http": ["tcp:8411:interface=127.0.0.1"],
+        "http-header-timeout": 5.0,
+        "http-body-timeout": 30.0,
+        "http-idle-timeout": 30.0,
+        "http-max-body": 16 * 1024 * 1024,
+        "http-max-conns": 4096,
+        "http-max-conns-per-client": 2048,
+        "http-max-streams-per-client": 1024,
     }
 
 
@@ -75,6 +95,10 @@ def test_options_are_normalised_and_repeatable(tmp_path):
     (["--consul-ca=/nonexistent/ca.pem"], "no such readable file"),
     (["--max-stale=0"], "must be more than 0"),
     (["--dns-ttl=-1"], "0 or more"),
+    (["--http-header-timeout=0"], "--http-header-timeout must be more than 0"),
+    (["--http-max-body=-5"], "--http-max-body must be more than 0"),
+    (["--http-max-body=16MiB"], "'16MiB'"),
+    (["--consul-cert=/nonexistent/cert.pem"], "no such readable file"),
 ])
 def test_bad_options_say_what_to_type_instead(tmp_path, argv, says):
     """
@@ -83,6 +107,45 @@ def test_bad_options_say_what_to_type_instead(tmp_path, argv, says):
     with pytest.raises(UsageError) as e:
         parse(*argv, state_dir=tmp_path)
     assert says in str(e.value)
+
+
+def test_http_limits_are_numbers_from_the_command_line_or_the_config_file(tmp_path):
+    """
+    The HTTP limits come from the command line or the config file, as
+    numbers, and make the HTTPLimits the site is given.
+    """
+    config = tmp_path / "glimpse.toml"
+    config.write_text("http-max-conns = 100\nhttp-header-timeout = 2.5\n")
+    options = parse(f"--config={config}", "--http-max-conns-per-client=10",
+                    state_dir=tmp_path)
+    assert HTTPLimits.from_options(options) == HTTPLimits(
+        header_timeout=2.5, max_conns=100, max_conns_per_client=10)
+
+
+def test_tls_files_for_consul_need_https_and_each_other(tmp_path, tls_files):
+    """
+    A CA or client certificate with an http:// Consul URL is refused (TLS
+    is never dropped silently); a certificate without its key, a key that
+    is not the certificate's, or a file with no certificate in it is a
+    UsageError naming the option.
+    """
+    ca, cert, key, other_key = (tls_files[n] for n in ("ca", "cert", "key", "other_key"))
+    https = "--consul=https://127.0.0.1:8501"
+    for argv, says in [
+        ([f"--consul-ca={ca}"], "--consul-ca needs an https:// --consul URL"),
+        ([f"--consul-cert={cert}", f"--consul-key={key}"], "--consul-cert needs an https://"),
+        ([https, f"--consul-cert={cert}"], "--consul-cert and --consul-key go together"),
+        ([https, f"--consul-cert={cert}", f"--consul-key={other_key}"],
+         "is not the private key of --consul-cert"),
+        ([https, f"--consul-ca={key}"], "no PEM certificate in it"),
+        ([https, f"--consul-cert={cert}", f"--consul-key={cert}"], "not a PEM private key"),
+    ]:
+        with pytest.raises(UsageError) as e:
+            parse(*argv, state_dir=tmp_path)
+        assert says in str(e.value), argv
+    options = parse(https, f"--consul-ca={ca}", f"--consul-cert={cert}", f"--consul-key={key}",
+                    state_dir=tmp_path)
+    assert (options["consul-cert"], options["consul-key"]) == (str(cert), str(key))
 
 
 def test_unwritable_state_dir_is_a_usage_error(tmp_path):
@@ -116,6 +179,9 @@ def test_pip_installed_plugin_shows_help(tmp_path):
          "glimpse", "--help"],
         capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert result.returncode == 0, result.stderr
-    for option in ("--consul=", "--consul-token-file=", "--consul-ca=", "--dns-zone=",
-                   "--dns-interface=", "--dns-port=", "--http=", "--state-dir="):
+    for option in ("--consul=", "--consul-token-file=", "--consul-ca=", "--consul-cert=",
+                   "--consul-key=", "--dns-zone=", "--dns-interface=", "--dns-port=", "--http=",
+                   "--state-dir=", "--http-header-timeout=", "--http-body-timeout=",
+                   "--http-idle-timeout=", "--http-max-body=", "--http-max-conns=",
+                   "--http-max-conns-per-client=", "--http-max-streams-per-client="):
         assert option in result.stdout

@@ -35,6 +35,14 @@ class ConsulUnavailable(ConsulError):
     """
 
 
+class ConsulTLSError(ConsulUnavailable):
+    """
+    No answer because TLS to the agent failed: its certificate is not
+    trusted, or it refused Glimpse's client certificate (or the lack of
+    one).  The message starts with ``TLS:`` and names the option to fix.
+    """
+
+
 class ConsulNotFound(ConsulError):
     """
     Consul answered 404.

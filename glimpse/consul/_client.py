@@ -20,10 +20,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from glimpse.consul._answers import AgentSelf, ConsulError, ConsulUnavailable, Response, decode
+from glimpse.consul._answers import (
+    AgentSelf,
+    ConsulError,
+    ConsulTLSError,
+    ConsulUnavailable,
+    Response,
+    decode,
+)
 from glimpse.consul._budget import ConnectionBudget, Use
 from glimpse.consul._paths import CHECK_STATUSES, TOKEN_HEADER
 from glimpse.consul._pipeline import PipelinedReader
+from glimpse.consul._tls import ConsulTLS, tls_problem
 
 
 class ConsulClient:
@@ -40,6 +48,9 @@ class ConsulClient:
     :param pipe_endpoint: makes the endpoint of the connection that carries
         a zone's pipelined cached reads (TLS wrapped in for ``https://``), or
         ``None`` to send them through ``http`` (tests with ``StubTreq``).
+    :param tls: the TLS files ``http`` uses for an ``https://`` agent, so
+        that a TLS failure is reported as :class:`ConsulTLSError` naming
+        the option to fix.
     :ivar requests: requests sent, by endpoint; read by metrics and benchmarks.
     :ivar errors: requests that failed (error status or no answer), by
         endpoint.
@@ -50,9 +61,11 @@ class ConsulClient:
     def __init__(self, http: HTTPClient, base_url: str, clock: IReactorTime,
                  token: str | None = None, timeout: float = 10.0,
                  budget: ConnectionBudget | None = None,
-                 pipe_endpoint: Callable[[], IStreamClientEndpoint] | None = None) -> None:
+                 pipe_endpoint: Callable[[], IStreamClientEndpoint] | None = None,
+                 tls: ConsulTLS | None = None) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
+        self._tls = tls or ConsulTLS()
         self._clock = clock
         self._token = token
         self._timeout = timeout
@@ -164,6 +177,9 @@ class ConsulClient:
             and any(r.check(CancelledError) for r in failure.value.reasons)
         ):
             raise ConsulUnavailable(endpoint, "timed out")
+        problem = tls_problem(failure, self._tls, self._base)
+        if problem is not None:
+            raise ConsulTLSError(endpoint, problem)
         raise ConsulUnavailable(endpoint, failure.getErrorMessage() or repr(failure.value))
 
     def _get(self, path: str, params: Mapping[str, str | None] | None = None,

@@ -14,16 +14,11 @@ from twisted.application import service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.ssl import Certificate
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    _HTTP11ClientFactory,
-)
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from glimpse.consul._budget import ConnectionBudget
 from glimpse.consul._client import ConsulClient
+from glimpse.consul._tls import ConsulTLS
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -59,7 +54,7 @@ class ConsulConnections(service.Service):
 
 
 def connect_consul(reactor: IReactorTime, url: str, token: str | None = None,
-                   ca: str | None = None, max_conns: int = 64,
+                   tls: ConsulTLS | None = None, max_conns: int = 64,
                    reserved: int | None = None) -> tuple[ConsulClient, ConsulConnections]:
     """
     A client for the Consul agent at ``url``, holding at most ``max_conns``
@@ -67,21 +62,20 @@ def connect_consul(reactor: IReactorTime, url: str, token: str | None = None,
 
     :param reactor: the reactor (``IReactorTCP`` and ``IReactorTime``).
     :param url: the agent's HTTP API, ``http://`` or ``https://`` (verified
-        against ``ca`` or the system's trust store).
+        against ``tls.ca`` or the system's trust store, with ``tls``'s client
+        certificate if it has one).
     :param token: the ACL token sent with every request, or ``None``.
-    :param ca: PEM file of the CA that signed the agent's certificate.
+    :param tls: the TLS files for an ``https://`` agent.
     :param max_conns: the most connections at once (``--consul-max-conns``).
     :param reserved: the connections job watches never take (default: a
         quarter, between 2 and 16).
     :return: ``(client, service)``.
+    :raises TLSConfigError: for TLS files that cannot be used.
     """
     if reserved is None:
         reserved = max(2, min(16, max_conns // 4))
-    if ca:
-        with open(ca, "rb") as f:
-            policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
-    else:
-        policy = BrowserLikePolicyForHTTPS()
+    tls = tls or ConsulTLS()
+    policy = tls.policy()
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -99,5 +93,5 @@ def connect_consul(reactor: IReactorTime, url: str, token: str | None = None,
     pool.retryAutomatically = False
     client = ConsulClient(HTTPClient(Agent(reactor, contextFactory=policy, pool=pool)), url,
                           reactor, token=token, budget=ConnectionBudget(max_conns, reserved),
-                          pipe_endpoint=pipe_endpoint)
+                          pipe_endpoint=pipe_endpoint, tls=tls)
     return client, ConsulConnections(client, pool)

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 log = Logger()
 
 
+def encode_json(body: Any) -> bytes:
+    """
+    ``body`` as every answer encodes it: indented, keys sorted, a newline
+    at the end.
+    """
+    return json.dumps(body, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+
+
 def write_json(request: Request, code: int, body: Any,
                headers: Mapping[bytes, bytes] | None = None) -> bytes:
     """
@@ -34,7 +42,7 @@ def write_json(request: Request, code: int, body: Any,
     :param headers: more response headers.
     :return: the encoded body.
     """
-    data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    data = encode_json(body)
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     for name, value in (headers or {}).items():
@@ -59,13 +67,16 @@ class HTTPError(Exception):
     :param code: the HTTP status.
     :param error: what was wrong.
     :param detail: how to fix it: a sentence, or any JSON.
+    :param headers: more response headers (e.g. ``Retry-After``).
     """
 
-    def __init__(self, code: int, error: str, detail: Any = None) -> None:
+    def __init__(self, code: int, error: str, detail: Any = None,
+                 headers: Mapping[bytes, bytes] | None = None) -> None:
         super().__init__(error)
         self.code = code
         self.error = error
         self.detail = detail
+        self.headers = dict(headers or {})
 
 
 def finish(request: Request, code: int, body: Any,
@@ -90,7 +101,7 @@ def read_body(request: Request, limit: int) -> bytes:
 def _fail(failure: Failure, request: Request) -> None:
     e = failure.value
     if isinstance(e, HTTPError):
-        finish(request, e.code, error_body(e.error, e.detail))
+        finish(request, e.code, error_body(e.error, e.detail), e.headers)
     else:
         log.failure("Answering {uri} failed", failure, uri=request.uri)
         finish(request, 500, error_body(
@@ -139,7 +150,7 @@ class JSONResource(Resource):
         try:
             return handler(request)
         except HTTPError as e:
-            return write_json(request, e.code, error_body(e.error, e.detail))
+            return write_json(request, e.code, error_body(e.error, e.detail), e.headers)
         except Exception:
             # A bug: still a JSON error for the client, the details in the log.
             log.failure("Answering {uri} failed", uri=request.uri)

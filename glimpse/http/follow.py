@@ -17,17 +17,45 @@ from twisted.web.server import NOT_DONE_YET
 from glimpse.duration import InvalidDuration, parse_duration
 from glimpse.http._json import HTTPError, error_body, finish, write_json
 from glimpse.http.hub import sse_event
+from glimpse.http.limits import client_key
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
     from twisted.web.server import Request
 
     from glimpse.http.hub import Compute, Hub, Jobs, Key, Matches, Subject
+    from glimpse.http.limits import ClientSlots
 
 log = Logger()
 
 #: The longest long-poll a client may ask for, as Consul's blocking queries.
 MAX_WAIT = 600.0
+
+#: The ``Retry-After`` (seconds) of a long-poll or stream refused because
+#: its client has too many open.
+HOLD_RETRY_AFTER = 5
+
+
+def hold(request: Request, slots: ClientSlots | None) -> None:
+    """
+    Count ``request`` (a long-poll or a stream) among those its client has
+    open, until it ends.
+
+    :param slots: the count per client, or ``None`` for no cap.
+    :raises HTTPError: 429 with ``Retry-After`` when the client has
+        ``slots.cap`` open already.
+    """
+    if slots is None:
+        return
+    client = client_key(request.getClientAddress())
+    if not slots.take(client):
+        raise HTTPError(
+            429, f"too many long-polls and streams from {client}: {slots.cap} are open",
+            "close the streams and long-polls you no longer read; follow many addresses of "
+            "a job or env with one stream of /v1/watch/topology/<zone>/<product>/<env>; "
+            f"retry after {HOLD_RETRY_AFTER}s (an operator can raise "
+            "--http-max-streams-per-client)", {b"retry-after": b"%d" % HOLD_RETRY_AFTER})
+    request.notifyFinish().addBoth(lambda _: slots.give_back(client))
 
 
 def parse_wait(request: Request, default: float = 30.0) -> float:
@@ -127,7 +155,8 @@ def _send(request: Request, subject: Subject) -> None:
     request.finish()
 
 
-def answer(request: Request, hub: Hub, followed: Followed) -> int:
+def answer(request: Request, hub: Hub, followed: Followed,
+           slots: ClientSlots | None = None) -> int:
     """
     Render a GET: at once, or as a long-poll when ``?index=`` is given.
 
@@ -135,8 +164,11 @@ def answer(request: Request, hub: Hub, followed: Followed) -> int:
     current as the view changes: a steady-state lookup costs no
     computation, only the check that the view may still serve.
 
+    :param slots: the long-polls and streams each client has open, or
+        ``None`` for no cap.
     :return: ``NOT_DONE_YET``.
-    :raises HTTPError: for bad parameters, or a view too old to serve.
+    :raises HTTPError: for bad parameters, a view too old to serve, or
+        (429) a client with too many long-polls and streams open.
     """
     index = parse_index(request)
     wait = parse_wait(request)
@@ -155,6 +187,7 @@ def answer(request: Request, hub: Hub, followed: Followed) -> int:
         d.addErrback(lambda f: finish(request, 500, error_body(
             "internal error", "Glimpse failed to answer; its log has the details")))
         return NOT_DONE_YET
+    hold(request, slots)
     d = hub.wait(subject, index, wait)
     request.notifyFinish().addErrback(lambda _: d.cancel())
 
@@ -237,7 +270,8 @@ class Stream:
         self._gone()
 
 
-def stream(request: Request, hub: Hub, followed: Followed, limit: int) -> int:
+def stream(request: Request, hub: Hub, followed: Followed, limit: int,
+           slots: ClientSlots | None = None) -> int:
     """
     Render a ``text/event-stream`` of ``followed``: a snapshot (or, with a
     known ``Last-Event-ID``, the events missed), then changes as they come.
@@ -249,8 +283,13 @@ def stream(request: Request, hub: Hub, followed: Followed, limit: int) -> int:
 
     :param limit: bytes held for a client that does not read, before the
         stream is closed.
+    :param slots: the long-polls and streams each client has open, or
+        ``None`` for no cap.
     :return: ``NOT_DONE_YET``.
+    :raises HTTPError: 429 for a client with too many long-polls and
+        streams open.
     """
+    hold(request, slots)
     last_id = request.getHeader(b"last-event-id")
     subject = followed.subject(hub)
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
@@ -283,4 +322,4 @@ def render_error(request: Request, e: HTTPError) -> bytes:
     """
     An :class:`HTTPError` as a JSON answer (for resources that render bytes).
     """
-    return write_json(request, e.code, error_body(e.error, e.detail))
+    return write_json(request, e.code, error_body(e.error, e.detail), e.headers)

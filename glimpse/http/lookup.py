@@ -15,6 +15,7 @@ from glimpse.address import InvalidName, parse_address
 from glimpse.http._json import ErrorResource, HTTPError, JSONResource, render_deferred
 from glimpse.http.bodies import explain_body, jobs_of, jobs_or_error, lookup_body
 from glimpse.http.follow import Followed, answer, parse_bool, stream
+from glimpse.http.limits import ClientSlots, HTTPLimits
 
 if TYPE_CHECKING:
     from twisted.web.resource import Resource
@@ -37,16 +38,21 @@ class Context:
     :param cap: most instances a wildcard lookup returns.
     :param stream_buffer: bytes a stream holds for a slow client before
         closing it.
+    :param max_streams_per_client: long-polls and streams one client may
+        have open at once.
+    :ivar held: the long-polls and streams each client has open.
     """
 
     def __init__(self, topology: Topology, hub: Hub, checks: CheckHistory | None, dns_zone: str,
-                 cap: int = 1000, stream_buffer: int = 1 << 20) -> None:
+                 cap: int = 1000, stream_buffer: int = 1 << 20,
+                 max_streams_per_client: int = HTTPLimits().max_streams_per_client) -> None:
         self.topology = topology
         self.hub = hub
         self.checks = checks
         self.dns_zone = dns_zone
         self.cap = cap
         self.stream_buffer = stream_buffer
+        self.held = ClientSlots(max_streams_per_client)
 
 
 def followed_lookup(ctx: Context, address: Address, healthy: bool) -> Followed:
@@ -135,5 +141,5 @@ class AddressResource(JSONResource):
             return render_deferred(request, d.addCallback(lambda body: (200, body)))
         followed = followed_lookup(ctx, self._address, parse_bool(request, "healthy"))
         if self._kind == "watch":
-            return stream(request, ctx.hub, followed, ctx.stream_buffer)
-        return answer(request, ctx.hub, followed)
+            return stream(request, ctx.hub, followed, ctx.stream_buffer, ctx.held)
+        return answer(request, ctx.hub, followed, ctx.held)

@@ -45,13 +45,66 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "A provider token is configured and was not sent, or was wrong.",
         403: "The provider API serves only loopback clients (no token configured).",
         404: "Nothing there: unknown zone, address or path.",
-        413: "The body is too large.",
+        413: "The body is larger than --http-max-body; a Content-Length over it is "
+             "answered before any of the body is read.",
         503: "Glimpse cannot serve it now: Consul is out of reach and the view is "
-             "missing or older than --max-stale.",
+             "missing or older than --max-stale (or Glimpse has --http-max-conns "
+             "connections open: then with Retry-After).",
         504: "Consul did not acknowledge the change in time.",
     }
     return {str(c): _json(_ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
             for c in codes}
+
+
+_RETRY_AFTER: dict[str, Any] = {"Retry-After": {
+    "description": "Seconds to wait before trying again.",
+    "schema": {"type": "integer", "minimum": 1}}}
+
+#: The answers of the HTTP limits (glimpse/http/site.py), which any request
+#: may get whatever its path: the connection is closed after each.
+_LIMIT_ERRORS: dict[str, Any] = {
+    "408": _json(_ref("Error"), "The request's headers took longer than "
+                 "--http-header-timeout (or its body longer than --http-body-timeout) "
+                 "to arrive; the connection is closed."),
+    "429": _json(_ref("Error"), "Too many connections from this client (over "
+                 "--http-max-conns-per-client; an IPv6 client is its /64), or, for a "
+                 "long-poll or stream, too many of those open (over "
+                 "--http-max-streams-per-client).", _RETRY_AFTER),
+    "503": _json(_ref("Error"), "Glimpse has --http-max-conns connections open.",
+                 _RETRY_AFTER),
+}
+
+
+def _also_over_the_cap(answer: dict[str, Any]) -> dict[str, Any]:
+    # A 503 of its own (the view cannot serve) may also be the connection
+    # cap's: its body then an Error, with Retry-After.
+    schema = answer["content"]["application/json"]["schema"]
+    if schema != _ref("Error"):
+        schema = {"oneOf": [schema, _ref("Error")]}
+        description = (answer["description"] + "; or, with Retry-After, Glimpse has "
+                       "--http-max-conns connections open (an Error)")
+    else:
+        description = answer["description"]
+    return dict(answer, description=description,
+                content={"application/json": {"schema": schema}},
+                headers={**answer.get("headers", {}), **_RETRY_AFTER})
+
+
+def _with_limit_errors(paths: dict[str, Any]) -> None:
+    # Every operation may meet the limits; a body too large only those
+    # that take one.
+    for item in paths.values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            for code, answer in _LIMIT_ERRORS.items():
+                if code not in responses:
+                    responses[code] = answer
+                elif code == "503":
+                    responses[code] = _also_over_the_cap(responses[code])
+            if "requestBody" in operation and "413" not in responses:
+                responses["413"] = _errors(413)["413"]
 
 
 _INDEX: dict[str, Any] = {"X-Glimpse-Index": {
@@ -155,6 +208,10 @@ SCHEMAS: dict[str, Any] = {
                "properties": {"version": {"type": "string"}, "versions": {"type": "object"},
                               "serving": {"type": "boolean"},
                               "consul_reachable": {"type": "boolean"},
+                              "consul_error": dict(_nullable("string"), description=(
+                                  "what asking the local Consul agent last failed with "
+                                  "('TLS: ...' for a CA or client certificate it does "
+                                  "not take); null while it answers")),
                               "local_zone": _nullable("string"),
                               "zones": {"type": "object"}, "watches": {"type": "integer"}}},
     "Zone": {"type": "object", "required": ["zone", "reachable", "serving"],
@@ -285,6 +342,7 @@ def document() -> dict[str, Any]:
                     "schema": {"type": "object", "properties": {"note": {"type": "string"}}}}}},
                 "responses": {"200": _json({"type": "object"}, "The check was set")}
                 | _errors(*auth, 404, 503)}}
+    _with_limit_errors(paths)
     state, state_defs = _hoist(provider_state_schema(), "ProviderState_")
     return {
         "openapi": "3.1.0",

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
     from glimpse.providers.applier import Applier
 
+#: The largest state a PUT takes, in bytes, unless told otherwise (the
+#: site's --http-max-body answers a larger one 413 before reading it).
 MAX_BODY = 16 * 1024 * 1024
 MAX_NOTE = 4096
 _STATUSES = ("pass", "warn", "fail")
@@ -90,12 +92,15 @@ class ProvidersResource(JSONResource):
 
     :param applier: a :class:`glimpse.providers.applier.Applier`.
     :param token: the provider token, or ``None`` for loopback clients only.
+    :param max_body: the largest state a PUT takes, in bytes.
     """
 
-    def __init__(self, applier: Applier, token: str | None = None) -> None:
+    def __init__(self, applier: Applier, token: str | None = None,
+                 max_body: int = MAX_BODY) -> None:
         super().__init__()
         self._applier = applier
         self._token = token
+        self._max_body = max_body
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         """
@@ -111,7 +116,7 @@ class ProvidersResource(JSONResource):
             return ErrorResource(400, "invalid provider name", problem)
         rest = [p.decode("utf-8", "replace") for p in request.postpath or ()]
         if not rest or rest == [""]:
-            return ProviderResource(self._applier, name)
+            return ProviderResource(self._applier, name, self._max_body)
         if len(rest) == 5 and rest[0] == "instances" and rest[2] == "checks":
             if rest[4] not in _STATUSES:
                 return ErrorResource(404, f"no such check status {rest[4]!r}",
@@ -143,14 +148,16 @@ class ProviderResource(JSONResource):
 
     :param applier: a :class:`glimpse.providers.applier.Applier`.
     :param provider: the provider's name.
+    :param max_body: the largest state a PUT takes, in bytes.
     """
 
     isLeaf = True
 
-    def __init__(self, applier: Applier, provider: str) -> None:
+    def __init__(self, applier: Applier, provider: str, max_body: int = MAX_BODY) -> None:
         super().__init__()
         self._applier = applier
         self._provider = provider
+        self._max_body = max_body
 
     def render_GET(self, request: Request) -> int:
         """
@@ -172,9 +179,10 @@ class ProviderResource(JSONResource):
         :raises HTTPError: 413 for a body too large, 400 for one that is not
             JSON or not a valid state (nothing is changed then).
         """
-        body = read_body(request, MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise HTTPError(413, "state too large", f"at most {MAX_BODY} bytes")
+        body = read_body(request, self._max_body + 1)
+        if len(body) > self._max_body:
+            raise HTTPError(413, "state too large",
+                            f"at most {self._max_body} bytes (--http-max-body)")
         try:
             document = json.loads(body)
         except ValueError as e:

@@ -13,7 +13,7 @@ from glimpse.http._json import HTTPError, JSONResource, write_json
 from glimpse.http.lookup import LookupResource
 from glimpse.http.metrics import MetricsResource
 from glimpse.http.openapi import OpenAPIResource
-from glimpse.http.providers import ProvidersResource
+from glimpse.http.providers import MAX_BODY, ProvidersResource
 from glimpse.http.topology import TopologyResource
 from glimpse.http.zones import ZonesResource
 
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 class StatusResource(JSONResource):
     """
-    ``GET /v1/status``: Glimpse's own health, 503 when it cannot serve.
+    ``GET /v1/status``: Glimpse's own health, 503 when it cannot serve;
+    ``consul_error`` says what asking the local Consul agent last failed
+    with (``null`` while it answers).
 
     :param topology: the :class:`glimpse.view.topology.Topology`.
     :param clock: ``IReactorTime``, for the views' ages.
@@ -58,12 +60,19 @@ class StatusResource(JSONResource):
         local = self._topology.local_zone
         if local is None or local not in zones or not zones[local]["serving"]:
             serving = False
+        # What the local agent last failed with (the zone list, else the
+        # local zone's catalog): "TLS: ..." for a CA or client certificate
+        # the agent does not take, so that it is seen here, not only in the log.
+        error = self._topology.zones_fresh.error
+        if error is None and local is not None and local in self._topology.zones:
+            error = self._topology.zones[local].fresh.error
         body = {
             "version": glimpse.__version__,
             "versions": {"glimpse": glimpse.__version__, "twisted": twisted.__version__,
                          "python": platform.python_version()},
             "consul_reachable": any(z["stale_seconds"] == 0 for z in zones.values())
             and bool(zones),
+            "consul_error": error,
             "serving": serving,
             "local_zone": local,
             "zones": zones,
@@ -136,7 +145,7 @@ def _put(parent: Resource, path: bytes, child: Resource) -> None:
 
 def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
               latency: Histogram | None, clock: IReactorTime,
-              provider_token: str | None = None) -> Root:
+              provider_token: str | None = None, max_body: int = MAX_BODY) -> Root:
     """
     Build the resource tree over parts the composition root made
     (:func:`glimpse.agent.build`); nothing here outlives a request.
@@ -149,6 +158,8 @@ def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
     :param clock: ``IReactorTime``.
     :param provider_token: the token the provider API requires, or ``None``
         to serve it to loopback clients only.
+    :param max_body: the largest provider state a PUT takes, in bytes (the
+        site's ``max_body``).
     :return: the root resource.
     """
     topology = api.topology
@@ -163,7 +174,7 @@ def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
     _put(v1, b"watch", watch)
     _put(v1, b"topology", TopologyResource(api))
     _put(v1, b"openapi.json", OpenAPIResource())
-    _put(v1, b"providers", ProvidersResource(applier, provider_token))
+    _put(v1, b"providers", ProvidersResource(applier, provider_token, max_body))
     _put(v1, b"status", StatusResource(topology, clock))
     _put(v1, b"zones", ZonesResource(topology, clock))
     return root

@@ -75,5 +75,6 @@ class TopologyResource(JSONResource):
                                  "use /v1/topology/<zone>/<product>/<env>/<job>").render(request)
         followed = followed_topology(self._ctx, path)
         if self._streaming:
-            return stream(request, self._ctx.hub, followed, self._ctx.stream_buffer)
-        return answer(request, self._ctx.hub, followed)
+            return stream(request, self._ctx.hub, followed, self._ctx.stream_buffer,
+                          self._ctx.held)
+        return answer(request, self._ctx.hub, followed, self._ctx.held)

@@ -44,6 +44,23 @@ def test_every_mounted_route_is_documented():
     assert "/metrics" in paths
 
 
+def test_every_operation_documents_the_limits_answers():
+    """
+    Every operation lists the answers of the HTTP limits (408, 429 and 503
+    with Retry-After), and those that take a body a 413 too.
+    """
+    for path, item in document()["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            assert {"408", "429", "503"} <= set(responses), (path, method)
+            assert "Retry-After" in responses["429"]["headers"]
+            assert "Retry-After" in responses["503"]["headers"]
+            if "requestBody" in operation:
+                assert "413" in responses, (path, method)
+
+
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(glimpse, tmp_path):
     """
     Requests generated from the document (valid and invalid) never get a
