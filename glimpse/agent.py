@@ -23,10 +23,10 @@ from glimpse.dns import (
     GlimpseServerFactory,
     ZoneIdentity,
 )
-from glimpse.http import Context, Hub, make_root
+from glimpse.http import Context, GlimpseCollector, Hub, make_registry, make_root
 from glimpse.http.limits import HTTPLimits, fitted_limits, with_backlog
 from glimpse.http.site import LimitedSite
-from glimpse.metrics import GCPauses, GlimpseCollector, LagProbe, make_registry
+from glimpse.metrics import GCPauses, LagProbe
 from glimpse.providers import Applier, ProviderStore, ReconcileService
 from glimpse.view import CheckHistory, Topology
 

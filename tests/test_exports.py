@@ -30,7 +30,8 @@ EXPORTS = {
                     "GlimpseResolver": "server", "GlimpseServerFactory": "server",
                     "GlimpseStreamProtocol": "protocols", "ZoneIdentity": "answers",
                     "opt_record": "wire", "read_opt": "wire"},
-    "glimpse.http": {"Context": "lookup", "HTTPError": "_json", "Hub": "hub",
+    "glimpse.http": {"Context": "lookup", "GlimpseCollector": "collector",
+                     "make_registry": "collector", "HTTPError": "_json", "Hub": "hub",
                      "ProvidersResource": "providers", "ZonesResource": "zones",
                      "make_root": "root"},
     "glimpse.consul": {"CHECK_STATUSES": None, "TOKEN_HEADER": None,
@@ -54,8 +55,7 @@ EXPORTS = {
                      "Unavailable": "topology", "ZoneView": "zone",
                      "instances_from_health": "model"},
     "glimpse.metrics": {"Buckets": "buckets", "GCPauses": "gcpauses",
-                        "GlimpseCollector": "registry", "LagProbe": "lag",
-                        "make_registry": "registry"},
+                        "LagProbe": "lag"},
 }
 
 

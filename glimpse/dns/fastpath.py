@@ -93,6 +93,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
     def __init__(self, controller: GlimpseServerFactory, topology: Topology,
                  clock: IReactorTime, max_entries: int = 100_000, tick: float = 1.0) -> None:
         super().__init__(controller)
+        self._factory = controller
         self.stats = controller.stats
         self._topology = topology
         self._kept = KeptAnswers(max_entries, self.flush_stats)
@@ -265,7 +266,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         except Exception:
             return False  # the slow path answers FORMERR
         # Timed by the factory when it answers, maybe later (first lookup).
-        self.controller.message_received(RequestContext(
+        self._factory.message_received(RequestContext(
             self, address, received, request, fast_key=key, name_end=end))
         return MISSED
 
@@ -315,7 +316,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         # depends on besides the zone list; and the job (zone, Consul
         # service) it comes from, whose health watch its hits keep alive.
         name = request.queries[0].name.name.decode("ascii", "replace")
-        labels = relative_labels(name, self.controller.resolver.dns_zone)
+        labels = relative_labels(name, self._factory.resolver.dns_zone)
         if not labels:
             return None, None
         parsed = classify(labels)

@@ -16,11 +16,26 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int16StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 
-from glimpse.dns.request import ClientAddress, RequestContext
+from glimpse.dns.request import ClientAddress, RequestContext, Responder
 from glimpse.dns.wire import TCP_SIZE, udp_limit
 
 if TYPE_CHECKING:
-    from glimpse.dns.server import GlimpseServerFactory
+    from glimpse.dns.wire import DNSStats
+
+
+class Controller(Protocol):
+    """
+    What the protocols ask of the server that answers
+    (:class:`glimpse.dns.server.GlimpseServerFactory`).
+    """
+
+    stats: DNSStats
+
+    def bytes_received(self, data: bytes, protocol: Responder, address: ClientAddress | None,
+                       received_ns: int) -> None:
+        """
+        Answer one message through ``protocol``.
+        """
 
 
 # What the protocols use of their transports, which Twisted's interfaces
@@ -50,7 +65,7 @@ class GlimpseDatagramProtocol(DatagramProtocol):
     #: does not fit (see :func:`glimpse.dns.wire.encode`).
     reduce_to: int | None = None
 
-    def __init__(self, controller: GlimpseServerFactory) -> None:
+    def __init__(self, controller: Controller) -> None:
         self.controller = controller
 
     def datagramReceived(self, data: bytes, address: ClientAddress) -> None:
@@ -93,7 +108,7 @@ class GlimpseStreamProtocol(Int16StringReceiver, TimeoutMixin):
     MAX_LENGTH = TCP_SIZE
     reduce_to: int | None = TCP_SIZE
 
-    def __init__(self, controller: GlimpseServerFactory, timeout: float) -> None:
+    def __init__(self, controller: Controller, timeout: float) -> None:
         self.controller = controller
         self._timeout = timeout
 

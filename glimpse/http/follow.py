@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from glimpse.duration import InvalidDuration, parse_duration
 from glimpse.http._json import HTTPError, error_body, finish, write_json
-from glimpse.http.hub import sse_event
+from glimpse.http.events import sse_event
 from glimpse.http.limits import client_key
 
 if TYPE_CHECKING:

@@ -12,8 +12,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from glimpse.consul import ConsulClient
-from glimpse.http import Context, Hub, make_root
-from glimpse.metrics import GlimpseCollector, make_registry
+from glimpse.http import Context, GlimpseCollector, Hub, make_registry, make_root
 from glimpse.testing import FakeConsul
 from glimpse.view.history import CheckHistory
 from glimpse.view.topology import Topology

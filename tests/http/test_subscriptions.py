@@ -16,8 +16,9 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from glimpse.http import HTTPError
 from glimpse.http.bodies import body_index
+from glimpse.http.events import item_events, replay
 from glimpse.http.follow import Stream, parse_wait
-from glimpse.http.hub import Hub, item_events, replay
+from glimpse.http.hub import Hub
 
 
 class FakeTopology:

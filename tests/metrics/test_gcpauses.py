@@ -8,7 +8,8 @@ import weakref
 
 from twisted.internet.task import Clock
 
-from glimpse.metrics import GCPauses, GlimpseCollector, make_registry
+from glimpse.http import GlimpseCollector, make_registry
+from glimpse.metrics import GCPauses
 from glimpse.testing import EmptyTopology
 
 

@@ -14,7 +14,8 @@ from twisted.names import dns
 from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 from glimpse.dns.wire import DNSStats
-from glimpse.metrics import GlimpseCollector, LagProbe, make_registry
+from glimpse.http import GlimpseCollector, make_registry
+from glimpse.metrics import LagProbe
 from glimpse.testing import EmptyTopology
 
 from support import ask, wait_until

@@ -1,5 +1,5 @@
 """
-``/metrics``: Glimpse's figures in Prometheus' text format.
+What ``/metrics`` serves: Glimpse's figures in Prometheus' text format.
 
 Everything is read when Prometheus scrapes, from the plain counters the
 parts of Glimpse keep (the DNS server's ``stats``, the Consul client's
