@@ -142,14 +142,16 @@ def servers(view, fast=False, transport=None, **fast_options):
     return factory, proto, transport, clock
 
 
-def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opcode=dns.OP_QUERY):
+def query_bytes(name, qtype=dns.SRV, id=77, edns=None, rd=True, cls=dns.IN, opcode=dns.OP_QUERY,
+                do=False):
     """
-    An encoded query; with ``edns``, an OPT record advertising that size.
+    An encoded query; with ``edns``, an OPT record advertising that size
+    (with the DO bit when ``do``).
     """
     message = dns.Message(id=id, recDes=int(rd), opCode=opcode)
     message.queries = [dns.Query(name, qtype, cls)]
     if edns is not None:
-        message.additional = [opt_record(edns)]
+        message.additional = [opt_record(edns, dnssec_ok=do)]
     return message.toStr()
 
 

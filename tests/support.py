@@ -49,14 +49,15 @@ def wait_until(condition, timeout=15.0, interval=0.05, what="the condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-def make_query(name, qtype, id=4242, edns=None, rd=True):
+def make_query(name, qtype, id=4242, edns=None, rd=True, do=False):
     """
-    A query message; with ``edns``, an OPT record advertising that UDP size.
+    A query message; with ``edns``, an OPT record advertising that UDP size
+    (with the DO bit when ``do``).
     """
     message = dns.Message(id=id, recDes=int(rd))
     message.queries = [dns.Query(name, qtype, dns.IN)]
     if edns is not None:
-        message.additional = [opt_record(edns)]
+        message.additional = [opt_record(edns, dnssec_ok=do)]
     return message
 
 

@@ -4,9 +4,9 @@ the twisted.names path, which stays the authority for everything.
 
 A *plain* query is QUERY, QR=0, no AA/TC, QDCOUNT=1, no answer or authority
 records, and either no additional record or exactly one OPT record of
-version 0 with no flags and no options, and nothing after it.  For a plain
-query the answer depends only on the lower-cased name, the type, whether
-EDNS was used and the view; so the first time one is asked it goes through
+version 0 with no flag but DO and no options, and nothing after it.  For a
+plain query the answer depends only on the lower-cased name, the type,
+whether EDNS was used (with DO or not) and the view; so the first time one is asked it goes through
 twisted.names, and its encoded answer is kept under that key (ID and RD
 left out).  The next query with the key gets those bytes with its own ID,
 RD bit and question bytes copied in (so a 0x20-randomised name comes back
@@ -58,12 +58,13 @@ MISSED = "missed"
 #: Header counts of a plain query: QDCOUNT=1, and ARCOUNT 0 or 1 (an OPT).
 _PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-#: An OPT record's name (root) and type, and the rest that must be zero:
-#: extended rcode, version 0, no DO flag, no options.
+#: An OPT record's name (root) and type, then its TTL and length: extended
+#: rcode 0, version 0, no flag but DO, no options.  The key's suffix tells
+#: an OPT record without DO (E) from one with it (D): the response's OPT
+#: carries the DO bit of the query's (RFC 3225), so the two are different
+#: answers.
 _OPT_HEAD = b"\x00\x00\x29"
-_OPT_ZEROS = b"\x00" * 6
-#: Suffix of the key of a query that had an OPT record.
-_EDNS_TAG = b"E"
+_OPT_TAGS = {b"\x00" * 6: b"E", b"\x00\x00\x80\x00\x00\x00": b"D"}
 
 
 def _not_started(data: bytes, address: ClientAddress) -> None:
@@ -234,8 +235,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
             key = data[12:end].lower() + data[end:qend]
             limit = CLASSIC_UDP_SIZE
         elif (counts == _EDNS and size == qend + 11 and data[qend:qend + 3] == _OPT_HEAD
-              and data[qend + 5:] == _OPT_ZEROS):
-            key = data[12:end].lower() + data[end:qend] + _EDNS_TAG
+              and data[qend + 5:] in _OPT_TAGS):
+            key = data[12:end].lower() + data[end:qend] + _OPT_TAGS[data[qend + 5:]]
             limit = (data[qend + 3] << 8) | data[qend + 4]
             limit = UDP_SIZE if limit > UDP_SIZE else (
                 CLASSIC_UDP_SIZE if limit < CLASSIC_UDP_SIZE else limit)

@@ -107,16 +107,18 @@ def read_opt(record: dns.RRHeader) -> OPTHeader:
     return _opt_from_record(record)
 
 
-def opt_record(udp_payload_size: int, version: int = 0, extended_rcode: int = 0) -> OPTHeader:
+def opt_record(udp_payload_size: int, version: int = 0, extended_rcode: int = 0,
+               dnssec_ok: bool = False) -> OPTHeader:
     """
     An OPT record to send, for a response's or a query's additional section.
 
     :param udp_payload_size: the UDP payload size it advertises.
     :param version: the EDNS version.
     :param extended_rcode: the upper 8 bits of the rcode (``rcode >> 4``).
+    :param dnssec_ok: the DO bit (RFC 3225).
     """
     return _new_opt(udpPayloadSize=udp_payload_size, extendedRCODE=extended_rcode,
-                    version=version)
+                    version=version, dnssecOK=dnssec_ok)
 
 
 def split_opt(message: dns.Message) -> tuple[OPTHeader | None, int | None]:
@@ -197,7 +199,8 @@ def response_for(request: dns.Message, opt: OPTHeader | None, rcode: int, auth: 
     """
     The response :class:`dns.Message` to a request: ID, opcode, RD and the
     question (with its case) copied; RA never set; an OPT record advertising
-    :data:`UDP_SIZE` when the request had one.
+    :data:`UDP_SIZE` when the request had one, with the request's DO bit
+    (RFC 3225 section 3: it MUST be copied, though Glimpse signs nothing).
 
     :param request: the decoded request.
     :param opt: its OPT record, or ``None``.
@@ -219,7 +222,8 @@ def response_for(request: dns.Message, opt: OPTHeader | None, rcode: int, auth: 
     if opt is not None:
         # twisted.names encodes whatever has encode() in a section, and
         # types the sections as RRHeader lists: the OPT record is not one.
-        response.additional.append(cast(dns.RRHeader, opt_record(UDP_SIZE, 0, rcode >> 4)))
+        response.additional.append(cast(dns.RRHeader, opt_record(
+            UDP_SIZE, 0, rcode >> 4, dnssec_ok=bool(opt.dnssecOK))))
     return response
 
 

@@ -36,12 +36,13 @@ SIZES = [None, 0, 512, 600, 1232, 4096, 65535]
 
 def corpus():
     """
-    Every name in every type, with and without EDNS at several sizes, with
-    and without RD.
+    Every name in every type, with and without EDNS at several sizes (with
+    and without the DO bit), with and without RD.
     """
-    for i, (name, qtype, size, rd) in enumerate(
-            itertools.product(NAMES, TYPES, SIZES, (True, False))):
-        yield query_bytes(name, qtype, id=i % 65536, edns=size, rd=rd)
+    for i, (name, qtype, size, rd, do) in enumerate(
+            itertools.product(NAMES, TYPES, SIZES, (True, False), (False, True))):
+        if size is not None or not do:
+            yield query_bytes(name, qtype, id=i % 65536, edns=size, rd=rd, do=do)
 
 
 @pytest.mark.parametrize("count", [2, 40])
