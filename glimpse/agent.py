@@ -21,7 +21,9 @@ from glimpse.dns import (
     FastUDPServer,
     GlimpseResolver,
     GlimpseServerFactory,
+    StreamFactory,
     ZoneIdentity,
+    fitted_max_conns,
 )
 from glimpse.http import Context, GlimpseCollector, Hub, make_registry, make_root
 from glimpse.http.limits import HTTPLimits, fitted_limits, with_backlog
@@ -66,6 +68,8 @@ class Glimpse:
     :ivar topology: the view (the read side).
     :ivar dns: the DNS server factory (twisted.names' side, and its stats).
     :ivar dns_udp: the fast path on the UDP port.
+    :ivar dns_tcp: the DNS-over-TCP listener's factory (its connections,
+        their cap and timeouts).
     :ivar applier: the provider states' applier (the write side).
     :ivar checks: when each check last changed, as Glimpse saw it.
     :ivar hub: the HTTP API's subscriptions.
@@ -78,6 +82,7 @@ class Glimpse:
     topology: Topology
     dns: GlimpseServerFactory
     dns_udp: FastDatagramProtocol
+    dns_tcp: StreamFactory
     applier: Applier
     checks: CheckHistory
     hub: Hub
@@ -127,7 +132,13 @@ def build(reactor: Any, options: Mapping[str, Any],
     # than a pre-encoded answer does).
     dns_udp = FastDatagramProtocol(factory, topology, reactor)
     FastUDPServer(port, dns_udp, interface, reactor).setServiceParent(top)
-    internet.TCPServer(port, factory, interface=interface,
+    # TCP answers from the same pre-encoded answers, within a cap on
+    # connections and an idle timeout (RFC 7766).
+    dns_tcp = StreamFactory(
+        factory, reactor, dns_udp.answers,
+        max_conns=fitted_max_conns(options.get("dns-tcp-max-conns", 1024), open_files),
+        idle_timeout=options.get("dns-tcp-idle-timeout", 30.0))
+    internet.TCPServer(port, dns_tcp, backlog=1024, interface=interface,
                        reactor=reactor).setServiceParent(top)
 
     applier = Applier(consul, ProviderStore(options["state-dir"]), reactor)
@@ -162,4 +173,5 @@ def build(reactor: Any, options: Mapping[str, Any],
     # started is frozen too.
     gc_pauses.setServiceParent(top)
     return Glimpse(service=top, consul=consul, topology=topology, dns=factory, dns_udp=dns_udp,
+                   dns_tcp=dns_tcp,
                    applier=applier, checks=checks, hub=hub, registry=registry, site=site)

@@ -100,6 +100,14 @@ class Options(usage.Options):
         ["dns-ttl", None, 5, "TTL in seconds of positive DNS answers.", int],
         ["negative-ttl", None, 5,
          "TTL in seconds of negative DNS answers (NXDOMAIN, NODATA): the SOA minimum.", int],
+        ["dns-tcp-max-conns", None, 1024,
+         "DNS-over-TCP connections open at once (at most a quarter of the open-file "
+         "limit); at the cap the longest-idle one is closed to make room for a new "
+         "client, which is refused only when every connection is busy.", int],
+        ["dns-tcp-idle-timeout", None, 30.0,
+         "Seconds a DNS-over-TCP connection may go without a whole query before it is "
+         "closed (trickling bytes do not extend it); a client that does not read its "
+         "answers for as long is cut off.", float],
         ["max-stale", None, 300.0,
          "Seconds the last view keeps answering while Consul is unreachable; "
          "after that, SERVFAIL and HTTP 503.", float],
@@ -219,6 +227,8 @@ class Options(usage.Options):
         for name in ("dns-ttl", "negative-ttl"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must be 0 or more seconds")
+        _positive("dns-tcp-max-conns", int)(self["dns-tcp-max-conns"])
+        _positive("dns-tcp-idle-timeout")(self["dns-tcp-idle-timeout"])
         for name in ("max-stale", "idle-timeout", "zones-interval"):
             _positive(name)(self[name])
         _positive("lookup-cap", int)(self["lookup-cap"])

@@ -4,11 +4,14 @@ same interface :class:`glimpse.view.topology.Topology` offers the DNS), a datagr
 transport that records what is sent, and helpers building servers on them.
 """
 
+import itertools
 import select
 import socket
+import struct
 
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.names import dns
 
 from glimpse.dns import (
@@ -16,6 +19,7 @@ from glimpse.dns import (
     GlimpseDatagramProtocol,
     GlimpseResolver,
     GlimpseServerFactory,
+    StreamFactory,
     ZoneIdentity,
     opt_record,
 )
@@ -252,3 +256,89 @@ def decode(data):
     message = dns.Message()
     message.fromStr(data)
     return message
+
+
+def stream_factory(view, fast=True, clock=None, **options):
+    """
+    A DNS-over-TCP factory on ``view``: with ``fast``, answering from the
+    fast path's answers, shared with a UDP fast path (started, so its
+    housekeeping runs on ``clock``); ``options`` go to
+    :class:`StreamFactory` (``max_conns``, ``idle_timeout``).
+
+    :return: ``(stream_factory, udp_protocol, udp_transport, clock)``.
+    """
+    factory, udp, wire, udp_clock = servers(view, fast=fast)
+    clock = clock or udp_clock
+    answers = udp.answers if fast else None
+    tcp = StreamFactory(factory, clock, answers, **options)
+    tcp.doStart()
+    return tcp, udp, wire, clock
+
+
+def connect(tcp):
+    """
+    A connection of ``tcp`` (a :class:`StreamFactory`) on a
+    :class:`StringTransport`: ``(protocol, transport)``.
+    """
+    protocol = tcp.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def framed(*messages):
+    """
+    DNS messages with their TCP length prefixes, as one string of bytes.
+    """
+    return b"".join(struct.pack("!H", len(m)) + m for m in messages)
+
+
+def unframed(data):
+    """
+    The messages in a DNS-over-TCP byte stream (whole ones only).
+    """
+    messages = []
+    while len(data) >= 2:
+        (length,) = struct.unpack("!H", data[:2])
+        if len(data) < 2 + length:
+            break
+        messages.append(data[2:2 + length])
+        data = data[2 + length:]
+    return messages
+
+
+def exchange_stream(protocol, transport, data):
+    """
+    Feed one query to a TCP connection and return its one reply (``None``
+    when none came).
+    """
+    transport.clear()
+    protocol.dataReceived(framed(data))
+    replies = unframed(transport.value())
+    assert len(replies) <= 1
+    return replies[0] if replies else None
+
+
+#: The differential tests' corpus: names of every kind, types, EDNS sizes.
+NAMES = [
+    b"http.web.prod.shop.ams.glimpse.test", b"HTTP.Web.PROD.shop.AMS.glimpse.TEST",
+    b"admin.web.prod.shop.ams.glimpse.test",
+    b"http.db.prod.shop.ams.glimpse.test", b"web.prod.shop.ams.glimpse.test",
+    b"ams.glimpse.test", b"glimpse.test", b"GLIMPSE.test", b"ns.glimpse.test",
+    b"0a000001.addr.ams.glimpse.test", b"0a000001.ADDR.ams.glimpse.test",
+    b"nope.web.prod.shop.ams.glimpse.test", b"x.y.z.q.w.e.r.glimpse.test",
+    b"example.com", b"glimpse.test.example.com",
+]
+TYPES = [dns.SRV, dns.A, dns.AAAA, dns.TXT, dns.SOA, dns.NS, dns.ALL_RECORDS, 65, 97]
+SIZES = [None, 0, 512, 600, 1232, 4096, 65535]
+
+
+def corpus():
+    """
+    Every name in every type, with and without EDNS at several sizes (with
+    and without the DO bit), with and without RD.
+    """
+    for i, (name, qtype, size, rd, do) in enumerate(
+            itertools.product(NAMES, TYPES, SIZES, (True, False), (False, True))):
+        if size is not None or not do:
+            yield query_bytes(name, qtype, id=i % 65536, edns=size, rd=rd, do=do)

@@ -69,7 +69,7 @@ def test_the_http_site_holds_connections_to_the_limits_given(tmp_path):
                         open_files=400)
     assert glimpse.site.limits == HTTPLimits(max_conns=200, max_conns_per_client=200,
                                              max_body=5000, header_timeout=2.0)
-    [warning] = [e for e in events if "LimitNOFILE" in e["log_format"]]
+    [warning] = [e for e in events if e["log_format"].startswith("HTTP: --http-max-conns")]
     assert warning["conns"] == 200 and warning["files"] == 400
 
 

@@ -1,7 +1,8 @@
 """
-The DNS fast path's kept answers (:mod:`glimpse.dns.fastpath`): pre-encoded answers
-by key, the same answers under the exact bytes of the queries they
-answered, and which of them a change of the view drops.  Bookkeeping only:
+The DNS fast path's kept answers (:mod:`glimpse.dns.fastpath` over UDP,
+:mod:`glimpse.dns.stream` over TCP): pre-encoded answers by key, the same
+answers under the exact bytes of the queries they answered (over UDP and
+over TCP), and which of them a change of the view drops.  Bookkeeping only:
 no I/O, no clock, no DNS decoding.
 """
 
@@ -24,14 +25,21 @@ Job = tuple[str, str]
 class KeptAnswer:
     """
     A response encoded by twisted.names, ready to answer the same question
-    again: its bytes after the question, and its header's flags and counts
-    (bytes 2-12) with RD clear and with RD set, so that a query's RD bit
-    picks its header (``heads[rd]``).
+    again: its bytes after the question in each of its orders
+    (:mod:`glimpse.dns.rotation`), and its header's flags and counts (bytes
+    2-12) with RD clear and with RD set, so that a query's RD bit picks its
+    header (``heads[rd]``).
+
+    Every order of an answer has the same header and the same size.  The
+    orders of an answer that fits in a UDP answer are all encoded at once;
+    those of a larger one (over TCP) as queries ask for them: ``tails``
+    holds ``None`` for an order not encoded yet.
 
     :ivar whole_size: the size of the whole response, to compare with the
         client's.
     :ivar heads: the whole response's header bytes 2-12, by RD bit.
-    :ivar tail: the whole response's bytes after the question.
+    :ivar tails: the whole response's bytes after the question, by order
+        (``tails[query ID % len(tails)]``); ``None`` where not encoded yet.
     :ivar short_heads: the truncated response's (TC=1) header bytes 2-12,
         by RD bit.
     :ivar short_tail: the truncated response's bytes after the question.
@@ -47,7 +55,7 @@ class KeptAnswer:
 
     whole_size: int
     heads: tuple[bytes, bytes]
-    tail: bytes
+    tails: list[bytes | None]
     short_heads: tuple[bytes, bytes]
     short_tail: bytes
     qtype: int
@@ -60,20 +68,43 @@ class KeptAnswer:
 @attrs.define(eq=False)
 class ExactAnswer:
     """
-    A :class:`KeptAnswer` as sent to one query's exact bytes: what the
-    batched reads (:meth:`glimpse.dns.mmsg.BatchSocket.serve`) send to the
-    next query with those bytes, and its hits not yet counted.
+    A :class:`KeptAnswer` as sent over UDP to one query's exact bytes: what
+    the batched reads (:meth:`glimpse.dns.mmsg.BatchSocket.serve`) send to
+    the next query with those bytes, and its hits not yet counted.
 
-    :ivar tail: the response's bytes after its ID (a
-        :class:`glimpse.dns.mmsg.Tail`).
+    :ivar tails: the response's bytes after its ID (each a
+        :class:`glimpse.dns.mmsg.Tail`), by order (``tails[query ID %
+        len(tails)]``): one per order of the whole answer, or the truncated
+        form alone.
     :ivar hits: how many times it was sent since the hits were last counted.
     :ivar truncated: whether it is the truncated (TC=1) form.
     :ivar answer: the :class:`KeptAnswer` it was made from.
     """
 
-    tail: Tail
+    tails: tuple[Tail, ...]
     hits: int
     truncated: bool
+    answer: KeptAnswer
+
+
+@attrs.define(eq=False)
+class StreamAnswer:
+    """
+    A :class:`KeptAnswer` as sent over TCP to one query's exact bytes: the
+    length prefix, then the query's ID, ``head``, and the answer's tail in
+    the order the ID picks (read from ``answer.tails`` when sent, so that an
+    order encoded later is found there).
+
+    :ivar prefix: the two-byte length of the response.
+    :ivar head: the response's header bytes 2-12 and the question as the
+        query asked it.
+    :ivar hits: how many times it was sent since the hits were last counted.
+    :ivar answer: the :class:`KeptAnswer` it was made from.
+    """
+
+    prefix: bytes
+    head: bytes
+    hits: int
     answer: KeptAnswer
 
 
@@ -86,23 +117,27 @@ class KeptAnswers:
     every change moves); the other jobs' answers stay.  A change of a
     zone's catalog drops everything.
 
-    :param max_entries: both maps are emptied when either would grow past
-        this: a flood of made-up names cannot take memory without bound.
+    :param max_entries: every map is emptied when one would grow past this:
+        a flood of made-up names cannot take memory without bound.
     :param before_drop: called before answers are dropped (the fast path
         counts their hits then).
     """
 
     def __init__(self, max_entries: int, before_drop: Callable[[], object]) -> None:
         #: :class:`KeptAnswer` by (lower-cased name and the question's type
-        #: and class, EDNS or not).
+        #: and class, EDNS with or without DO, or none):
+        #: :func:`glimpse.dns.plain.plain_key`.
         self.by_key: dict[bytes, KeptAnswer] = {}
-        #: :class:`ExactAnswer` by the exact bytes after a query's ID (flags,
-        #: counts, question and OPT as sent).
+        #: :class:`ExactAnswer` by the exact bytes after a UDP query's ID
+        #: (flags, counts, question and OPT as sent).
         self.exact: dict[bytes, ExactAnswer] = {}
+        #: :class:`StreamAnswer` by the exact bytes after a TCP query's ID.
+        self.stream: dict[bytes, StreamAnswer] = {}
         self.max_entries = max_entries
         self._before_drop = before_drop
-        # ("k", key) in by_key or ("e", key) in exact: of the answers made
-        # of one job's records alone, by job; of every other.
+        # ("k", key) in by_key, ("e", key) in exact or ("s", key) in stream:
+        # of the answers made of one job's records alone, by job; of every
+        # other.
         self._by_job: dict[Job, set[tuple[str, bytes]]] = {}
         self._others: set[tuple[str, bytes]] = set()
 
@@ -110,8 +145,7 @@ class KeptAnswers:
         """
         Keep ``answer`` under ``key``.
 
-        :param key: the question's key (lower-cased name, type and class,
-            and whether it had an OPT record).
+        :param key: the question's key (:func:`glimpse.dns.plain.plain_key`).
         :param answer: the answer; its ``owner`` says which change drops it.
         """
         if len(self.by_key) >= self.max_entries:
@@ -119,14 +153,16 @@ class KeptAnswers:
         self.by_key[key] = answer
         self._note("k", key, answer.owner)
 
-    def keep_exact(self, exact: bytes, tail: Tail, answer: KeptAnswer, truncated: bool) -> None:
+    def keep_exact(self, exact: bytes, tails: tuple[Tail, ...], answer: KeptAnswer,
+                   truncated: bool) -> None:
         """
-        Keep an answer under the exact bytes of a query it answered (one
+        Keep an answer under the exact bytes of a UDP query it answered (one
         answer: its hit is counted), adding the hits not yet counted of the
         answer kept there before.
 
         :param exact: the query's bytes after its ID.
-        :param tail: the response sent, after its ID.
+        :param tails: the response after its ID, by order
+            (:attr:`ExactAnswer.tails`).
         :param answer: the :class:`KeptAnswer` it was made from.
         :param truncated: whether the truncated form was sent.
         """
@@ -134,8 +170,20 @@ class KeptAnswers:
             self.clear()
         seen = self.exact.get(exact)
         hits = 1 + (seen.hits if seen is not None else 0)
-        self.exact[exact] = ExactAnswer(tail, hits, truncated, answer)
+        self.exact[exact] = ExactAnswer(tails, hits, truncated, answer)
         self._note("e", exact, answer.owner)
+
+    def keep_stream(self, exact: bytes, entry: StreamAnswer) -> None:
+        """
+        Keep an answer under the exact bytes of a TCP query it answers.
+
+        :param exact: the query's bytes after its ID.
+        :param entry: the :class:`StreamAnswer`.
+        """
+        if len(self.stream) >= self.max_entries:
+            self.clear()
+        self.stream[exact] = entry
+        self._note("s", exact, entry.answer.owner)
 
     def _note(self, kind: str, key: bytes, owner: Job | None) -> None:
         if owner is None:
@@ -150,6 +198,7 @@ class KeptAnswers:
         self._before_drop()
         self.by_key.clear()
         self.exact.clear()
+        self.stream.clear()
         self._by_job.clear()
         self._others = set()
 
@@ -167,8 +216,11 @@ class KeptAnswers:
         self._before_drop()
         dropped, self._others = self._others, set()
         dropped.update(self._by_job.pop((zone, name), ()))
+        maps: dict[str, dict[bytes, KeptAnswer] | dict[bytes, ExactAnswer]
+                   | dict[bytes, StreamAnswer]] = {
+            "k": self.by_key, "e": self.exact, "s": self.stream}
         for kind, key in dropped:
-            (self.by_key if kind == "k" else self.exact).pop(key, None)
+            maps[kind].pop(key, None)
 
     def prune(self, keep: Callable[[str | None, Job | None, int], bool]) -> None:
         """
@@ -183,6 +235,8 @@ class KeptAnswers:
                        if keep(answer.zone, answer.job, answer.rcode)}
         self.exact = {key: entry for key, entry in self.exact.items()
                       if keep(entry.answer.zone, entry.answer.job, entry.answer.rcode)}
+        self.stream = {key: streamed for key, streamed in self.stream.items()
+                       if keep(streamed.answer.zone, streamed.answer.job, streamed.answer.rcode)}
 
 
 def kept_while_degraded(recovered: frozenset[str], dead_zones: frozenset[str],

@@ -27,7 +27,7 @@ import ctypes.util
 import errno
 import socket
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter_ns
 from typing import Any, Protocol, cast
 
@@ -115,8 +115,12 @@ class Answer(Protocol):
     path's are :class:`glimpse.dns.kept.ExactAnswer`.
     """
 
-    #: What is sent after the query's ID.
-    tail: Tail
+    @property
+    def tails(self) -> Sequence[Tail]:
+        """
+        What may be sent after the query's ID: ``tails[ID % len(tails)]``
+        is (the ID read as a big-endian number).
+        """
     #: How many times it was sent (``serve`` adds one per send).
     hits: int
 
@@ -180,6 +184,7 @@ class BatchSocket:
         # call per field: each mmsghdr is 64 bytes (16 uint32s, 8 uint64s),
         # each iovec 16 (2 uint64s).
         self._in_u32 = memoryview(self._in_hdrs).cast("B").cast("I")
+        self._in_bytes = memoryview(in_buf).cast("B")
         self._out_u64 = memoryview(self._out_hdrs).cast("B").cast("Q")
         self._out_iov = memoryview(out_iov).cast("B").cast("Q")
         # Per slot, where its fields are, so that nothing is computed per
@@ -206,7 +211,9 @@ class BatchSocket:
 
         A datagram is answered when its bytes after the first two (in DNS,
         the ID) are a key of ``answers``: the answer is those two bytes then
-        ``answers[key].tail``, a :class:`Tail`; and ``answers[key].hits``, a
+        one of ``answers[key].tails``, each a :class:`Tail`, the one the two
+        bytes pick (``tails[ID % len(tails)]``: in DNS, the order of the
+        records, :mod:`glimpse.dns.rotation`); and ``answers[key].hits``, a
         count, goes up by one (an :class:`Answer`).
 
         :param answers: the answers, by the bytes after a query's ID.
@@ -221,7 +228,7 @@ class BatchSocket:
         get, held = answers.get, self._held
         # A slice of the char array is bytes, made in one step (a
         # memoryview's slice and then its bytes take three times as long).
-        in_buf, in_u32, out_iov = self._in, self._in_u32, self._out_iov
+        in_buf, in_u32, out_iov, in_bytes = self._in, self._in_u32, self._out_iov, self._in_bytes
         in_slots, out_slots = self._in_slots, self._out_slots
         in_hdrs, out_hdrs = ctypes.addressof(self._in_hdrs), ctypes.addressof(self._out_hdrs)
         batch = self._batch
@@ -242,8 +249,10 @@ class BatchSocket:
                     other(in_buf[start:end], self._address(i))
                     continue
                 entry.hits += 1
+                tails = entry.tails
                 # Held: ``other`` may drop the entry before the batch is sent.
-                held[sent] = piece = entry.tail
+                held[sent] = piece = tails[0] if len(tails) == 1 else tails[
+                    ((in_bytes[start] << 8) | in_bytes[start + 1]) % len(tails)]
                 tail_at, tail_length_at = out_slots[sent]
                 out_iov[tail_at] = piece.address
                 out_iov[tail_length_at] = piece.length

@@ -22,7 +22,7 @@ class Responder(Protocol):
     """
     What the server answers a request through: the UDP or the TCP protocol
     (:class:`glimpse.dns.protocols.GlimpseDatagramProtocol`,
-    :class:`glimpse.dns.protocols.GlimpseStreamProtocol`).
+    :class:`glimpse.dns.stream.GlimpseStreamProtocol`).
     """
 
     #: Encode a response larger than this without its additional records
@@ -55,7 +55,13 @@ class RequestContext:
         (:class:`glimpse.dns.fastpath.FastDatagramProtocol`), under which the
         response is kept; else ``None``.
     :ivar name_end: with ``fast_key``, the offset of the question name's
-        final zero byte in the datagram.
+        final zero byte in the message.
+    :ivar order: the order of the answer's records the query got
+        (:mod:`glimpse.dns.rotation`), from 0 to ``orders`` - 1.
+    :ivar orders: how many orders the answer has (1: it does not turn).
+    :ivar wholes: with ``fast_key``, when the server encoded the answer in
+        every order at once, each (``wholes[order]`` is the one sent);
+        else ``None``.
     """
 
     protocol: Responder
@@ -66,3 +72,6 @@ class RequestContext:
     asked: bytes | None = None
     fast_key: bytes | None = None
     name_end: int = 0
+    order: int = 0
+    orders: int = 1
+    wholes: tuple[bytes, ...] | None = None

@@ -7,8 +7,10 @@ The resolver keeps twisted.names' contract (``ResolverBase._lookup``,
 Glimpse's own, and does what an authoritative-only server needs: REFUSED
 outside the zone, the SOA in the authority section of negative answers, AA
 on every in-zone answer, SERVFAIL without a traceback when the view cannot
-serve, and truncation that never drops records silently.  The UDP and TCP
-protocols it answers through are in :mod:`glimpse.dns.protocols`.
+serve, and truncation that never drops records silently.  The protocols it
+answers through are in :mod:`glimpse.dns.protocols` (UDP) and
+:mod:`glimpse.dns.stream` (TCP, whose listener is
+:class:`glimpse.dns.connections.StreamFactory`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.names import common, dns
 from twisted.python.failure import Failure
@@ -36,7 +37,6 @@ from glimpse.dns.answers import (
     node_exists,
     srv_answer,
 )
-from glimpse.dns.protocols import GlimpseStreamProtocol
 from glimpse.dns.request import ClientAddress, RequestContext, Responder
 from glimpse.dns.wire import (
     DNSStats,
@@ -50,8 +50,6 @@ from glimpse.dns.wire import (
 from glimpse.view.topology import Unavailable
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress
-
     from glimpse.view.model import Instance
     from glimpse.view.topology import Topology, ZoneView
 
@@ -197,40 +195,29 @@ class _IP:
         self.ip = ip
 
 
-class GlimpseServerFactory(ServerFactory):
+class GlimpseServerFactory:
     """
     An authoritative-only server: no recursion, no cache, RFC rcodes for
     everything that is not a plain query (see :mod:`glimpse.dns.wire`), and
     responses encoded by the protocol that carries them (UDP packs to the
     client's size with TC=1, TCP sends up to 65,535 bytes).
 
-    It builds the DNS-over-TCP protocol; the UDP protocol
-    (:class:`glimpse.dns.protocols.GlimpseDatagramProtocol`, or the fast
-    path's) is given it.  Both hand it what they receive
-    (:meth:`bytes_received`), and it answers through them
-    (:meth:`glimpse.dns.request.Responder.send_response`).
+    The UDP protocol (:class:`glimpse.dns.protocols.GlimpseDatagramProtocol`,
+    or the fast path's) and the TCP one
+    (:class:`glimpse.dns.stream.GlimpseStreamProtocol`) hand it what they
+    receive (:meth:`bytes_received`, :meth:`message_received`), and it
+    answers through them (:meth:`glimpse.dns.request.Responder.send_response`).
 
     :param resolver: a :class:`GlimpseResolver`.
     :param stats: the :class:`glimpse.dns.wire.DNSStats` to count in (a new
         one by default); the metrics exporter reads ``factory.stats``.
-    :param tcp_timeout: seconds an idle DNS-over-TCP connection stays open.
     """
 
     log = Logger()
 
-    def __init__(self, resolver: GlimpseResolver, stats: DNSStats | None = None,
-                 tcp_timeout: float = 30.0) -> None:
+    def __init__(self, resolver: GlimpseResolver, stats: DNSStats | None = None) -> None:
         self.resolver = resolver
         self.stats = stats if stats is not None else DNSStats()
-        self.tcp_timeout = tcp_timeout
-
-    def buildProtocol(self, addr: IAddress | None) -> GlimpseStreamProtocol:
-        """
-        A DNS-over-TCP connection.
-
-        :param addr: the client's address (not needed).
-        """
-        return GlimpseStreamProtocol(self, self.tcp_timeout)
 
     def allow_query(self, message: dns.Message) -> bool:
         """
@@ -327,6 +314,12 @@ class GlimpseServerFactory(ServerFactory):
     def _reply(self, context: RequestContext, rcode: int, auth: bool = False,
                answers: Iterable[dns.RRHeader] = (), authority: Iterable[dns.RRHeader] = (),
                additional: Iterable[dns.RRHeader] = ()) -> None:
+        whole, short = self._encode(context, rcode, auth, answers, authority, additional)
+        self._send(context, rcode, whole, short)
+
+    def _encode(self, context: RequestContext, rcode: int, auth: bool,
+                answers: Iterable[dns.RRHeader], authority: Iterable[dns.RRHeader],
+                additional: Iterable[dns.RRHeader]) -> tuple[bytes, bytes]:
         request = context.message
         assert request is not None
         response = response_for(request, context.opt, rcode, auth, answers, authority,
@@ -335,9 +328,15 @@ class GlimpseServerFactory(ServerFactory):
         asked = context.asked
         if asked is not None:
             whole, short = echo_case(whole, asked), echo_case(short, asked)
+        return whole, short
+
+    def _send(self, context: RequestContext, rcode: int, whole: bytes, short: bytes) -> None:
+        request = context.message
+        assert request is not None
         qtype = request.queries[0].type if len(request.queries) == 1 else 0
         self.stats.responses[(qtype, rcode)] += 1
         context.protocol.send_response(context, whole, short)
         received = context.received_ns
         if received is not None:
             self.stats.observe(perf_counter_ns() - received)
+

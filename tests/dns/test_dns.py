@@ -6,12 +6,21 @@ what a client sees for every kind of question, from a view in memory.
 import struct
 
 import pytest
-from twisted.internet.testing import StringTransport
 from twisted.names import dns
 
 from glimpse.dns.wire import BADVERS, UDP_SIZE, opt_record, read_opt
 
-from dns_stub import DNS_ZONE, decode, demo_view, exchange, query_bytes, servers
+from dns_stub import (
+    DNS_ZONE,
+    connect,
+    decode,
+    demo_view,
+    exchange,
+    exchange_stream,
+    query_bytes,
+    servers,
+    stream_factory,
+)
 
 WEB = b"http.web.prod.shop.ams." + DNS_ZONE.encode()
 
@@ -213,17 +222,13 @@ def test_tcp_carries_a_thousand_instances_whole():
     Over TCP, 1,000 instances come in one answer (their SRV records, without
     the additional addresses that would take it past 65,535 bytes).
     """
-    factory, _proto, _transport, _clock = servers(demo_view(1000))
-    stream = factory.buildProtocol(None)
-    wire = StringTransport()
-    stream.makeConnection(wire)
-    data = query_bytes(WEB)
-    stream.dataReceived(struct.pack("!H", len(data)) + data)
-    raw = wire.value()
-    (length,) = struct.unpack("!H", raw[:2])
-    r = decode(raw[2:2 + length])
-    assert (r.trunc, len(r.answers)) == (0, 1000)
-    stream.connectionLost(None)
+    for fast in (False, True):
+        tcp, _udp, _wire, _clock = stream_factory(demo_view(1000), fast=fast)
+        stream, wire = connect(tcp)
+        for _ in range(2):
+            r = decode(exchange_stream(stream, wire, query_bytes(WEB)))
+            assert (r.trunc, len(r.answers), r.additional) == (0, 1000, [])
+        stream.connectionLost(None)
 
 
 def test_stale_zone_is_servfail_and_counted(udp):

@@ -10,7 +10,18 @@ from twisted.names import dns
 
 from glimpse.dns.wire import read_opt
 
-from dns_stub import SocketPair, decode, demo_view, exchange, exchange_socket, query_bytes, servers
+from dns_stub import (
+    SocketPair,
+    connect,
+    decode,
+    demo_view,
+    exchange,
+    exchange_socket,
+    exchange_stream,
+    query_bytes,
+    servers,
+    stream_factory,
+)
 
 WEB = b"http.web.prod.shop.ams.glimpse.test"
 
@@ -35,17 +46,24 @@ def opt_of(response):
 
 def paths():
     """
-    ``{name: ask(data) -> raw reply}``: twisted.names alone, and the fast
-    path fed one by one.
+    ``{name: ask(data) -> raw reply}``: twisted.names alone and the fast
+    path, over UDP (fed one by one) and over TCP.
     """
     view = demo_view(40)
     _, slow, slow_wire, _ = servers(view)
     _, fast, fast_wire, _ = servers(view, fast=True)
+    slow_tcp = connect(stream_factory(view, fast=False)[0])
+    fast_tcp = connect(stream_factory(view, fast=True)[0])
     return {"twisted.names": lambda data: exchange(slow, slow_wire, data),
-            "fast path": lambda data: exchange(fast, fast_wire, data)}
+            "fast path": lambda data: exchange(fast, fast_wire, data),
+            "twisted.names over TCP": lambda data: exchange_stream(*slow_tcp, data),
+            "fast path over TCP": lambda data: exchange_stream(*fast_tcp, data)}
 
 
-@pytest.mark.parametrize("path", ["twisted.names", "fast path"])
+PATHS = ["twisted.names", "fast path", "twisted.names over TCP", "fast path over TCP"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("do", [False, True])
 def test_the_do_bit_comes_back_as_it_was_asked(path, do):
     """
@@ -62,7 +80,7 @@ def test_the_do_bit_comes_back_as_it_was_asked(path, do):
             assert opt_of(reply).dnssecOK == do, (name, qtype)
 
 
-@pytest.mark.parametrize("path", ["twisted.names", "fast path"])
+@pytest.mark.parametrize("path", PATHS)
 def test_a_do_query_never_gets_a_kept_answer_without_do_or_the_reverse(path):
     """
     Queries alike but for the DO bit, asked one after the other in both
@@ -77,18 +95,19 @@ def test_a_do_query_never_gets_a_kept_answer_without_do_or_the_reverse(path):
                     assert opt_of(reply).dnssecOK == do
 
 
-@pytest.mark.parametrize("path", ["twisted.names", "fast path"])
+@pytest.mark.parametrize("path", PATHS)
 def test_truncated_and_badvers_answers_carry_the_do_bit(path):
     """
     A UDP answer too big for the client's size goes truncated (TC=1) with
-    the DO bit; so does a BADVERS answer to EDNS version 1.
+    the DO bit (over TCP it comes whole, with the bit too); so does a
+    BADVERS answer to EDNS version 1.
     """
     ask = paths()[path]
     for do in (False, True):
         for _ in range(2):
-            truncated = ask(query_bytes(WEB, dns.SRV, edns=512, do=do))
-            assert decode(truncated).trunc == 1
-            assert opt_of(truncated).dnssecOK == do
+            big = ask(query_bytes(WEB, dns.SRV, edns=512, do=do))
+            assert decode(big).trunc == (0 if "TCP" in path else 1)
+            assert opt_of(big).dnssecOK == do
     message = dns.Message(id=9)
     message.queries = [dns.Query(WEB, dns.A)]
     message.additional = [dns._OPTHeader(version=1, dnssecOK=True)]
@@ -99,7 +118,7 @@ def test_truncated_and_badvers_answers_carry_the_do_bit(path):
 def test_a_query_without_edns_gets_no_opt_record():
     """
     Without an OPT record in the query there is none in the answer (so no
-    DO bit either), on both paths.
+    DO bit either), on every path.
     """
     for ask in paths().values():
         for _ in range(2):
@@ -122,11 +141,15 @@ def test_batched_reads_echo_the_do_bit():
 
 def test_do_queries_are_answered_from_pre_encoded_answers():
     """
-    A query with DO is a plain query for the fast path: asked again, it is
-    a hit (it does not cost a pass through twisted.names every time).
+    A query with DO is a plain query for the fast path: asked again, over
+    UDP or TCP, it is a hit (it does not cost a pass through twisted.names
+    every time).
     """
-    factory, fast, wire, _ = servers(demo_view(), fast=True)
+    tcp, fast, wire, _ = stream_factory(demo_view())
+    conn = connect(tcp)
     for _ in range(4):
-        assert opt_of(exchange(fast, wire, query_bytes(WEB, dns.A, edns=1232, do=True))).dnssecOK
+        data = query_bytes(WEB, dns.A, edns=1232, do=True)
+        assert opt_of(exchange(fast, wire, data)).dnssecOK
+        assert opt_of(exchange_stream(*conn, data)).dnssecOK
     fast.flush_stats()
-    assert (factory.stats.fast_misses, factory.stats.fast_hits) == (1, 3)
+    assert (fast.stats.fast_misses, fast.stats.fast_hits) == (1, 7)

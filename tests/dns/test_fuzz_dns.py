@@ -12,7 +12,18 @@ from twisted.names import dns
 
 from glimpse.testing import mutate_packet
 
-from dns_stub import SocketPair, decode, demo_view, exchange, exchange_socket, query_bytes, servers
+from dns_stub import (
+    SocketPair,
+    connect,
+    decode,
+    demo_view,
+    exchange,
+    exchange_socket,
+    exchange_stream,
+    query_bytes,
+    servers,
+    stream_factory,
+)
 
 SEEDS = [query_bytes(name, qtype, edns=edns) for name in (
     b"http.web.prod.shop.ams.glimpse.test", b"glimpse.test", b"0a000001.addr.ams.glimpse.test",
@@ -56,3 +67,34 @@ def test_mutated_packets_never_crash_and_paths_agree(through_socket, count):
                 assert len(decode(ask(normal)).answers) == 2
     assert [e["log_failure"].getTraceback() for e in errors] == []
     assert factory.stats.total() > count // 2
+
+
+def test_mutated_messages_over_tcp_never_crash_and_paths_agree():
+    """
+    5,000 mutated messages over TCP: no handler error is logged, the fast
+    path answers each like twisted.names (or, like it, closes the
+    connection on a message shorter than a header), and a normal query
+    after every 500 is answered.
+    """
+    rng = random.Random(20261207)
+    errors = []
+    view = demo_view()
+    slow_tcp, _, _, _ = stream_factory(view, fast=False)
+    fast_tcp, udp, _, _ = stream_factory(view)
+    slow, fast = connect(slow_tcp), connect(fast_tcp)
+    for connection, _wire in (slow, fast):
+        connection.log = Logger(observer=errors.append)
+    normal = query_bytes(b"http.web.prod.shop.ams.glimpse.test", dns.A)
+    for i in range(5000):
+        data = mutate_packet(rng, rng.choice(SEEDS))
+        assert exchange_stream(*fast, data) == exchange_stream(*slow, data), data
+        assert fast[1].disconnecting == slow[1].disconnecting
+        if fast[1].disconnecting:
+            slow, fast = connect(slow_tcp), connect(fast_tcp)
+            for connection, _wire in (slow, fast):
+                connection.log = Logger(observer=errors.append)
+        if i % 500 == 0:
+            assert len(decode(exchange_stream(*fast, normal)).answers) == 2
+    assert [e["log_failure"].getTraceback() for e in errors] == []
+    udp.flush_stats()
+    assert udp.stats.total() > 2500

@@ -60,18 +60,23 @@ def _query(ident, payload):
 class _Answer:
     """
     What :obj:`mmsg.BatchSocket.serve` reads of an answer (the fast path's
-    are :class:`glimpse.dns.kept.ExactAnswer`): its tail and its hits.
+    are :class:`glimpse.dns.kept.ExactAnswer`): its tails (one per order of
+    the records) and its hits.
     """
 
-    tail: mmsg.Tail
+    tails: tuple
     hits: int = 0
+
+    @classmethod
+    def of(cls, data):
+        return cls((mmsg.tail(data),))
 
 
 def _answers(*payloads):
     """
     Answers to each payload: its upper-cased self.
     """
-    return {p: _Answer(mmsg.tail(p.upper())) for p in payloads}
+    return {p: _Answer.of(p.upper()) for p in payloads}
 
 
 def _serve_until(batch, count, answers, others):
@@ -120,6 +125,23 @@ def test_each_sender_gets_its_own_answers_and_the_rest_go_to_the_slow_path(serve
     b.close()
 
 
+def test_the_id_picks_one_of_several_tails(server):
+    """
+    An answer with several tails (the orders of its records) sends the one
+    its query's ID picks: ``tails[ID % len(tails)]``, the ID read as a
+    big-endian number.
+    """
+    client = _socket()
+    ids = [0, 1, 2, 3, 4, 0x0102, 0xFFFF, 0x1234]
+    for ident in ids:
+        client.sendto(_query(ident, b"turn"), server.getsockname())
+    answers = {b"turn": _Answer(tuple(mmsg.tail(b"order%d" % k) for k in range(3)))}
+    _serve_until(mmsg.BatchSocket(server, batch=4), len(ids), answers, [])
+    assert sorted(_replies(client, len(ids))) == sorted(
+        _query(ident, b"order%d" % (ident % 3)) for ident in ids)
+    client.close()
+
+
 def test_an_answer_dropped_while_its_batch_is_served_is_still_sent_whole(server):
     """
     The slow path may empty the answers while a batch is being served (the
@@ -129,8 +151,8 @@ def test_an_answer_dropped_while_its_batch_is_served_is_still_sent_whole(server)
     client = _socket()
     for i, key in enumerate([b"one", b"two", b"slow"]):
         client.sendto(_query(i, key), server.getsockname())
-    answers = {key: _Answer(mmsg.tail(os.urandom(1000))) for key in [b"one", b"two"]}
-    expected = [_query(i, answers[key].tail.data) for i, key in enumerate([b"one", b"two"])]
+    answers = {key: _Answer.of(os.urandom(1000)) for key in [b"one", b"two"]}
+    expected = [_query(i, answers[key].tails[0].data) for i, key in enumerate([b"one", b"two"])]
     reused = []
 
     def other(data, address):
@@ -246,7 +268,7 @@ def test_long_datagrams_are_cut_at_the_slot_and_answers_are_not(server):
     client = _socket()
     client.sendto(b"x" * 300, server.getsockname())
     client.sendto(_query(3, b"big"), server.getsockname())
-    answers, others = {b"big": _Answer(mmsg.tail(b"y" * 200))}, []
+    answers, others = {b"big": _Answer.of(b"y" * 200)}, []
     _serve_until(mmsg.BatchSocket(server, size=128), 2, answers, others)
     assert [data for data, _ in others] == [b"x" * 128]
     assert _replies(client, 1) == [_query(3, b"y" * 200)]
