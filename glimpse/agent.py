@@ -17,6 +17,7 @@ from twisted.application import internet, service, strports
 from glimpse.config import read_secret
 from glimpse.consul import ConsulClient, ConsulTLS, connect_consul
 from glimpse.dns import (
+    ROTATIONS,
     FastDatagramProtocol,
     FastUDPServer,
     GlimpseResolver,
@@ -124,7 +125,7 @@ def build(reactor: Any, options: Mapping[str, Any],
         ns_ip=options["dns-advertise"] or options["dns-interface"],
         ttl=options["dns-ttl"], negative_ttl=options["negative-ttl"])
     resolver = GlimpseResolver(topology, identity)
-    factory = GlimpseServerFactory(resolver)
+    factory = GlimpseServerFactory(resolver, rotations=options.get("dns-rotations", ROTATIONS))
     interface, port = options["dns-interface"], options["dns-port"]
     # The fast path answers plain queries from pre-encoded answers and hands
     # the rest to the factory (twisted.names); counters in factory.stats.

@@ -108,6 +108,10 @@ class Options(usage.Options):
          "Seconds a DNS-over-TCP connection may go without a whole query before it is "
          "closed (trickling bytes do not extend it); a client that does not read its "
          "answers for as long is cut off.", float],
+        ["dns-rotations", None, 16,
+         "Most orders of one DNS answer's records (SRV and A): each query gets one, "
+         "picked by its ID, so that clients do not all try the same instance first; "
+         "1 turns rotation off.", int],
         ["max-stale", None, 300.0,
          "Seconds the last view keeps answering while Consul is unreachable; "
          "after that, SERVFAIL and HTTP 503.", float],
@@ -227,7 +231,8 @@ class Options(usage.Options):
         for name in ("dns-ttl", "negative-ttl"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must be 0 or more seconds")
-        _positive("dns-tcp-max-conns", int)(self["dns-tcp-max-conns"])
+        for name in ("dns-tcp-max-conns", "dns-rotations"):
+            _positive(name, int)(self[name])
         _positive("dns-tcp-idle-timeout")(self["dns-tcp-idle-timeout"])
         for name in ("max-stale", "idle-timeout", "zones-interval"):
             _positive(name)(self[name])

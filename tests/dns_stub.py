@@ -128,7 +128,7 @@ def demo_view(count=2):
     return view
 
 
-def servers(view, fast=False, transport=None, **fast_options):
+def servers(view, fast=False, transport=None, rotations=16, **fast_options):
     """
     A factory and a UDP protocol (the fast path's when ``fast``, built with
     ``fast_options``) on ``view``, connected to ``transport`` (by default a
@@ -137,7 +137,7 @@ def servers(view, fast=False, transport=None, **fast_options):
     :return: ``(factory, protocol, transport, clock)``.
     """
     identity = ZoneIdentity(dns_zone=DNS_ZONE, ns_ip="127.0.0.1", ttl=5, negative_ttl=7)
-    factory = GlimpseServerFactory(GlimpseResolver(view, identity))
+    factory = GlimpseServerFactory(GlimpseResolver(view, identity), rotations=rotations)
     clock = Clock()
     proto = (FastDatagramProtocol(factory, view, clock, **fast_options) if fast
              else GlimpseDatagramProtocol(factory))
@@ -258,7 +258,7 @@ def decode(data):
     return message
 
 
-def stream_factory(view, fast=True, clock=None, **options):
+def stream_factory(view, fast=True, rotations=16, clock=None, **options):
     """
     A DNS-over-TCP factory on ``view``: with ``fast``, answering from the
     fast path's answers, shared with a UDP fast path (started, so its
@@ -267,7 +267,7 @@ def stream_factory(view, fast=True, clock=None, **options):
 
     :return: ``(stream_factory, udp_protocol, udp_transport, clock)``.
     """
-    factory, udp, wire, udp_clock = servers(view, fast=fast)
+    factory, udp, wire, udp_clock = servers(view, fast=fast, rotations=rotations)
     clock = clock or udp_clock
     answers = udp.answers if fast else None
     tcp = StreamFactory(factory, clock, answers, **options)

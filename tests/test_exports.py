@@ -28,7 +28,7 @@ EXPORTS = {
     "glimpse.dns": {"DNSStats": "wire", "FastDatagramProtocol": "fastpath",
                     "FastUDPServer": "udpport", "GlimpseDatagramProtocol": "protocols",
                     "GlimpseResolver": "server", "GlimpseServerFactory": "server",
-                    "GlimpseStreamProtocol": "stream",
+                    "GlimpseStreamProtocol": "stream", "ROTATIONS": None,
                     "StreamFactory": "connections", "ZoneIdentity": "answers",
                     "fitted_max_conns": "connections", "opt_record": "wire",
                     "read_opt": "wire"},

@@ -54,6 +54,7 @@ def test_defaults_listen_on_loopback(tmp_path):
         "negative-ttl": 5,
         "dns-tcp-max-conns": 1024,
         "dns-tcp-idle-timeout": 30.0,
+        "dns-rotations": 16,
         "max-stale": 300.0,
         "idle-timeout": 600.0,
         "zones-interval": 30.0,
@@ -103,6 +104,7 @@ def test_options_are_normalised_and_repeatable(tmp_path):
     (["--consul-cert=/nonexistent/cert.pem"], "no such readable file"),
     (["--dns-tcp-max-conns=0"], "--dns-tcp-max-conns must be more than 0"),
     (["--dns-tcp-idle-timeout=0"], "--dns-tcp-idle-timeout must be more than 0"),
+    (["--dns-rotations=0"], "--dns-rotations must be more than 0"),
 ])
 def test_bad_options_say_what_to_type_instead(tmp_path, argv, says):
     """

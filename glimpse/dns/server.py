@@ -7,7 +7,8 @@ The resolver keeps twisted.names' contract (``ResolverBase._lookup``,
 Glimpse's own, and does what an authoritative-only server needs: REFUSED
 outside the zone, the SOA in the authority section of negative answers, AA
 on every in-zone answer, SERVFAIL without a traceback when the view cannot
-serve, and truncation that never drops records silently.  The protocols it
+serve, truncation that never drops records silently, and records in the
+order the query's ID picks (:mod:`glimpse.dns.rotation`).  The protocols it
 answers through are in :mod:`glimpse.dns.protocols` (UDP) and
 :mod:`glimpse.dns.stream` (TCP, whose listener is
 :class:`glimpse.dns.connections.StreamFactory`).
@@ -38,7 +39,9 @@ from glimpse.dns.answers import (
     srv_answer,
 )
 from glimpse.dns.request import ClientAddress, RequestContext, Responder
+from glimpse.dns.rotation import ROTATIONS, order_of, orders, rotated
 from glimpse.dns.wire import (
+    UDP_SIZE,
     DNSStats,
     echo_case,
     encode,
@@ -211,13 +214,18 @@ class GlimpseServerFactory:
     :param resolver: a :class:`GlimpseResolver`.
     :param stats: the :class:`glimpse.dns.wire.DNSStats` to count in (a new
         one by default); the metrics exporter reads ``factory.stats``.
+    :param rotations: the most orders of one answer's records
+        (``--dns-rotations``, :mod:`glimpse.dns.rotation`); 1 keeps every
+        answer in one order.
     """
 
     log = Logger()
 
-    def __init__(self, resolver: GlimpseResolver, stats: DNSStats | None = None) -> None:
+    def __init__(self, resolver: GlimpseResolver, stats: DNSStats | None = None,
+                 rotations: int = ROTATIONS) -> None:
         self.resolver = resolver
         self.stats = stats if stats is not None else DNSStats()
+        self.rotations = rotations
 
     def allow_query(self, message: dns.Message) -> bool:
         """
@@ -295,7 +303,25 @@ class GlimpseServerFactory:
 
     def _found(self, result: Records, context: RequestContext) -> None:
         answers, authority, additional = result
-        self._reply(context, dns.OK, True, answers, authority, additional)
+        count = orders(len(answers), self.rotations)
+        if count == 1:
+            self._reply(context, dns.OK, True, answers, authority, additional)
+            return
+        assert context.message is not None
+        order = order_of(context.message.id, len(answers), self.rotations)
+        context.order, context.orders = order, count
+
+        def encoded(k: int) -> tuple[bytes, bytes]:
+            turned, extra = rotated(answers, additional, k, count)
+            return self._encode(context, dns.OK, True, turned, authority, extra)
+
+        whole, short = encoded(order)
+        if context.fast_key is not None and len(whole) <= UDP_SIZE:
+            # The fast path keeps every order of an answer that fits in a
+            # UDP answer at once (cheap, and its UDP hits need them all);
+            # those of a larger one as queries ask for them.
+            context.wholes = tuple(whole if k == order else encoded(k)[0] for k in range(count))
+        self._send(context, dns.OK, whole, short)
 
     def _failed(self, failure: Failure, context: RequestContext) -> None:
         error = failure.value

@@ -152,3 +152,22 @@ def test_a_new_instance_reaches_dns(glimpse):
     assert glimpse.delete("/v1/providers/dns-integ-extra")[0] == 200
     wait_until(lambda: "10.2.0.3" not in a_addresses(ask(glimpse.dns, WEB, dns.A)),
                what="the instance gone from DNS")
+
+
+def test_direct_clients_get_the_instances_in_turning_orders(glimpse):
+    """
+    Asked with different IDs (resolvers pick them at random), web's two
+    instances each come first, over UDP and over TCP, in the A and in the
+    SRV answer (with the targets' addresses in the same order); the same ID
+    gets the same order every time.
+    """
+    for tcp in (False, True):
+        a_firsts = {ask(glimpse.dns, WEB, dns.A, tcp=tcp, id=i).answers[0].payload.dottedQuad()
+                    for i in range(8)}
+        assert a_firsts == {"10.2.0.1", "10.2.0.2"}
+        for i in range(4):
+            srv = ask(glimpse.dns, WEB, dns.SRV, tcp=tcp, id=i)
+            assert [r.payload.target for r in srv.answers] == [r.name for r in srv.additional]
+            again = ask(glimpse.dns, WEB, dns.SRV, tcp=tcp, id=i)
+            assert [r.payload.target for r in again.answers] == \
+                [r.payload.target for r in srv.answers]
