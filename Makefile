@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := unbound bind9-dnsutils dnsperf wrk
+DEBS := unbound nsd bind9-dnsutils dnsperf wrk
 # `make run ZONES=2` runs the two-zone demo; `make run CLUSTER=1` runs each
 # zone as SERVERS Consul servers and a client agent with Consul's defaults.
 ZONES ?= 1
@@ -22,11 +22,11 @@ WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bi
 
 deps: debs venv
 
-# Debian packages the tests and benchmarks use for real (unbound, dig,
+# Debian packages the tests and benchmarks use for real (unbound, NSD, dig,
 # dnsperf, wrk); installed only when one is missing.
 debs:
 	@missing=""; \
-	for cmd in unbound dig dnsperf wrk; do command -v $$cmd >/dev/null 2>&1 || \
+	for cmd in unbound nsd dig dnsperf wrk; do command -v $$cmd >/dev/null 2>&1 || \
 	  [ -x /usr/sbin/$$cmd ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -78,14 +78,15 @@ bench-zones: deps
 bench-providers: deps
 	@$(WITH_CONSUL) -m bench.providers.bench_providers $(BENCH_ARGS)
 
-# DNS: Glimpse against unbound, stock twisted.names and Consul's DNS with
-# dnsperf (qps, latency, CPU/query, Consul requests per 1,000 queries),
-# change -> DNS visibility, RSS with 100,000 instances.
+# DNS: Glimpse against unbound, NSD, stock twisted.names and Consul's DNS
+# with dnsperf over UDP and TCP (qps, latency, CPU/query, Consul requests
+# per 1,000 queries), change -> DNS visibility, RSS with 100,000 instances.
+# BENCH_ARGS='--unrotated' adds Glimpse with rotation off beside it.
 bench-dns: deps
 	@$(WITH_CONSUL) -m bench.dns.run $(BENCH_ARGS)
 
-# 1,000,000 malformed packets at a running Glimpse: 0 crashes, normal
-# queries answered throughout.
+# 1,000,000 malformed packets (and 200,000 messages over TCP) at a running
+# Glimpse: 0 crashes, normal queries answered throughout.
 bench-fuzz: deps
 	@$(WITH_CONSUL) -m bench.fuzz.run $(BENCH_ARGS)
 

@@ -1,28 +1,31 @@
 #!/usr/bin/env python3
 """
-``make bench-dns``: Glimpse's DNS against unbound (local-data), stock
-twisted.names (a BIND zone in memory) and Consul's own DNS (only_passing),
-on the same topology, in one run, with dnsperf on loopback.
+``make bench-dns``: Glimpse's DNS against unbound (local-data), NSD and
+stock twisted.names (a zone file) and Consul's own DNS (only_passing), on
+the same topology, in one run, with dnsperf on loopback, over UDP and TCP.
 
 Each server is pinned to core 0 and dnsperf to core 1.  Printed per
-workload (SRV or A; 1 name or 1,000 distinct names): qps, mean and p99
-latency (from dnsperf's per-query lines), server CPU µs per query (from
-/proc/<pid>/stat over the run) and each as a ratio to unbound; then the
+workload (UDP or TCP; SRV or A; 1 name or 1,000 distinct names): qps, mean
+and p99 latency (from dnsperf's per-query lines), server CPU µs per query
+(from /proc/<pid>/stat over the run, the server's child processes
+included: NSD serves from a child) and each as a ratio to unbound; then the
 Consul requests per 1,000 Glimpse queries (from Consul's own metrics), the
 provider change -> DNS visibility over 200 changes, and the RSS of a view
-of 100,000 instances; and for cached SRV, each target of issue #3 with its
-figure.  ``--duration`` sets seconds per run; each saturating run is
-repeated (``--repeat``, the servers taking turns) and its medians printed,
-with the spread of CPU per query, since one run on a shared 2-core machine
-can be off by 20%.
+of 100,000 instances; and for cached SRV, each target of issues #3 and #14
+with its figure.  ``--duration`` sets seconds per run; each saturating run
+is repeated (``--repeat``, the servers taking turns) and its medians
+printed, with the spread of CPU per query, since one run on a shared
+2-core machine can be off by 20%.
 
-``--baseline-checkout DIR`` adds a Glimpse run from another checkout (say
-``git worktree add --detach /tmp/dns-base <commit>``) to the rotation, next
-to this checkout's in every round (which goes first alternates), and prints
-this checkout's qps and CPU per query as ratios to it, per run and their
-medians: a change is measured against its parent in one run.
-``--servers`` runs only some of the servers (``glimpse`` alone with a
-baseline is the quick comparison).
+Twins of this checkout's Glimpse run beside it, each right before or right
+after it in every round (which goes first alternates), and this checkout's
+qps and CPU per query are printed as ratios to each, per run and their
+medians: ``--baseline-checkout DIR`` adds the Glimpse of another checkout
+(say ``git worktree add --detach /tmp/dns-base <commit>``), so that a
+change is measured against its parent in one run; ``--unrotated`` adds this
+checkout's Glimpse with ``--dns-rotations=1`` (rotation off), so that
+rotation's cost is measured.  ``--servers`` runs only some of the servers
+(``glimpse`` alone with a twin is the quick comparison).
 """
 
 import argparse
@@ -41,7 +44,7 @@ from twisted.names import dns
 from bench.dns import topo
 from bench.dns.baseline import start_baseline
 from bench.dns.report import report
-from bench.dns.topo import SERVERS, WORKLOADS
+from bench.dns.topo import CLIENTS, SERVERS, WORKLOADS
 from glimpse.dev import find_consul, free_ports, start_dev_consul, start_glimpse
 
 HERE = Path(__file__).resolve().parent
@@ -49,24 +52,58 @@ REPO = HERE.parents[1]
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 #: Servers whose query files are Glimpse's names (Consul's DNS has its own).
-GLIMPSE_NAMES = ("unbound", "glimpse", "baseline", "twisted")
+GLIMPSE_NAMES = ("unbound", "nsd", "glimpse", "baseline", "unrotated", "twisted")
+#: The Glimpses run next to this checkout's in every round, and compared
+#: with it.
+TWINS = ("baseline", "unrotated")
+
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid):
+    """
+    A process and all its descendants (NSD serves from a child process).
+    """
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(entry)[1]), []).append(int(entry))
+            except OSError:
+                pass  # gone meanwhile
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
 
 
 def cpu_seconds(pid):
     """
-    User + system CPU seconds of a process, all its threads.
+    User + system CPU seconds of a process and its descendants, all their
+    threads.
     """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = _stat(member)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid, core):
     """
-    Pin every thread of a process to one core.
+    Pin every thread of a process and of its descendants to one core.
     """
-    subprocess.run(["taskset", "-a", "-p", "-c", core, str(pid)], check=True,
-                   stdout=subprocess.DEVNULL)
+    for member in process_tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", core, str(member)], check=True,
+                       stdout=subprocess.DEVNULL)
 
 
 def ask(port, name, qtype, timeout=1.0):
@@ -103,14 +140,16 @@ def wait_answers(port, names, qtype, timeout=60.0):
             time.sleep(0.05)
 
 
-def dnsperf(port, path, duration, pid, rate=None):
+def dnsperf(port, path, duration, pid, mode="udp", rate=None):
     """
     One dnsperf run against a server: qps, mean latency and server CPU;
-    with ``rate``, an offered load of that many qps and per-query latencies
-    (``-v``: printing every query slows dnsperf, so not in throughput runs).
+    ``mode`` udp or tcp (:data:`bench.dns.topo.CLIENTS` sockets or
+    connections); with ``rate``, an offered load of that many qps and
+    per-query latencies (``-v``: printing every query slows dnsperf, so not
+    in throughput runs).
     """
     cmd = ["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
-           "-d", path, "-l", str(duration), "-c", "4", "-q", "100"]
+           "-m", mode, "-d", path, "-l", str(duration), "-c", str(CLIENTS[mode]), "-q", "100"]
     if rate:
         cmd += ["-v", "-Q", str(rate)]
     before = cpu_seconds(pid)
@@ -119,8 +158,9 @@ def dnsperf(port, path, duration, pid, rate=None):
     completed = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
     lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
     codes = re.search(r"Response codes:\s+(.*)", out)
+    # "> T name type" is a query that timed out: lost, counted above.
     latencies = sorted(float(line.rsplit(None, 1)[1]) for line in out.splitlines()
-                       if line.startswith("> "))
+                       if line.startswith("> ") and not line.startswith("> T "))
     return {
         "qps": float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1)),
         "completed": completed, "lost": lost, "codes": codes.group(1) if codes else "none",
@@ -157,12 +197,13 @@ def consul_requests(agent):
     return view, sum(int(n) for path, n in counts if path != "v1_agent_metrics")
 
 
-def start_servers(work, baseline_checkout=None):
+def start_servers(work, baseline_checkout=None, unrotated=False):
     """
     Consul (telemetry on, only_passing DNS), Glimpse with the topology,
-    unbound and stock twisted.names, and with ``baseline_checkout`` that
-    checkout's Glimpse on the same Consul: ``({name: (port, pid)}, cleanups,
-    agent, glimpse)``.
+    unbound, NSD and stock twisted.names, and the twins: with
+    ``baseline_checkout`` that checkout's Glimpse, with ``unrotated`` this
+    one's with rotation off, each on the same Consul: ``({name: (port,
+    pid)}, cleanups, agent, glimpse)``.
     """
     agent = start_dev_consul(find_consul(), "ams", workdir=work, extra_hcl=[
         'telemetry { prometheus_retention_time = "3600s" disable_hostname = true }',
@@ -174,7 +215,7 @@ def start_servers(work, baseline_checkout=None):
         status, body = glimpse.put(f"/v1/providers/{provider}", state, timeout=120)
         if status != 200:
             raise SystemExit(f"PUT {provider}: {status} {body}")
-    unbound_port, twisted_port = free_ports(2)
+    unbound_port, twisted_port, nsd_port = free_ports(3)
     conf = Path(work, "unbound.conf")
     conf.write_text(topo.unbound_conf(unbound_port, work))
     unbound = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -182,6 +223,12 @@ def start_servers(work, baseline_checkout=None):
     cleanups.append(unbound.kill)
     zone = Path(work, "glimpse.zone")
     zone.write_text(topo.bind_zone())
+    nsd_conf = Path(work, "nsd.conf")
+    nsd_conf.write_text(topo.nsd_conf(nsd_port, work, zone))
+    nsd = subprocess.Popen(["nsd", "-d", "-c", str(nsd_conf)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    # NSD serves from child processes: the whole group goes.
+    cleanups.append(lambda: _kill_group(nsd))
     stock = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
          "--pidfile=", "--logfile=/dev/null", "dns", "-i", "127.0.0.1", "-p", str(twisted_port),
@@ -189,13 +236,28 @@ def start_servers(work, baseline_checkout=None):
     cleanups.append(stock.kill)
     servers = {"glimpse": (glimpse.dns_port, glimpse.process.pid),
                "unbound": (unbound_port, unbound.pid),
+               "nsd": (nsd_port, nsd.pid),
                "twisted": (twisted_port, stock.pid),
                "consul": (agent.ports.dns, agent.process.pid)}
     if baseline_checkout is not None:
         baseline = start_baseline(baseline_checkout, agent.url, topo.ZONE, f"{work}/baseline")
         cleanups.append(baseline.stop)
         servers["baseline"] = (baseline.dns_port, baseline.process.pid)
+    if unrotated:
+        # It reads the view the first one registered, and registers nothing.
+        twin = start_glimpse(agent.url, topo.ZONE, workdir=f"{work}/unrotated",
+                             extra_args=["--dns-rotations=1"])
+        cleanups.append(twin.stop)
+        servers["unrotated"] = (twin.dns_port, twin.process.pid)
     return servers, cleanups, agent, glimpse
+
+
+def _kill_group(process):
+    try:
+        os.killpg(process.pid, 9)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def change_visibility(glimpse, changes):
@@ -230,14 +292,19 @@ def change_visibility(glimpse, changes):
 
 def rotation(servers, round_):
     """
-    The order the servers take their turns in one round: the baseline right
-    after this checkout's Glimpse in even rounds and right before it in odd
-    ones, so that the two meet the same drift and neither always goes first.
+    The order the servers take their turns in one round: each twin of this
+    checkout's Glimpse (:data:`TWINS`) next to it, the twins right after it
+    in even rounds and right before it in odd ones, so that they meet the
+    same drift and none always goes first.
     """
-    order = [s for s in servers if s != "baseline"]
-    if "baseline" in servers:
+    order = [s for s in servers if s not in TWINS]
+    twins = [s for s in TWINS if s in servers]
+    if twins:
         at = order.index("glimpse") if "glimpse" in order else len(order)
-        order.insert(at + (round_ % 2 == 0), "baseline")
+        if round_ % 2 == 0:
+            order[at + 1:at + 1] = twins
+        else:
+            order[at:at] = twins
     return order
 
 
@@ -252,22 +319,34 @@ def main():
     parser.add_argument("--baseline-checkout", metavar="DIR",
                         help="also run the Glimpse of this checkout (a git worktree of the "
                              "commit to compare with) and print this one's ratios to it")
+    parser.add_argument("--unrotated", action="store_true",
+                        help="also run this checkout's Glimpse with --dns-rotations=1 "
+                             "(rotation off) and print this one's ratios to it")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="the servers to run, comma-separated (default: all of "
-                             f"{','.join(SERVERS)}); the baseline is added to them")
+                             f"{','.join(SERVERS)}); the twins are added to them")
+    parser.add_argument("--modes", default="udp,tcp",
+                        help="the transports to measure, comma-separated (udp, tcp)")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not chosen or set(chosen) - set(SERVERS):
         parser.error(f"--servers: choose among {','.join(SERVERS)}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"udp", "tcp"}:
+        parser.error("--modes: choose among udp,tcp")
+    workloads = [w for w in WORKLOADS if w[0] in modes]
     if args.baseline_checkout:
         chosen.append("baseline")
+    if args.unrotated:
+        chosen.append("unrotated")
     work = tempfile.mkdtemp(prefix="glimpse-bench-dns-")
-    servers, cleanups, agent, glimpse = start_servers(work, args.baseline_checkout)
+    servers, cleanups, agent, glimpse = start_servers(work, args.baseline_checkout,
+                                                      args.unrotated)
     try:
         files = topo.query_files(work)
         for name in chosen:
             pin(servers[name][1], SERVER_CORE)
-        for qtype, count in WORKLOADS:
+        for _mode, qtype, count in workloads:
             with open(files[("glimpse", qtype, count)]) as f:
                 names = [line.split()[0] for line in f]
             for name in chosen:
@@ -277,10 +356,10 @@ def main():
         for server in chosen:
             port, pid = servers[server]
             kind = "glimpse" if server in GLIMPSE_NAMES else "consul"
-            for qtype, count in WORKLOADS:
-                dnsperf(port, files[(kind, qtype, count)], 1, pid)
+            for mode, qtype, count in workloads:
+                dnsperf(port, files[(kind, qtype, count)], 1, pid, mode)
         results, glimpse_queries, view_delta, all_delta, idle_delta = {}, 0, 0, 0, 0
-        for qtype, count in WORKLOADS:
+        for mode, qtype, count in workloads:
             runs, glimpse_seconds = {server: [] for server in chosen}, 0.0
             # The servers take turns, run after run: this VM's speed drifts
             # by 20% over minutes, and each server then meets the same drift.
@@ -290,7 +369,7 @@ def main():
                     kind = "glimpse" if server in GLIMPSE_NAMES else "consul"
                     before, started = consul_requests(agent), time.monotonic()
                     runs[server].append(dnsperf(port, files[(kind, qtype, count)], args.duration,
-                                                pid))
+                                                pid, mode))
                     if server == "glimpse":
                         after = consul_requests(agent)
                         glimpse_seconds += time.monotonic() - started
@@ -299,26 +378,27 @@ def main():
             for server in chosen:
                 port, pid = servers[server]
                 kind = "glimpse" if server in GLIMPSE_NAMES else "consul"
-                results[(server, qtype, count)] = r = medians(runs[server])
+                results[(server, mode, qtype, count)] = r = medians(runs[server])
                 r["runs"] = runs[server]
-                r["p99_ms"] = dnsperf(port, files[(kind, qtype, count)], 2, pid,
+                r["p99_ms"] = dnsperf(port, files[(kind, qtype, count)], 2, pid, mode,
                                       rate=args.latency_rate)["p99_ms"]
             if "glimpse" in chosen:
-                glimpse_queries += results[("glimpse", qtype, count)]["completed"]
+                glimpse_queries += results[("glimpse", mode, qtype, count)]["completed"]
                 # As long without queries: what the watches ask anyway (each
                 # blocking query ends after its wait).
                 idle_before = consul_requests(agent)[0]
                 time.sleep(glimpse_seconds)
                 idle_delta += consul_requests(agent)[0] - idle_before
-        report(results, chosen)
+        report(results, chosen, workloads)
         if "glimpse" in chosen:
+            twins = [t for t in TWINS if t in chosen]
             print(f"\nConsul requests per 1,000 Glimpse queries (Consul's own metrics, over the "
                   f"Glimpse runs, {glimpse_queries} queries): catalog+health "
                   f"{view_delta * 1000 / glimpse_queries:.4f}, all HTTP API "
                   f"{all_delta * 1000 / glimpse_queries:.4f} ({view_delta} and {all_delta} "
                   f"requests); catalog+health in as long without any query: {idle_delta} (the "
                   f"250 health watches' blocking queries end every ~60 s whatever the load"
-                  + ("; the baseline's watches count in both" if args.baseline_checkout else "")
+                  + (f"; the watches of {' and '.join(twins)} count in both" if twins else "")
                   + f"); difference per 1,000 queries: "
                   f"{(view_delta - idle_delta) * 1000 / glimpse_queries:.4f}")
             p50, p99 = change_visibility(glimpse, args.changes)

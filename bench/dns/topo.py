@@ -1,7 +1,7 @@
 """
 The benchmark topology, written once for every server: Glimpse (provider
-states), unbound (local-data), stock twisted.names (a BIND zone file) and
-Consul's own DNS (the same registrations, asked by Consul names).
+states), unbound (local-data), NSD and stock twisted.names (a BIND zone
+file) and Consul's own DNS (the same registrations, asked by Consul names).
 """
 
 import ipaddress
@@ -12,9 +12,14 @@ JOBS = 250  # x 4 ports = 1,000 distinct addresses
 PER_JOB = 2
 TTL = 5
 #: The servers measured, each the same questions (Consul's in its names).
-SERVERS = ["unbound", "glimpse", "twisted", "consul"]
-#: The workloads: query type and how many distinct names.
-WORKLOADS = [("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000)]
+SERVERS = ["unbound", "nsd", "glimpse", "twisted", "consul"]
+#: The workloads: transport, query type and how many distinct names.  Over
+#: UDP dnsperf uses 4 sockets, over TCP 8 connections (-c), each with at
+#: most 100 queries outstanding in all (-q).
+WORKLOADS = [(mode, qtype, count) for mode in ("udp", "tcp")
+             for qtype, count in (("SRV", 1), ("A", 1), ("SRV", 1000), ("A", 1000))]
+#: dnsperf's clients (-c) per transport.
+CLIENTS = {"udp": 4, "tcp": 8}
 
 
 def jobs():
@@ -111,6 +116,40 @@ def unbound_conf(port, workdir):
 {data}
 remote-control:
     control-enable: no
+"""
+
+
+def nsd_conf(port, workdir, zone_path):
+    """
+    An NSD serving the topology's zone file, one server process, no
+    response rate limiting (Debian's NSD limits identical answers to 200 a
+    second per /24 by default: the 1-name workloads would measure that), no
+    zone transfers, no remote control, no logging.
+    """
+    return f"""server:
+    ip-address: 127.0.0.1@{port}
+    port: {port}
+    server-count: 1
+    tcp-count: 256
+    username: ""
+    chroot: ""
+    zonesdir: "{workdir}"
+    database: ""
+    zonelistfile: "{workdir}/nsd-zone.list"
+    xfrdfile: "{workdir}/nsd-xfrd.state"
+    xfrdir: "{workdir}"
+    pidfile: ""
+    logfile: "{workdir}/nsd.log"
+    verbosity: 0
+    hide-version: yes
+    do-ip6: no
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: "{ZONE}."
+    zonefile: "{zone_path}"
 """
 
 

@@ -2,14 +2,18 @@
 """
 ``make bench-fuzz``: 1,000,000 malformed and mutated DNS packets at a
 running Glimpse on loopback (real Consul, a small topology), with a normal
-query after every 5,000 that must be answered.  Prints the packets sent,
-the normal queries answered, and the crashes: the process exiting or a
-traceback in its log (both must be 0).
+query after every 5,000 that must be answered; then 200,000 mutated
+messages over TCP (some with a mangled length prefix, some bare random
+bytes on the stream; a connection the server closes is opened again), with
+a normal query over a new connection after every 5,000.  Prints the
+packets sent, the normal queries answered, and the crashes: the process
+exiting or a traceback in its log (both must be 0).
 """
 
 import argparse
 import random
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -61,11 +65,87 @@ def probe(server, attempts=10):
     return False
 
 
+def tcp_probe(server):
+    """
+    Whether a normal query over a new TCP connection gets its answer.
+    """
+    try:
+        with socket.create_connection(server, timeout=5) as s:
+            data = query(NAME, dns.A, id=4242)
+            s.sendall(struct.pack("!H", len(data)) + data)
+            head = s.recv(2, socket.MSG_WAITALL)
+            (length,) = struct.unpack("!H", head)
+            r = dns.Message()
+            r.fromStr(s.recv(length, socket.MSG_WAITALL))
+            return r.id == 4242 and len(r.answers) == 2
+    except (OSError, struct.error, EOFError):
+        return False
+
+
+def tcp_framed(rng, message):
+    """
+    A mutated message as sent on a DNS-over-TCP stream: mostly with its
+    right length prefix, one in 50 with a wrong one (what follows becomes
+    its body), one in 50 with none at all.
+    """
+    kind = rng.randrange(50)
+    if kind == 0:
+        return struct.pack("!H", rng.randrange(65536)) + message
+    if kind == 1:
+        return rng.randbytes(rng.randrange(1, 40))
+    return struct.pack("!H", len(message)) + message
+
+
+def _drain(sock):
+    # Read (and throw away) the answers already there, without waiting (a
+    # socket with a timeout would wait for one); EOF means the server
+    # closed the connection.
+    sock.settimeout(0)
+    try:
+        while True:
+            if not sock.recv(65536):
+                raise ConnectionError("closed by the server")
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(5)
+
+
+def tcp_flood(server, rng, messages, every, alive):
+    """
+    ``messages`` mutated messages over TCP (a connection closed by the
+    server is opened again; answers are read and thrown away), a normal
+    query after every ``every``: ``(sent, probes, answered, connections)``.
+    """
+    sent, probes, answered, sock, connections = 0, 0, 0, None, 0
+    while sent < messages and alive():
+        for _ in range(every):
+            try:
+                if sock is None:
+                    sock = socket.create_connection(server, timeout=5)
+                    connections += 1
+                sock.sendall(tcp_framed(rng, mutate_packet(rng, rng.choice(SEEDS))))
+                _drain(sock)
+            except OSError:
+                # Closed by the server (a message shorter than a header), or
+                # reset: a new connection for the next message.
+                if sock is not None:
+                    sock.close()
+                sock = None
+            sent += 1
+        probes += 1
+        answered += tcp_probe(server)
+    if sock is not None:
+        sock.close()
+    return sent, probes, answered, connections
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--every", type=int, default=5000)
+    parser.add_argument("--tcp-messages", type=int, default=200_000)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="glimpse-bench-fuzz-")
     rng = random.Random(args.seed)
@@ -96,6 +176,11 @@ def main():
                     if glimpse.process.poll() is not None:
                         break
             elapsed = time.monotonic() - start
+            tcp_start = time.monotonic()
+            tcp_sent, tcp_probes, tcp_answered, tcp_connections = tcp_flood(
+                glimpse.dns, rng, args.tcp_messages, args.every,
+                lambda: glimpse.process.poll() is None)
+            tcp_elapsed = time.monotonic() - tcp_start
             alive = glimpse.process.poll() is None
         finally:
             glimpse.stop()
@@ -103,9 +188,11 @@ def main():
     tracebacks = log.count("Traceback")
     print(f"bench-fuzz: {sent} mutated packets in {elapsed:.0f} s ({sent / elapsed:.0f}/s, "
           f"seed {args.seed}); normal queries answered {answered}/{probes}; "
+          f"over TCP {tcp_sent} mutated messages on {tcp_connections} connections in "
+          f"{tcp_elapsed:.1f} s, normal queries answered {tcp_answered}/{tcp_probes}; "
           f"crashes {0 if alive else 1} (process {'alive' if alive else 'DIED'}), "
           f"tracebacks in the log {tracebacks}")
-    if not alive or tracebacks or answered != probes:
+    if not alive or tracebacks or answered != probes or tcp_answered != tcp_probes:
         sys.exit(1)
 
 
