@@ -133,6 +133,13 @@ class GlimpseStreamProtocol(StreamProtocol):
         self._tracker = tracker
         self._answers = answers
         self._buffer = b""
+        # A message that comes in many segments is joined once it is whole,
+        # not segment by segment (which would copy it once per segment):
+        # the segments after _buffer, their size, and the size _buffer and
+        # they must reach before it is parsed again (0: parse every segment).
+        self._parts: list[bytes] = []
+        self._parts_size = 0
+        self._need = 0
         #: Whether the transport's unsent output is over its buffer size
         #: (Twisted told us to pause): nothing more is read or parsed.
         self.paused = False
@@ -167,13 +174,21 @@ class GlimpseStreamProtocol(StreamProtocol):
 
         :param data: bytes from the connection.
         """
-        self._buffer = self._buffer + data if self._buffer else data
+        if self._need:
+            self._parts.append(data)
+            self._parts_size += len(data)
+            if len(self._buffer) + self._parts_size < self._need:
+                return
+            self._buffer = b"".join([self._buffer, *self._parts])
+            self._parts, self._parts_size, self._need = [], 0, 0
+        else:
+            self._buffer = self._buffer + data if self._buffer else data
         self._serve()
 
     def _serve(self) -> None:
         # Not re-entered: an answer that comes while it runs (a lookup
         # settled) leaves the rest to the loop already running.
-        if self._serving:
+        if self._serving or self._closing:
             return
         self._serving = True
         try:
@@ -222,7 +237,12 @@ class GlimpseStreamProtocol(StreamProtocol):
             self._other(message, received)
             if self._closing:
                 return
-        self._buffer = buf[pos:]
+        self._buffer = rest = buf[pos:]
+        if not self._parts:
+            # (With parts waiting, _need is already the size of the message
+            # at the head of _buffer, which this left as it was.)
+            need = 2 + ((rest[0] << 8) | rest[1]) if len(rest) >= 2 else 0
+            self._need = need if need > len(rest) else 0
         if out:
             self._write(out)
         if hits:
@@ -356,7 +376,7 @@ class GlimpseStreamProtocol(StreamProtocol):
         if self._closing or transport is None:
             return
         self._closing = True
-        self._buffer = b""
+        self._buffer, self._parts = b"", []
         self._tracker.closed(self)
         transport.unregisterProducer()
         if abort:
@@ -371,5 +391,5 @@ class GlimpseStreamProtocol(StreamProtocol):
         :param reason: why it was lost.
         """
         self._closing = True
-        self._buffer = b""
+        self._buffer, self._parts = b"", []
         self._tracker.closed(self)

@@ -63,6 +63,23 @@ def test_every_message_is_answered_however_the_bytes_are_split():
         assert unframed(wire.value()) == expected
 
 
+def test_a_large_message_trickling_in_is_answered_once_whole():
+    """
+    A 60 kB query (an EDNS option of 60,000 bytes) that comes a few bytes
+    at a time, followed by a small one, gets both answers, once each.
+    """
+    message = dns.Message(id=11)
+    message.queries = [dns.Query(WEB, dns.A)]
+    message.additional = [dns._OPTHeader(options=[dns._OPTVariableOption(65001, b"x" * 60000)])]
+    stream = framed(message.toStr(), query_bytes(WEB, dns.A, id=12))
+    tcp, _, _, _ = stream_factory(demo_view())
+    connection, wire = connect(tcp)
+    for at in range(0, len(stream), 7):
+        connection.dataReceived(stream[at:at + 7])
+    answers = [decode(m) for m in unframed(wire.value())]
+    assert [(a.id, a.rCode, len(a.answers)) for a in answers] == [(11, 0, 2), (12, 0, 2)]
+
+
 def test_pipelined_queries_are_all_answered_with_their_ids():
     """
     500 queries in one segment get 500 answers, one per ID.
