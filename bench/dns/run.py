@@ -203,7 +203,7 @@ def start_servers(work, baseline_checkout=None, unrotated=False):
     unbound, NSD and stock twisted.names, and the twins: with
     ``baseline_checkout`` that checkout's Glimpse, with ``unrotated`` this
     one's with rotation off, each on the same Consul: ``({name: (port,
-    pid)}, cleanups, agent, glimpse)``.
+    pid)}, cleanups, agent, {name: DevGlimpse})``.
     """
     agent = start_dev_consul(find_consul(), "ams", workdir=work, extra_hcl=[
         'telemetry { prometheus_retention_time = "3600s" disable_hostname = true }',
@@ -234,6 +234,7 @@ def start_servers(work, baseline_checkout=None, unrotated=False):
          "--pidfile=", "--logfile=/dev/null", "dns", "-i", "127.0.0.1", "-p", str(twisted_port),
          f"--bindzone={zone}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cleanups.append(stock.kill)
+    glimpses = {"glimpse": glimpse}
     servers = {"glimpse": (glimpse.dns_port, glimpse.process.pid),
                "unbound": (unbound_port, unbound.pid),
                "nsd": (nsd_port, nsd.pid),
@@ -243,13 +244,15 @@ def start_servers(work, baseline_checkout=None, unrotated=False):
         baseline = start_baseline(baseline_checkout, agent.url, topo.ZONE, f"{work}/baseline")
         cleanups.append(baseline.stop)
         servers["baseline"] = (baseline.dns_port, baseline.process.pid)
+        glimpses["baseline"] = baseline
     if unrotated:
         # It reads the view the first one registered, and registers nothing.
         twin = start_glimpse(agent.url, topo.ZONE, workdir=f"{work}/unrotated",
                              extra_args=["--dns-rotations=1"])
         cleanups.append(twin.stop)
         servers["unrotated"] = (twin.dns_port, twin.process.pid)
-    return servers, cleanups, agent, glimpse
+        glimpses["unrotated"] = twin
+    return servers, cleanups, agent, glimpses
 
 
 def _kill_group(process):
@@ -258,6 +261,16 @@ def _kill_group(process):
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def fast_misses(glimpse):
+    """
+    The fast path's misses so far, from a Glimpse's /metrics.
+    """
+    with urllib.request.urlopen(f"{glimpse.url}/metrics") as r:
+        text = r.read().decode()
+    found = re.search(r"^glimpse_dns_fast_misses(?:_total)? ([\d.e+]+)$", text, re.M)
+    return int(float(found.group(1))) if found else "?"
 
 
 def change_visibility(glimpse, changes):
@@ -340,8 +353,9 @@ def main():
     if args.unrotated:
         chosen.append("unrotated")
     work = tempfile.mkdtemp(prefix="glimpse-bench-dns-")
-    servers, cleanups, agent, glimpse = start_servers(work, args.baseline_checkout,
-                                                      args.unrotated)
+    servers, cleanups, agent, glimpses = start_servers(work, args.baseline_checkout,
+                                                       args.unrotated)
+    glimpse = glimpses["glimpse"]
     try:
         files = topo.query_files(work)
         for name in chosen:
@@ -390,6 +404,9 @@ def main():
                 time.sleep(glimpse_seconds)
                 idle_delta += consul_requests(agent)[0] - idle_before
         report(results, chosen, workloads)
+        print("\nFast-path misses over the whole run (warm-up included; each one a pass "
+              "through twisted.names): " + ", ".join(
+                  f"{name} {fast_misses(g)}" for name, g in glimpses.items() if name in chosen))
         if "glimpse" in chosen:
             twins = [t for t in TWINS if t in chosen]
             print(f"\nConsul requests per 1,000 Glimpse queries (Consul's own metrics, over the "
