@@ -62,6 +62,11 @@ class Jobs:
                                    self._polled_error, **(refresh or {}))
         self._rebalancer = LoopingCall(self.rebalance)
         self._rebalancer.clock = clock
+        #: The jobs with a blocking watch, as ``(zone, name)``.
+        self._watched: set[tuple[str, str]] = set()
+        # Promotions of jobs that just changed, between two rebalances: a
+        # whole zone flapping at once must not churn every watch.
+        self._quick_promotions = 0
 
     def start(self) -> None:
         """
@@ -102,6 +107,7 @@ class Jobs:
         Give ``job`` a blocking watch, starting from the answer it has.
         """
         zone, name = job.zone, job.name
+        self._watched.add((zone, name))
         watch = job.watch = self._new_watch(
             lambda index, wait: self._consul.health_service(zone, name, index, wait),
             lambda response: self._job_answer(job, response),
@@ -112,8 +118,7 @@ class Jobs:
         """
         How many jobs have a blocking watch now.
         """
-        return sum(1 for zone in self._zones.values() for job in zone.jobs.values()
-                   if job.watch is not None)
+        return len(self._watched)
 
     def _job(self, key: tuple[str, str]) -> JobView | None:
         zone = self._zones.get(key[0])
@@ -142,6 +147,10 @@ class Jobs:
         for waiter in waiters:
             waiter.callback(instances)
         if changed:
+            now = self._clock.seconds()
+            job.note_change(now)
+            if job.watch is None:
+                self._promote_changed(job, now)
             self._on_change(job.zone, job.name)
 
     def _job_error(self, job: JobView, err: object) -> None:
@@ -159,7 +168,37 @@ class Jobs:
         :param job: the job, already out of its zone's ``jobs``.
         """
         job.stop()
+        self._watched.discard((job.zone, job.name))
         self.refresher.remove((job.zone, job.name))
+
+    def forget_zone(self, zone: ZoneView) -> None:
+        """
+        Stop keeping a zone's jobs fresh (the zone left Consul).
+
+        :param zone: the zone, already out of the view.
+        """
+        for job in list(zone.jobs.values()):
+            self.forget(job)
+
+    def _promote_changed(self, job: JobView, now: float) -> None:
+        """
+        A polled job whose instances just changed takes a blocking watch at
+        once (a free one, or that of the watched job used least, if it is
+        used clearly less), so its next changes show without waiting for a
+        read: at most :data:`MAX_SWAPS` such promotions between rebalances.
+        """
+        if self._quick_promotions >= MAX_SWAPS:
+            return
+        if len(self._watched) >= self.blocking_slots:
+            blocking = [j for key in self._watched if (j := self._job(key)) is not None]
+            if not blocking:
+                return
+            least = min(blocking, key=lambda j: j.score(now))
+            if job.score(now) <= 1.5 * least.score(now) + 0.5:
+                return
+            self._demote(least)
+        self._quick_promotions += 1
+        self._promote(job)
 
     def rebalance(self) -> None:
         """
@@ -170,6 +209,7 @@ class Jobs:
         places every round.
         """
         now = self._clock.seconds()
+        self._quick_promotions = 0
         jobs = [job for zone in self._zones.values() for job in zone.jobs.values()]
         blocking = sorted((j for j in jobs if j.watch is not None), key=lambda j: j.score(now))
         polled = sorted((j for j in jobs if j.watch is None and j.fresh.loaded),
@@ -191,4 +231,5 @@ class Jobs:
 
     def _demote(self, job: JobView) -> None:
         job.stop()
+        self._watched.discard((job.zone, job.name))
         self.refresher.add((job.zone, job.name), index=job.index, now=False)

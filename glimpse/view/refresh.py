@@ -35,7 +35,7 @@ JobKey = tuple[str, str]
 
 
 class _Entry:
-    __slots__ = ("due", "failures", "in_flight", "index", "key", "zone")
+    __slots__ = ("due", "failures", "in_flight", "index", "key", "read_once", "zone")
 
     def __init__(self, key: JobKey, due: float, index: int | None) -> None:
         self.key = key
@@ -44,6 +44,7 @@ class _Entry:
         self.index = index
         self.failures = 0
         self.in_flight = False
+        self.read_once = False
 
 
 class Refresher:
@@ -170,9 +171,9 @@ class Refresher:
         if now < self._paused_until:
             self._schedule(self._paused_until - now)
             return
-        # Tokens for max_rate reads a second, at most a tenth of a second's
-        # worth saved up.
-        self._tokens = min(self.max_rate / 10,
+        # Tokens for max_rate reads a second, at most a fiftieth of a
+        # second's worth saved up: a burst of reads is a burst of answers.
+        self._tokens = min(max(1.0, self.max_rate / 50),
                            self._tokens + (now - self._refilled) * self.max_rate)
         self._refilled = now
         held: list[_Entry] = []
@@ -222,7 +223,15 @@ class Refresher:
         entry.failures = 0
         if response.index is not None:
             entry.index = response.index
-        entry.due = self._clock.seconds() + self.period
+        period = self.period
+        if not entry.read_once:
+            # Jobs first read together (a burst of first lookups) would be
+            # read together every period after: their answers would come
+            # back in one burst and hold the reactor for milliseconds, a
+            # DNS latency spike.  A random phase spreads them.
+            entry.read_once = True
+            period *= 0.5 + self._rand.random()
+        entry.due = self._clock.seconds() + period
         self._push(entry)
         try:
             self._on_answer(entry.key, response)

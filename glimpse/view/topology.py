@@ -198,7 +198,9 @@ class Topology:
                 self._unlisted.add(name)
             else:
                 self._unlisted.discard(name)
-                self.zones.pop(name).stop()
+                gone = self.zones.pop(name)
+                gone.stop()
+                self.jobs.forget_zone(gone)
                 self.log.info("Zone {zone} left Consul: dropped", zone=name)
                 self._changed(name, None)
 

@@ -16,6 +16,9 @@ from glimpse.view.watch import BlockingWatch
 #: Seconds after which a use counts half as much, in :meth:`JobView.score`.
 HALF_LIFE = 30.0
 
+#: How many uses a change of a job's instances counts as.
+CHANGE_WEIGHT = 10.0
+
 #: A job: ``(product, env, job)``.
 JobKey = tuple[str, str, str]
 
@@ -135,6 +138,17 @@ class JobView:
         """
         self._score = self.score(now) + 1
         self._scored_at = self.last_used = now
+
+    def note_change(self, now: float) -> None:
+        """
+        Count a change of its instances at ``now``: a job that just changed
+        (a deploy rolling through it) is likely to change again soon, so it
+        weighs as :data:`CHANGE_WEIGHT` uses.
+
+        :param now: the clock's time.
+        """
+        self._score = self.score(now) + CHANGE_WEIGHT
+        self._scored_at = now
 
     def score(self, now: float) -> float:
         """
