@@ -157,7 +157,7 @@ def consul_requests(agent):
     return view, sum(int(n) for path, n in counts if path != "v1_agent_metrics")
 
 
-def start_servers(work, baseline_checkout=None):
+def start_servers(work, baseline_checkout=None, glimpse_args=()):
     """
     Consul (telemetry on, only_passing DNS), Glimpse with the topology,
     unbound and stock twisted.names, and with ``baseline_checkout`` that
@@ -168,7 +168,7 @@ def start_servers(work, baseline_checkout=None):
         'telemetry { prometheus_retention_time = "3600s" disable_hostname = true }',
         "dns_config { only_passing = true }"])
     cleanups = [agent.stop]
-    glimpse = start_glimpse(agent.url, topo.ZONE, workdir=f"{work}/glimpse")
+    glimpse = start_glimpse(agent.url, topo.ZONE, list(glimpse_args), workdir=f"{work}/glimpse")
     cleanups.append(glimpse.stop)
     for provider, state in topo.provider_states():
         status, body = glimpse.put(f"/v1/providers/{provider}", state, timeout=120)
@@ -255,6 +255,10 @@ def main():
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="the servers to run, comma-separated (default: all of "
                              f"{','.join(SERVERS)}); the baseline is added to them")
+    parser.add_argument("--glimpse-args", default="",
+                        help="more options for this checkout's Glimpse, space-separated "
+                             "(e.g. --glimpse-args=--consul-max-conns=400 to watch every job "
+                             "with a blocking query, as before #13)")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not chosen or set(chosen) - set(SERVERS):
@@ -262,7 +266,8 @@ def main():
     if args.baseline_checkout:
         chosen.append("baseline")
     work = tempfile.mkdtemp(prefix="glimpse-bench-dns-")
-    servers, cleanups, agent, glimpse = start_servers(work, args.baseline_checkout)
+    servers, cleanups, agent, glimpse = start_servers(work, args.baseline_checkout,
+                                                      args.glimpse_args.split())
     try:
         files = topo.query_files(work)
         for name in chosen:

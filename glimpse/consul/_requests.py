@@ -57,6 +57,7 @@ class Requests:
         self.budget = budget or ConnectionBudget(64, 16)
         self._pipe_endpoint = pipe_endpoint
         self._readers: dict[str, PipelinedReader] = {}
+        self._targets: dict[tuple[object, ...], str] = {}
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         #: The last agent/services answer per filter: ``(content, body)``.
@@ -209,7 +210,14 @@ class Requests:
                 acquire=lambda: self.budget.acquire(Use.CONTROL),
                 release=lambda: self.budget.release(Use.CONTROL))
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
-        target = f"/v1/{path}?{urlencode(params)}&cached"
+        # The same few thousand reads go out every second: their targets
+        # are made once (a bounded memo).
+        key = (path, *params.items())
+        target = self._targets.get(key)
+        if target is None:
+            if len(self._targets) >= 100_000:
+                self._targets.clear()
+            target = self._targets[key] = f"/v1/{path}?{urlencode(params)}&cached"
         d = reader.get(target).addCallback(lambda answer: decode(
             answer.status, "", answer.headers.get, answer.body, endpoint, unchanged_index))
         return d.addErrback(self._translate, endpoint)

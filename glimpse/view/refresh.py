@@ -30,6 +30,10 @@ from twisted.python.failure import Failure
 from glimpse.consul import ConsulBusy, ConsulError, Response
 from glimpse.view.watch import backoff_delay
 
+#: The least seconds between two rounds of reads, but for a first read,
+#: which goes out at once.
+TICK = 0.02
+
 #: What a job is known by: ``(zone, Consul service name)``.
 JobKey = tuple[str, str]
 
@@ -171,9 +175,9 @@ class Refresher:
         if now < self._paused_until:
             self._schedule(self._paused_until - now)
             return
-        # Tokens for max_rate reads a second, at most a fiftieth of a
-        # second's worth saved up: a burst of reads is a burst of answers.
-        self._tokens = min(max(1.0, self.max_rate / 50),
+        # Tokens for max_rate reads a second, at most one round's worth
+        # saved up: a burst of reads is a burst of answers.
+        self._tokens = min(max(1.0, self.max_rate * TICK),
                            self._tokens + (now - self._refilled) * self.max_rate)
         self._refilled = now
         held: list[_Entry] = []
@@ -195,14 +199,15 @@ class Refresher:
         self._next(now)
 
     def _next(self, now: float) -> None:
-        if not self._heap:
+        # The loop runs at most every TICK seconds: the reads due by then
+        # go out together (one write), and the answers a read brings back
+        # need no turn of their own.
+        if not self._entries:
             return
-        if self._tokens < 1:
-            # At least a millisecond: a token a hair short of whole would
-            # otherwise come due at once, and again, without time passing.
-            self._schedule(max(0.001, (1 - self._tokens) / self.max_rate))
-        else:
-            self._schedule(max(0.0, self._heap[0][0] - now))
+        wait = TICK
+        if self._heap and self._tokens >= 1:
+            wait = max(TICK, self._heap[0][0] - now)
+        self._schedule(wait)
 
     def _start(self, entry: _Entry) -> None:
         entry.in_flight = True
@@ -237,7 +242,6 @@ class Refresher:
             self._on_answer(entry.key, response)
         except Exception:
             self.log.failure("Handling a cached read failed; the job stays polled")
-        self._schedule(0.0)
 
     def _failed(self, failure: Failure, entry: _Entry) -> None:
         if not self._done(entry):
@@ -261,4 +265,3 @@ class Refresher:
             self._on_error(entry.key, error)
         except Exception:
             self.log.failure("Handling a failed cached read failed; the job stays polled")
-        self._schedule(0.0)

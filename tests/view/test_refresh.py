@@ -106,7 +106,7 @@ def test_reads_stay_within_the_rate_and_the_period_stretches():
     for _ in range(200):
         clock.advance(0.05)
     per_second = [sum(1 for t in reads if s <= t < s + 1) for s in range(10)]
-    assert max(per_second) <= 50 + 1  # and the saved-up fiftieth of a second
+    assert max(per_second) <= 50 + 1  # and the one round saved up
     assert 180 <= len(reads) <= 520
 
 
