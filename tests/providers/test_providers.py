@@ -251,16 +251,17 @@ def test_reconcile_after_agent_restart_restores_acknowledged(applier, consul):
     service.stopService()
 
 
-def test_ttl_pass_through_sets_every_port(applier, consul):
+def test_ttl_pass_through_sets_the_one_check(applier, consul):
     """
-    Passing a TTL check by instance and check name updates it on every
-    named port's registration; naming a non-TTL check or an unknown one
-    says what is wrong.
+    Passing a TTL check by instance and check name updates the one check
+    that runs, on the port carrying the instance's checks (the other ports
+    mirror it); naming a non-TTL check or an unknown one says what is
+    wrong.
     """
     result_of(applier.apply("deploy", state("a", ttl=True)))
     consul.calls.clear()
     ids = result_of(applier.pass_check("deploy", "a.web.prod.shop", "alive", "pass", "ok"))
-    assert ids == ["deploy:shop--prod--web:a:admin:check0", "deploy:shop--prod--web:a:http:check0"]
+    assert ids == ["deploy:shop--prod--web:a:admin:check0"]
     assert [c[1:3] for c in consul.calls] == [(i, "pass") for i in ids]
     assert result_of(applier.pass_check("deploy", "a", "check0", "fail")) == ids
     for args, status in [(("a", "check1"), 409), (("a", "nope"), 404), (("zz", "alive"), 404)]:
