@@ -333,7 +333,7 @@ def document() -> dict[str, Any]:
                    | _errors(*auth, 503, 504)},
     }
     paths["/v1/providers/{provider}/instances/{instance}/checks/{check}/{status}"] = {
-        "put": {"summary": "Set a TTL check of an instance (every named port)",
+        "put": {"summary": "Set a TTL check of an instance (once; every named port follows)",
                 "parameters": [provider, _label("instance", "the instance"),
                                _label("check", "the check's name"),
                                {"name": "status", "in": "path", "required": True,

@@ -251,6 +251,30 @@ def test_reconcile_after_agent_restart_restores_acknowledged(applier, consul):
     service.stopService()
 
 
+def test_a_restarted_glimpse_rewrites_an_older_layout(consul, tmp_path):
+    """
+    Started over an acknowledged state whose registrations an older Glimpse
+    wrote (every check copied onto every port), Glimpse's first
+    reconciliation rewrites the ports that now alias the first one, and
+    leaves the first port's registration, and so its checks, alone.
+    """
+    store = ProviderStore(str(tmp_path))
+    clock = Clock()
+    consul.clock = clock
+    result_of(Applier(consul, store, clock).apply("deploy", state("a", ttl=True)))
+    carrier = consul.agent["deploy:shop--prod--web:a:admin"]
+    sid = "deploy:shop--prod--web:a:http"
+    consul.agent[sid] = dict(consul.agent[sid], Checks=[
+        dict(c, CheckID=c["CheckID"].replace(":admin:", ":http:")) for c in carrier["Checks"]],
+        Meta=dict(consul.agent[sid]["Meta"], **{"glimpse-hash": "6a52634ac0431c7c"}))
+    consul.calls.clear()
+    service = ReconcileService(Applier(consul, store, clock), clock)
+    service.startService()
+    assert consul.calls == [("register", sid)]
+    assert consul.agent == registrations("deploy", validate_state(state("a", ttl=True)))
+    service.stopService()
+
+
 def test_ttl_pass_through_sets_the_one_check(applier, consul):
     """
     Passing a TTL check by instance and check name updates the one check
