@@ -305,7 +305,8 @@ def document() -> dict[str, Any]:
             "port of each instance of the address, served from the view; an address that "
             "names nothing has none",
             [dict(_ADDRESS, **{"in": "query", "description":
-                               _ADDRESS["description"] + "; give it once"}),
+                               "<service>.<job>.<env>.<product>.<zone>[.<dns zone>], once; "
+                               "any label but the zone may be '*'"}),
              {"name": "healthy", "in": "query", "description": "false: every registered "
               "instance; true (the default): only those DNS serves",
               "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}],
