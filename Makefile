@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := unbound bind9-dnsutils dnsperf wrk
+DEBS := unbound bind9-dnsutils dnsperf wrk prometheus
 # `make run ZONES=2` runs the two-zone demo; `make run CLUSTER=1` runs each
 # zone as SERVERS Consul servers and a client agent with Consul's defaults.
 ZONES ?= 1
@@ -23,10 +23,10 @@ WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bi
 deps: debs venv
 
 # Debian packages the tests and benchmarks use for real (unbound, dig,
-# dnsperf, wrk); installed only when one is missing.
+# dnsperf, wrk, prometheus and promtool); installed only when one is missing.
 debs:
 	@missing=""; \
-	for cmd in unbound dig dnsperf wrk; do command -v $$cmd >/dev/null 2>&1 || \
+	for cmd in unbound dig dnsperf wrk prometheus promtool; do command -v $$cmd >/dev/null 2>&1 || \
 	  [ -x /usr/sbin/$$cmd ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -222,6 +222,17 @@ SCHEMAS: dict[str, Any] = {
     "Zones": {"type": "object", "required": ["zones"],
               "properties": {"local_zone": _nullable("string"),
                              "zones": {"type": "array", "items": _ref("Zone")}}},
+    "TargetGroup": {"type": "object", "required": ["targets", "labels"],
+                    "description": "One named port of one instance, as Prometheus' HTTP SD "
+                                   "takes it",
+                    "properties": {
+                        "targets": {"type": "array", "items": {"type": "string"},
+                                    "description": "ip:port ([ip]:port for IPv6)"},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"},
+                                   "description": "__meta_glimpse_zone, _product, _env, _job, "
+                                                  "_service, _instance, _node, _provider, "
+                                                  "_address, _healthy, _status, _drain, and "
+                                                  "_meta_<key> per meta key ('-' made '_')"}}},
     "ApplyResult": {"type": "object", "required": ["provider", "added", "changed", "removed",
                                                    "unchanged", "dry_run"],
                     "properties": {k: {"type": "array", "items": {"type": "string"}}
@@ -289,6 +300,18 @@ def document() -> dict[str, Any]:
         "/v1/watch/{address}": _get(
             "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _LAST_EVENT_ID],
             _STREAM, (400, 404)),
+        "/v1/sd/prometheus": _get(
+            "Prometheus HTTP service discovery (http_sd_configs): one target group per named "
+            "port of each instance of the address, served from the view; an address that "
+            "names nothing has none",
+            [dict(_ADDRESS, **{"in": "query", "description":
+                               "<service>.<job>.<env>.<product>.<zone>[.<dns zone>], once; "
+                               "any label but the zone may be '*'"}),
+             {"name": "healthy", "in": "query", "description": "false: every registered "
+              "instance; true (the default): only those DNS serves",
+              "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}],
+            _json({"type": "array", "items": _ref("TargetGroup")}, "The target groups"),
+            (400, 404, 503)),
         "/v1/status": {"get": {"summary": "Glimpse's own health, for load balancers",
                                "responses": {
                                    "200": _json(_ref("Status"), "Glimpse serves"),
@@ -333,7 +356,7 @@ def document() -> dict[str, Any]:
                    | _errors(*auth, 503, 504)},
     }
     paths["/v1/providers/{provider}/instances/{instance}/checks/{check}/{status}"] = {
-        "put": {"summary": "Set a TTL check of an instance (every named port)",
+        "put": {"summary": "Set a TTL check of an instance (once; every named port follows)",
                 "parameters": [provider, _label("instance", "the instance"),
                                _label("check", "the check's name"),
                                {"name": "status", "in": "path", "required": True,

@@ -208,7 +208,7 @@ class ProviderResource(JSONResource):
 class CheckResource(JSONResource):
     """
     ``PUT .../instances/{instance}/checks/{check}/{pass,warn,fail}``: set a
-    TTL check on every named port of the instance.  An optional JSON body
+    TTL check of the instance (once: every named port mirrors it).  An optional JSON body
     ``{"note": "..."}`` becomes the check's output.
 
     :param applier: a :class:`glimpse.providers.applier.Applier`.

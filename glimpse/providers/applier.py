@@ -340,7 +340,7 @@ class Applier:
     def pass_check(self, provider: str, instance: str, check: str, status: str,
                    note: str = "") -> Generator[Deferred[Any], Any, list[str]]:
         """
-        Set a TTL check of an instance, on every named port's registration.
+        Set a TTL check of an instance, once: its other ports mirror it.
 
         :param provider: the provider's name.
         :param instance: ``<instance>.<job>.<env>.<product>`` or a unique
@@ -348,7 +348,7 @@ class Applier:
         :param check: the check's name, or ``check<N>``.
         :param status: ``pass``, ``warn`` or ``fail``.
         :param note: the check's output.
-        :return: a Deferred firing with the check IDs set.
+        :return: a Deferred firing with the check IDs set (one).
         :raises glimpse.providers.state.NoSuchCheck: when no such TTL check
             exists (the Deferred fails with it).
         """

@@ -30,6 +30,7 @@ _CONFIG_KEYS = {
     "Meta": "meta", "Checks": "checks", "CheckID": "id", "HTTP": "http", "TCP": "tcp",
     "TTL": "ttl", "GRPC": "grpc", "Interval": "interval", "Timeout": "timeout",
     "DeregisterCriticalServiceAfter": "deregister_critical_service_after",
+    "AliasService": "alias_service",
 }
 
 

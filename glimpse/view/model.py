@@ -3,7 +3,7 @@ The topology as Glimpse sees it: instances with their health, built from
 Consul's health API answers.  Pure: no I/O.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -12,12 +12,15 @@ from glimpse.mapping import (
     META_INSTANCE,
     META_PORT,
     META_PROVIDER,
+    aliased_service,
     is_draining,
     is_own_meta_key,
     split_consul_service,
 )
 
 PASSING = "passing"
+#: Consul's type of an alias check.
+ALIAS = "alias"
 
 
 @attrs.frozen
@@ -177,13 +180,51 @@ def instance_from_entry(entry: Any) -> Instance | None:
         return None
 
 
+def with_mirrored_checks(instances: Sequence[Instance]) -> list[Instance]:
+    """
+    Show the checks an alias check mirrors instead of the alias check: a
+    named port whose registration mirrors the one carrying its instance's
+    checks (:func:`glimpse.mapping.alias_check_id`) gets the carrier's own
+    checks, with their status and output.  So every port of an instance
+    shows the real checks, and has, in any one answer, exactly the health
+    of the others.  An alias whose carrier is not in the answer stays as
+    Consul has it (critical: the service could not be found).
+
+    :param instances: the instances of one answer.
+    :return: the same instances, in the same order.
+    """
+    by_id = {(i.node, i.id): i for i in instances}
+    out = []
+    for instance in instances:
+        checks: list[Check] = []
+        mirrored = False
+        for check in instance.checks:
+            target = (aliased_service(instance.id, check.id)
+                      if check.type == ALIAS and not check.node_level else None)
+            carrier = by_id.get((instance.node, target)) if target else None
+            if carrier is None:
+                checks.append(check)
+            else:
+                checks.extend(c for c in carrier.checks if not c.node_level and c.type != ALIAS)
+                mirrored = True
+        if mirrored:
+            # The node's checks first, as instance_from_entry orders them.
+            checks.sort(key=lambda c: (not c.node_level, c.id))
+            out.append(attrs.evolve(instance, checks=tuple(checks)))
+        else:
+            out.append(instance)
+    return out
+
+
 def instances_from_health(entries: Iterable[Any] | None) -> tuple[Instance, ...]:
     """
     The instances of a ``/v1/health/service/<name>`` answer, sorted by node
-    and ID so that equal topologies compare equal.
+    and ID so that equal topologies compare equal; each named port shows
+    its instance's real checks (:func:`with_mirrored_checks`).
 
     :param entries: the decoded answer (``None`` counts as empty).
     :return: the instances Glimpse wrote, leaving out the others.
     """
     found = (instance_from_entry(e) for e in entries or ())
-    return tuple(sorted((i for i in found if i is not None), key=lambda i: (i.node, i.id)))
+    return tuple(with_mirrored_checks(
+        sorted((i for i in found if i is not None), key=lambda i: (i.node, i.id))))

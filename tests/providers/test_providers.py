@@ -251,16 +251,41 @@ def test_reconcile_after_agent_restart_restores_acknowledged(applier, consul):
     service.stopService()
 
 
-def test_ttl_pass_through_sets_every_port(applier, consul):
+def test_a_restarted_glimpse_rewrites_an_older_layout(consul, tmp_path):
     """
-    Passing a TTL check by instance and check name updates it on every
-    named port's registration; naming a non-TTL check or an unknown one
-    says what is wrong.
+    Started over an acknowledged state whose registrations an older Glimpse
+    wrote (every check copied onto every port), Glimpse's first
+    reconciliation rewrites the ports that now alias the first one, and
+    leaves the first port's registration, and so its checks, alone.
+    """
+    store = ProviderStore(str(tmp_path))
+    clock = Clock()
+    consul.clock = clock
+    result_of(Applier(consul, store, clock).apply("deploy", state("a", ttl=True)))
+    carrier = consul.agent["deploy:shop--prod--web:a:admin"]
+    sid = "deploy:shop--prod--web:a:http"
+    consul.agent[sid] = dict(consul.agent[sid], Checks=[
+        dict(c, CheckID=c["CheckID"].replace(":admin:", ":http:")) for c in carrier["Checks"]],
+        Meta=dict(consul.agent[sid]["Meta"], **{"glimpse-hash": "6a52634ac0431c7c"}))
+    consul.calls.clear()
+    service = ReconcileService(Applier(consul, store, clock), clock)
+    service.startService()
+    assert consul.calls == [("register", sid)]
+    assert consul.agent == registrations("deploy", validate_state(state("a", ttl=True)))
+    service.stopService()
+
+
+def test_ttl_pass_through_sets_the_one_check(applier, consul):
+    """
+    Passing a TTL check by instance and check name updates the one check
+    that runs, on the port carrying the instance's checks (the other ports
+    mirror it); naming a non-TTL check or an unknown one says what is
+    wrong.
     """
     result_of(applier.apply("deploy", state("a", ttl=True)))
     consul.calls.clear()
     ids = result_of(applier.pass_check("deploy", "a.web.prod.shop", "alive", "pass", "ok"))
-    assert ids == ["deploy:shop--prod--web:a:admin:check0", "deploy:shop--prod--web:a:http:check0"]
+    assert ids == ["deploy:shop--prod--web:a:admin:check0"]
     assert [c[1:3] for c in consul.calls] == [(i, "pass") for i in ids]
     assert result_of(applier.pass_check("deploy", "a", "check0", "fail")) == ids
     for args, status in [(("a", "check1"), 409), (("a", "nope"), 404), (("zz", "alive"), 404)]:
