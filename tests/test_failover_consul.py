@@ -97,6 +97,10 @@ def test_any_fails_over_to_the_other_zone_and_comes_back(zones):
         assert status == 200 and body["zone"] == "fra"
         assert body["failover"]["from"] == "ams"
         assert "ams has 0 serving instances" in body["failover"]["reason"]
+        # fra is the nearest by Consul's coordinates (read every --zones-interval).
+        wait_until(lambda: "the nearest zone that has them (" in g.get(
+            "/v1/lookup/http.web.prod.shop.any")[1]["failover"]["reason"],
+            what="the round-trip time in the reason")
         assert {i["instance"] for i in body["instances"]} == {"web-f1", "web-f2"}
         assert {i["zone"] for i in body["instances"]} == {"fra"}
         code, _, err = cli("--agent", g.url, "lookup", "http.web.prod.shop.any")

@@ -4,11 +4,13 @@ address, from the zones' views and without a Consul request; the
 coordinates read on the clock, never per lookup.
 """
 
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from glimpse.address import Address
-from glimpse.consul import ConsulUnavailable
+from glimpse.consul import ConsulClient, ConsulUnavailable
+from glimpse.testing import FakeConsul
 from glimpse.view.model import Check, Instance
 from glimpse.view.steering import Steering
 from glimpse.view.topology import Unavailable
@@ -201,3 +203,23 @@ def test_with_a_failover_order_no_coordinates_are_read():
     clock.advance(60)
     assert consul.calls == 0
     s.stop()
+
+
+def test_the_consul_client_reads_the_datacenters_coordinates():
+    """
+    ConsulClient.coordinate_datacenters asks /v1/coordinate/datacenters
+    and gives its list (empty for anything else).
+    """
+    clock = Clock()
+    fake = FakeConsul(datacenter="ams", clock=clock)
+    stub = StubTreq(fake)
+    client = ConsulClient(stub, "http://127.0.0.1:8500", clock)
+    fake.set("coordinate/datacenters", coords(ams=0.0, fra=0.002))
+    d = client.coordinate_datacenters()
+    stub.flush()
+    assert [e["Datacenter"] for e in result_of(d)] == ["ams", "fra"]
+    fake.set("coordinate/datacenters", {"not": "a list"})
+    d = client.coordinate_datacenters()
+    stub.flush()
+    assert result_of(d) == []
+    assert fake.count("coordinate/datacenters") == 2
