@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from glimpse.consul import ConsulError
+from glimpse.consul import ConsulError, ConsulUnavailable
 from glimpse.view.failover import (
     Decision,
     Failover,
@@ -142,14 +142,16 @@ class Steering:
         """
         assert self._consul is not None
 
+        early = False
+
         def got(body: list[Any]) -> None:
-            if self._failing:
-                self.log.info("Consul's datacenter coordinates are readable again")
+            nonlocal early
             self._failing = False
             self._coordinates = body
             self._rtts = (None, {})
             local = self._topology.local_zone
             if local is None:
+                early = True
                 return
             order = self.zones_to_try(local)
             if order != self._order:
@@ -162,9 +164,11 @@ class Steering:
                 self._topology.announce(local, None)
 
         def failed(failure: Failure) -> None:
+            # Consul out of reach is the view's to say (once): only what
+            # else keeps the coordinates away is said here, once.
             if not failure.check(ConsulError):
                 self.log.failure("Reading the datacenters' coordinates failed", failure)
-            elif not self._failing:
+            elif not self._failing and not failure.check(ConsulUnavailable):
                 self.log.warn("Cannot read Consul's datacenter coordinates ({error}); "
                               "failover keeps the zones' last known order",
                               error=str(failure.value))
@@ -173,7 +177,7 @@ class Steering:
         def again(_: None) -> None:
             # Soon rather than at the next interval while none came yet, or
             # while the local zone is not known (at start).
-            if (self._coordinates is None or not self._order) and self._loop.running \
+            if (self._coordinates is None or early) and self._loop.running \
                     and (self._retry is None or not self._retry.active()):
                 self._retry = self._clock.callLater(RETRY, self.refresh_coordinates)
 

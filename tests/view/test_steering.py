@@ -192,6 +192,40 @@ def test_coordinates_are_read_on_the_clock_and_a_new_order_is_announced():
     assert not clock.getDelayedCalls()
 
 
+def test_one_zone_reads_coordinates_once_an_interval():
+    """
+    With no zone to fail over to, the coordinates are still read only once
+    an interval (not retried as if missing).
+    """
+    view = View(ams=[])
+    consul, clock = Coordinates(), Clock()
+    s = Steering(view, consul, clock, interval=30)
+    s.start()
+    clock.advance(29)
+    assert consul.calls == 1
+    clock.advance(1)
+    assert consul.calls == 2
+    s.stop()
+
+
+def test_coordinates_read_before_the_local_zone_is_known_are_read_again_soon():
+    """
+    At start the local zone may not be known yet: the coordinates are read
+    again soon, and the order then announced.
+    """
+    view = View(ams=[], fra=[inst("10.1.0.1")])
+    view.local_zone = None
+    consul, clock = Coordinates(), Clock()
+    s = Steering(view, consul, clock, interval=30)
+    consul.answers = [succeed(coords(ams=0.0, fra=0.002)),
+                      succeed(coords(ams=0.0, fra=0.002))]
+    s.start()
+    view.local_zone = "ams"
+    clock.advance(2)
+    assert consul.calls == 2 and view.announced == [("ams", None)]
+    s.stop()
+
+
 def test_with_a_failover_order_no_coordinates_are_read():
     """
     --failover-order makes the round-trip times moot: none are asked for.
