@@ -136,7 +136,7 @@ def parse_meta(request: Request) -> MetaFilter:
             raise HTTPError(400, f"invalid meta key {key!r}",
                             "a provider's meta key is 1-128 of A-Z a-z 0-9 _ -, not starting "
                             "with 'glimpse-' or 'consul-': e.g. ?meta.version=1.4.2")
-        for value in {v.decode("utf-8", "replace") for v in values}:
+        for value in (v.decode("utf-8", "replace") for v in values):
             if len(value) > _MAX_META_VALUE:
                 raise HTTPError(400, f"meta.{key} is too long",
                                 f"a meta value has at most {_MAX_META_VALUE} characters")
