@@ -20,6 +20,7 @@ from glimpse.address import SEPARATOR, consul_service_name, split_consul_service
 __all__ = [
     "ANY_PROVIDER",
     "CONSUL_META_PREFIX",
+    "DEFAULT_WEIGHT",
     "DRAINING",
     "META_DRAIN",
     "META_HASH",
@@ -36,6 +37,7 @@ __all__ = [
     "check_id",
     "checks_port",
     "consul_service_name",
+    "consul_weights",
     "fingerprint",
     "is_draining",
     "is_file_sourced",
@@ -45,6 +47,7 @@ __all__ = [
     "registration_hash",
     "registration_id",
     "split_consul_service",
+    "weights_of",
 ]
 
 #: Every Meta key Glimpse writes starts with this; a provider's own may not.
@@ -77,6 +80,11 @@ ANY_PROVIDER = f'"{META_PROVIDER}" in Meta'
 
 #: Hex digits of SHA-256 kept in :data:`META_HASH`.
 _HASH_DIGITS = 16
+
+#: An instance's SRV weight when its registration says none (Consul's too).
+DEFAULT_WEIGHT = 1
+#: The largest SRV weight (RFC 2782: 16 bits).
+_MAX_WEIGHT = 65535
 
 
 def registration_id(provider: str, service_name: str, instance: str, port_name: str) -> str:
@@ -236,3 +244,36 @@ def is_own_meta_key(key: str) -> bool:
     :return: whether it starts with :data:`META_PREFIX`.
     """
     return key.startswith(META_PREFIX)
+
+
+def consul_weights(passing: int, warning: int) -> dict[str, int]:
+    """
+    A registration's ``Weights``: the SRV weight Consul's DNS (and Glimpse's)
+    gives the instance while its checks pass, and while one warns.
+
+    :param passing: the weight while every check passes.
+    :param warning: the weight while a check warns.
+    :return: ``{"Passing": passing, "Warning": warning}``.
+    """
+    return {"Passing": passing, "Warning": warning}
+
+
+def weights_of(service: Mapping[str, object]) -> tuple[int, int]:
+    """
+    The weights a registration carries, as Consul answers it.
+
+    :param service: a service as the health or catalog API shows it.
+    :return: ``(passing, warning)``; :data:`DEFAULT_WEIGHT` for what it
+        lacks or that is not a weight.
+    """
+    weights = service.get("Weights")
+    if not isinstance(weights, Mapping):
+        return DEFAULT_WEIGHT, DEFAULT_WEIGHT
+
+    def one(key: str) -> int:
+        value = weights.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return DEFAULT_WEIGHT
+        return value if 1 <= value <= _MAX_WEIGHT else DEFAULT_WEIGHT
+
+    return one("Passing"), one("Warning")

@@ -76,8 +76,8 @@ class FakeConsul(Resource):
     is at least the path's index blocks, as Consul's blocking queries do,
     until the path is :obj:`set` again or :obj:`release`d, or, given a clock, until
     its ``wait`` (5 minutes by default) runs out.  A path that was never
-    set answers 404.  ``agent/self``, ``catalog/datacenters`` and
-    ``catalog/services`` are set at the start.
+    set answers 404.  ``agent/self``, ``catalog/datacenters``,
+    ``catalog/services`` and ``coordinate/datacenters`` are set at the start.
 
     :param datacenter: the agent's datacenter.
     :param node: the agent's node name.
@@ -102,6 +102,7 @@ class FakeConsul(Resource):
         self.set("agent/self", {"Config": {"Datacenter": datacenter, "NodeName": node}})
         self.set("catalog/datacenters", [datacenter])
         self.set("catalog/services", {"consul": []})
+        self.set("coordinate/datacenters", [])
 
     # Telling the fake what to answer
 

@@ -67,6 +67,19 @@ class ConsulClient(Requests):
         d = self._get("catalog/datacenters", endpoint="catalog/datacenters")
         return d.addCallback(lambda r: sorted(r.body or []))
 
+    def coordinate_datacenters(self) -> Deferred[list[dict[str, Any]]]:
+        """
+        The network coordinates of every WAN-federated datacenter's servers
+        (Serf's Vivaldi estimates), from which round-trip times between
+        datacenters are computed.  Asked now and then, never per lookup.
+
+        :return: a Deferred firing with Consul's list of
+            ``{"Datacenter", "AreaID", "Coordinates": [{"Node", "Coord"}]}``
+            (empty when it has none yet).
+        """
+        d = self._get("coordinate/datacenters", endpoint="coordinate/datacenters")
+        return d.addCallback(lambda r: r.body if isinstance(r.body, list) else [])
+
     def catalog_services(self, dc: str, index: int | None = None,
                          wait: float | None = None) -> Deferred[Response]:
         """

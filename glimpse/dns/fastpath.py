@@ -282,10 +282,11 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         """
         super().send_response(context, whole, short)
         if context.fast_key is not None and context.message is not None and self.enabled:
-            self._store(context.fast_key, context.name_end, context.message, whole, short)
+            self._store(context.fast_key, context.name_end, context.message, whole, short,
+                        context.panic)
 
     def _store(self, key: bytes, end: int, request: dns.Message, whole: bytes,
-               short: bytes) -> None:
+               short: bytes, panic: bool = False) -> None:
         qend = end + 5
         rcode = whole[3] & 0x0F
         if rcode not in (dns.OK, dns.ENAME, dns.ESERVER) or len(short) < qend:
@@ -309,7 +310,7 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
         self._kept.keep(key, KeptAnswer(
             whole_size=len(whole), heads=_heads(whole), tail=whole[qend:],
             short_heads=_heads(short), short_tail=short[qend:], qtype=request.queries[0].type,
-            rcode=rcode, job=job, zone=zone, owner=owner))
+            rcode=rcode, job=job, zone=zone, owner=owner, panic=panic))
 
     def _zone_and_job(self, request: dns.Message) -> tuple[str | None, Job | None]:
         # The zone label of the name (None at the apex): what a kept answer
@@ -338,6 +339,8 @@ class FastDatagramProtocol(GlimpseDatagramProtocol):
                 answer = entry.answer
                 stats.fast_hits += hits
                 stats.responses[(answer.qtype, answer.rcode)] += hits
+                if answer.panic:
+                    stats.panic_answers += hits
                 if entry.truncated:
                     stats.truncated += hits
                 if answer.job is not None:

@@ -56,6 +56,8 @@ class RequestContext:
         response is kept; else ``None``.
     :ivar name_end: with ``fast_key``, the offset of the question name's
         final zero byte in the datagram.
+    :ivar panic: its answer was given in panic (every instance of a job
+        served), so that the fast path counts the hits of the answer it keeps.
     """
 
     protocol: Responder
@@ -66,3 +68,4 @@ class RequestContext:
     asked: bytes | None = None
     fast_key: bytes | None = None
     name_end: int = 0
+    panic: bool = False

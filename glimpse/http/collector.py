@@ -113,7 +113,9 @@ class GlimpseCollector:
                     ("fast_hits", "DNS queries answered by the fast path's pre-encoded answers"),
                     ("fast_misses", "DNS queries the fast path handed to twisted.names"),
                     ("dropped", "DNS packets that got no answer"),
-                    ("truncated", "UDP responses sent truncated (TC=1)")):
+                    ("truncated", "UDP responses sent truncated (TC=1)"),
+                    ("panic_answers", "DNS answers given while their job was in panic: every "
+                                      "instance served, the healthy ones first")):
                 yield CounterMetricFamily(f"glimpse_dns_{name}", help_text,
                                           value=getattr(self._dns, name, 0))
             yield _latency_histogram(self._dns)

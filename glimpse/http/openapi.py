@@ -114,8 +114,18 @@ _INDEX: dict[str, Any] = {"X-Glimpse-Index": {
 
 _ADDRESS = {"name": "address", "in": "path", "required": True,
             "description": "<service>.<job>.<env>.<product>.<zone>[.<dns zone>]; any label "
-                           "but the zone may be '*'",
+                           "but the zone may be '*'.  The zone 'any' is the local zone, or "
+                           "the nearest zone that serves the job when the local one serves "
+                           "fewer than --failover-min (no '*' then)",
             "schema": {"type": "string"}, "example": "http.web.prod.shop.ams"}
+_META = {"name": "meta.version", "in": "query",
+         "description": "A meta filter: meta.<key>=<value> for any of the provider's meta "
+                        "keys (meta.version is one), repeatable with other keys; only the "
+                        "instances whose meta has every one are answered (a stream sends "
+                        "'remove' for one that stops matching).  A key that is not a "
+                        "provider's, a value over 512 characters, or one key with two "
+                        "values is a 400",
+         "schema": {"type": "string", "maxLength": 512}, "example": "1.4.2"}
 _HEALTHY = {"name": "healthy", "in": "query", "description": "true: only the instances DNS "
             "serves (every check passing, not draining)",
             "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}
@@ -146,9 +156,11 @@ _LEVELS = [_label("zone", "a zone (Consul datacenter)"), _label("product", "a pr
 
 _STREAM = {"description": "A text/event-stream: 'snapshot' (the whole answer), then 'add', "
                           "'remove', 'update' per item, 'summary' (the answer without its "
-                          "items) when the rest changed, 'unavailable' while the view "
-                          "cannot serve or what is followed does not exist (yet: status 404; "
-                          "a 'snapshot' follows when it appears), 'close' with a reason before "
+                          "items) when the rest changed (an 'any' address failing over to "
+                          "another zone and back, a job entering or leaving panic), "
+                          "'unavailable' while the view cannot serve or what is followed does "
+                          "not exist (yet: status 404; a 'snapshot' follows when it appears), "
+                          "'close' with a reason before "
                           "Glimpse ends the stream; heartbeat comments every few seconds",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
@@ -179,11 +191,34 @@ SCHEMAS: dict[str, Any] = {
                      "provider": {"type": "string"},
                      "meta": {"type": "object", "additionalProperties": {"type": "string"}},
                      "drain": {"type": "boolean"}, "healthy": {"type": "boolean"},
+                     "weight": {"type": "integer", "minimum": 1, "maximum": 65535,
+                                "description": "the SRV weight of its current state: its "
+                                               "passing weight while every check passes, "
+                                               "else its warning weight"},
+                     "weights": {"type": "object", "required": ["passing", "warning"],
+                                 "description": "its registration's weights (Consul's "
+                                                "Weights; 1 and 1 unless the provider said)",
+                                 "properties": {k: {"type": "integer", "minimum": 1,
+                                                    "maximum": 65535}
+                                                for k in ("passing", "warning")}},
                      "status": {"type": "string", "enum": ["passing", "warning", "critical"]},
                      "checks": {"type": "array", "items": _ref("Check")}}},
-    "Lookup": {"type": "object", "required": ["address", "fqdn", "zone", "instances", "truncated"],
+    "Failover": dict(_nullable("object"), required=["from", "reason"], description=(
+        "for an 'any' address, why a zone other than the local one answers; null when the "
+        "local zone answers"), properties={
+            "from": {"type": "string", "description": "the local zone"},
+            "reason": {"type": "string"}}),
+    "Lookup": {"type": "object", "required": ["address", "fqdn", "zone", "instances", "truncated",
+                                              "failover", "panic"],
                "properties": {"address": {"type": "string"}, "fqdn": {"type": "string"},
-                              "zone": {"type": "string"}, "healthy_only": {"type": "boolean"},
+                              "zone": {"type": "string", "description":
+                                       "the zone that answers (for 'any': the local zone "
+                                       "or the one it failed over to)"},
+                              "failover": _ref("Failover"),
+                              "panic": {"type": "boolean", "description":
+                                        "the job is in panic (--panic-threshold): DNS "
+                                        "answers every instance, the healthy ones first"},
+                              "healthy_only": {"type": "boolean"},
                               "truncated": {"type": "boolean", "description":
                                             "more instances matched than the lookup cap"},
                               "instances": {"type": "array", "items": _ref("Instance")}}},
@@ -199,11 +234,26 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "address": {"type": "string"}, "fqdn": {"type": "string"},
                     "zone": {"type": "string"}, "view_problem": _nullable("string"),
+                    "failover": _ref("Failover"), "panic": {"type": "boolean"},
                     "instances": {"type": "array", "items": {
                         "type": "object", "required": ["id", "in_dns", "rule"],
-                        "properties": {"id": {"type": "string"}, "in_dns": {"type": "boolean"},
-                                       "rule": {"type": "string"},
-                                       "checks": {"type": "array", "items": _ref("Check")}}}}}},
+                        "properties": {
+                            "id": {"type": "string"}, "zone": {"type": "string"},
+                            "in_dns": {"type": "boolean"},
+                            "priority": dict(_nullable("integer"), description=(
+                                "its SRV priority: 1, or 2 when served only because its "
+                                "job is in panic; null when DNS leaves it out")),
+                            "weight": dict(_nullable("integer"), description=(
+                                "its SRV weight; null when DNS leaves it out")),
+                            "meta_match": dict(_nullable("boolean"), description=(
+                                "whether it matches the meta filter; null without one")),
+                            "rule": {"type": "string", "description": "the rule that decided"},
+                            "rules": {"type": "object", "description": (
+                                "what each rule says of it"),
+                                "properties": {k: {"type": "string"} for k in (
+                                    "health", "warning", "panic", "weight", "meta",
+                                    "failover")}},
+                            "checks": {"type": "array", "items": _ref("Check")}}}}}},
     "Status": {"type": "object", "required": ["version", "serving", "zones"],
                "properties": {"version": {"type": "string"}, "versions": {"type": "object"},
                               "serving": {"type": "boolean"},
@@ -292,13 +342,14 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/lookup/{address}": _get(
             "Every instance of an address with its health; '*' labels take the union "
-            "(capped, then truncated: true)", [_ADDRESS, _HEALTHY, _INDEX_PARAM, _WAIT],
-            lookup_ok, (400, 404, 503)),
+            "(capped, then truncated: true); the zone 'any' says which zone answers",
+            [_ADDRESS, _HEALTHY, _META, _INDEX_PARAM, _WAIT], lookup_ok, (400, 404, 503)),
         "/v1/explain/{address}": _get(
-            "Each registered instance, whether DNS answers with it, and the rule that decided",
-            [_ADDRESS], _json(_ref("Explain"), "The explanation"), (400, 404, 503)),
+            "Each registered instance, whether DNS answers with it, the rule that decided, "
+            "and what each rule says (health, warning, panic, weight, meta, failover)",
+            [_ADDRESS, _META], _json(_ref("Explain"), "The explanation"), (400, 404, 503)),
         "/v1/watch/{address}": _get(
-            "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _LAST_EVENT_ID],
+            "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _META, _LAST_EVENT_ID],
             _STREAM, (400, 404)),
         "/v1/sd/prometheus": _get(
             "Prometheus HTTP service discovery (http_sd_configs): one target group per named "

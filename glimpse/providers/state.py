@@ -36,10 +36,11 @@ from glimpse.mapping import (
     registration_id,
 )
 from glimpse.providers.checks import CHECK_KINDS, port_checks
+from glimpse.providers.weights import normal_weight, registration_weights, weight_problems
 
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta",
-                  "drain"}
+                  "drain", "weight"}
 _CHECK_KEYS = {"http", "tcp", "ttl", "grpc", "interval", "timeout", "deregister_after", "name"}
 #: Consul allows 64 meta keys; Glimpse's own take some of them.
 _MAX_PROVIDER_META = 64 - len(OWN_META_KEYS)
@@ -184,6 +185,8 @@ def _validate_instance(
                                  "values are strings of at most 512 characters"))
     if "drain" in inst and not isinstance(inst["drain"], bool):
         problems.append((f"{path}.drain", "drain is true or false"))
+    if "weight" in inst:
+        problems.extend(weight_problems(inst["weight"], f"{path}.weight"))
     return (inst.get("product"), inst.get("env"), inst.get("job"), inst.get("instance"))
 
 
@@ -232,6 +235,8 @@ def _normalise(inst: Mapping[str, Any]) -> Document:
     out["checks"] = list(inst.get("checks", []))
     out["meta"] = dict(sorted(inst.get("meta", {}).items()))
     out["drain"] = inst.get("drain", False)
+    if "weight" in inst:
+        out["weight"] = normal_weight(inst["weight"])
     return out
 
 
@@ -292,6 +297,7 @@ def registrations(provider: str, state: Mapping[str, Any],
             }
             if "address" in inst:
                 definition["Address"] = inst["address"]
+            definition.update(registration_weights(inst))
             definition["Meta"][META_HASH] = fingerprint(definition)
             out[sid] = definition
     return out

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from glimpse.mapping import (
+    DEFAULT_WEIGHT,
     META_INSTANCE,
     META_PORT,
     META_PROVIDER,
@@ -16,9 +17,14 @@ from glimpse.mapping import (
     is_draining,
     is_own_meta_key,
     split_consul_service,
+    weights_of,
 )
 
 PASSING = "passing"
+WARNING = "warning"
+CRITICAL = "critical"
+#: Instance statuses in order of gravity; an instance has its worst check's.
+STATUSES = (PASSING, WARNING, CRITICAL)
 #: Consul's type of an alias check.
 ALIAS = "alias"
 
@@ -78,6 +84,10 @@ class Instance:
     :ivar meta: the provider's own Meta, ``(key, value)`` pairs, sorted.
     :ivar checks: its checks (:class:`Check`), the node's first.
     :ivar drain: it is draining: shown over HTTP, left out of DNS.
+    :ivar weight_passing: its SRV weight while every check passes (Consul's
+        ``Weights.Passing``).
+    :ivar weight_warning: its SRV weight while a check warns
+        (``Weights.Warning``); also the weight it is served with in panic.
     """
 
     id: str
@@ -93,6 +103,29 @@ class Instance:
     meta: tuple[tuple[str, str], ...] = ()
     checks: tuple[Check, ...] = ()
     drain: bool = False
+    weight_passing: int = DEFAULT_WEIGHT
+    weight_warning: int = DEFAULT_WEIGHT
+
+    @property
+    def status(self) -> str:
+        """
+        ``passing``, ``warning`` or ``critical``: the worst status of its
+        checks, the node's included (an unknown status counts as critical).
+        """
+        worst = 0
+        for check in self.checks:
+            rank = STATUSES.index(check.status) if check.status in STATUSES else 2
+            worst = max(worst, rank)
+        return STATUSES[worst]
+
+    @property
+    def weight(self) -> int:
+        """
+        The SRV weight of its current state: its passing weight while every
+        check passes, else its warning weight (a warning instance served
+        with ``--serve-warning``, or any instance served in panic).
+        """
+        return self.weight_passing if self.status == PASSING else self.weight_warning
 
     @property
     def healthy(self) -> bool:
@@ -122,6 +155,8 @@ class Instance:
             "meta": dict(self.meta),
             "drain": self.drain,
             "healthy": self.healthy,
+            "weight": self.weight,
+            "weights": {PASSING: self.weight_passing, WARNING: self.weight_warning},
             "checks": [c.to_json() for c in self.checks],
         }
 
@@ -159,6 +194,7 @@ def instance_from_entry(entry: Any) -> Instance | None:
             )
         )
         product, env, job = fields
+        passing, warning = weights_of(service)
         return Instance(
             id=service["ID"],
             product=product,
@@ -175,6 +211,8 @@ def instance_from_entry(entry: Any) -> Instance | None:
             ),
             checks=checks,
             drain=is_draining(meta),
+            weight_passing=passing,
+            weight_warning=warning,
         )
     except (AttributeError, KeyError, TypeError, ValueError):
         return None

@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from glimpse.address import ANY_ZONE
 from glimpse.consul import ConsulClient, ConsulError, Response
 from glimpse.view.jobs import Jobs
 from glimpse.view.model import Instance
@@ -100,6 +101,7 @@ class Topology:
         #: Zones missing from the last zone list (dropped if still missing
         #: from the next).
         self._unlisted: set[str] = set()
+        self._refused_any = False
         self.jobs = Jobs(consul, clock, self.zones, self._changed, self._new_watch, Unavailable,
                          consul.budget.job_slots if blocking_slots is None else blocking_slots,
                          refresh)
@@ -134,6 +136,14 @@ class Topology:
         """
         self._listeners.append(listener)
 
+    def announce(self, zone: str, name: str | None) -> None:
+        """
+        Tell the listeners that the answers of job ``name`` of ``zone`` (or of
+        the zone, for ``None``) changed though its instances did not: its
+        panic state moved, or the order zones fail over in.
+        """
+        self._changed(zone, name)
+
     def _changed(self, zone: str, name: str | None) -> None:
         self.serial = max(self.serial + 1, int(self._clock.seconds()))
         for listener in self._listeners:
@@ -165,6 +175,12 @@ class Topology:
         def got_zones(names: list[str]) -> None:
             self.zones_fresh.ok()
             self._set_reachable(True)
+            if ANY_ZONE in names and not self._refused_any:
+                self._refused_any = True  # said once, not every refresh
+                self.log.error("Consul has a datacenter named {zone!r}: ignored, Glimpse keeps "
+                               "that name for failover (<service>...<product>.any); rename it",
+                               zone=ANY_ZONE)
+            names = [n for n in names if n != ANY_ZONE]
             for name in names:
                 if name not in self.zones:
                     self._add_zone(name)
@@ -326,15 +342,17 @@ class Topology:
 
     def touch(self, zone_name: str, service_name: str) -> None:
         """
-        Mark a job as used without looking it up (the DNS fast path's hits).
+        Mark a job as used without looking it up (the DNS fast path's hits);
+        in every zone for the zone ``any``.
 
         :param zone_name: the zone.
         :param service_name: the job's Consul service name.
         """
-        zone = self.zones.get(zone_name)
-        job = zone.jobs.get(service_name) if zone else None
-        if job is not None:
-            job.use(self._clock.seconds())
+        zones = self.zones.values() if zone_name == ANY_ZONE else [self.zones.get(zone_name)]
+        for zone in zones:  # an "any" name's hits keep the job of every zone watched
+            job = zone.jobs.get(service_name) if zone else None
+            if job is not None:
+                job.use(self._clock.seconds())
 
     def degraded(self) -> frozenset[str | None]:
         """

@@ -331,7 +331,7 @@ def test_unknown_instance_key():
     """
     assert problems({"instances": [web(host="h1")]}) == {"$.instances[0].host": (
         "unknown key; an instance has address, checks, drain, env, instance, "
-        "job, meta, ports, product")}
+        "job, meta, ports, product, weight")}
 
 
 # Registrations

@@ -164,10 +164,50 @@ def test_to_json():
         "id": "prov:shop--prod--web:web-1:http", "instance": "web-1", "service": "http",
         "host": "host-1", "node": "host-1", "ip": "10.0.0.1", "port": 8080, "zone": "ams",
         "provider": "prov", "meta": {"version": "1.2.3"}, "drain": False, "healthy": False,
+        "weight": 1, "weights": {"passing": 1, "warning": 1},
         "checks": [{"id": "serfHealth", "name": "Serf Health Status", "type": "node",
                     "status": "critical", "output": "Agent alive and reachable",
                     "node_level": True}],
     }
+
+
+@pytest.mark.parametrize(("weights", "expected"), [
+    ({"Passing": 10, "Warning": 2}, (10, 2)),
+    (None, (1, 1)),
+    ({"Passing": 0, "Warning": True}, (1, 1)),
+    ("heavy", (1, 1)),
+])
+def test_weights_are_read_back(weights, expected):
+    """
+    An instance carries its registration's Weights (Consul's default of 1
+    and 1 when it has none, or none that is a weight).
+    """
+    e = entry()
+    if weights is None:
+        del e["Service"]["Weights"]
+    else:
+        e["Service"]["Weights"] = weights
+    found = instance_from_entry(e)
+    assert (found.weight_passing, found.weight_warning) == expected
+
+
+@pytest.mark.parametrize(("statuses", "status", "weight"), [
+    (("passing", "passing"), "passing", 10),
+    (("passing", "warning"), "warning", 2),
+    (("warning", "critical"), "critical", 2),
+    (("passing", "maintenance"), "critical", 2),
+])
+def test_status_is_the_worst_check_and_sets_the_weight(statuses, status, weight):
+    """
+    An instance's status is its worst check's (the node's included), and
+    its weight is that of its state: the passing weight while every check
+    passes, the warning weight otherwise.
+    """
+    e = entry(checks=[serf(statuses[0]), service_check(statuses[1])])
+    e["Service"]["Weights"] = {"Passing": 10, "Warning": 2}
+    found = instance_from_entry(e)
+    assert (found.status, found.weight) == (status, weight)
+    assert found.to_json("ams")["weight"] == weight
 
 
 def test_instances_from_health():
