@@ -14,20 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import glimpse
 from glimpse.http._json import JSONResource, write_json
+from glimpse.http.schemas import SCHEMAS, ref
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
 #: The provider state's JSON Schema, written with the provider API.
 PROVIDER_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "provider-state.json"
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": [kind, "null"]}
 
 
 def _json(schema: dict[str, Any], description: str,
@@ -52,7 +45,7 @@ def _errors(*codes: int) -> dict[str, Any]:
              "connections open: then with Retry-After).",
         504: "Consul did not acknowledge the change in time.",
     }
-    return {str(c): _json(_ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
+    return {str(c): _json(ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
             for c in codes}
 
 
@@ -63,14 +56,14 @@ _RETRY_AFTER: dict[str, Any] = {"Retry-After": {
 #: The answers of the HTTP limits (glimpse/http/site.py), which any request
 #: may get whatever its path: the connection is closed after each.
 _LIMIT_ERRORS: dict[str, Any] = {
-    "408": _json(_ref("Error"), "The request's headers took longer than "
+    "408": _json(ref("Error"), "The request's headers took longer than "
                  "--http-header-timeout (or its body longer than --http-body-timeout) "
                  "to arrive; the connection is closed."),
-    "429": _json(_ref("Error"), "Too many connections from this client (over "
+    "429": _json(ref("Error"), "Too many connections from this client (over "
                  "--http-max-conns-per-client; an IPv6 client is its /64), or, for a "
                  "long-poll or stream, too many of those open (over "
                  "--http-max-streams-per-client).", _RETRY_AFTER),
-    "503": _json(_ref("Error"), "Glimpse has --http-max-conns connections open.",
+    "503": _json(ref("Error"), "Glimpse has --http-max-conns connections open.",
                  _RETRY_AFTER),
 }
 
@@ -79,8 +72,8 @@ def _also_over_the_cap(answer: dict[str, Any]) -> dict[str, Any]:
     # A 503 of its own (the view cannot serve) may also be the connection
     # cap's: its body then an Error, with Retry-After.
     schema = answer["content"]["application/json"]["schema"]
-    if schema != _ref("Error"):
-        schema = {"oneOf": [schema, _ref("Error")]}
+    if schema != ref("Error"):
+        schema = {"oneOf": [schema, ref("Error")]}
         description = (answer["description"] + "; or, with Retry-After, Glimpse has "
                        "--http-max-conns connections open (an Error)")
     else:
@@ -164,133 +157,6 @@ _STREAM = {"description": "A text/event-stream: 'snapshot' (the whole answer), t
                           "Glimpse ends the stream; heartbeat comments every few seconds",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
-COUNTS: dict[str, Any] = {
-    "type": "object", "required": ["instances", "passing", "warning", "critical"],
-    "properties": {k: {"type": "integer", "minimum": 0} for k in
-                   ("instances", "passing", "warning", "critical", "draining")}}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "detail"],
-              "properties": {"error": {"type": "string", "description": "what was wrong"},
-                             "detail": {"description": "how to fix it; any JSON"}}},
-    "Check": {"type": "object", "required": ["id", "name", "type", "status", "output"],
-              "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                             "type": {"type": "string"}, "status": {"type": "string"},
-                             "output": {"type": "string"}, "node_level": {"type": "boolean"},
-                             "last_change": dict(_nullable("string"), description=(
-                                 "when Glimpse saw the status change (ISO 8601); null when "
-                                 "it has not changed since Glimpse began watching"))}},
-    "Instance": {"type": "object",
-                 "required": ["id", "instance", "service", "host", "node", "ip", "port", "zone",
-                              "provider", "meta", "healthy", "checks"],
-                 "properties": {
-                     "id": {"type": "string"}, "instance": {"type": "string"},
-                     "service": {"type": "string"}, "host": {"type": "string"},
-                     "node": {"type": "string"}, "ip": {"type": "string"},
-                     "port": {"type": "integer"}, "zone": {"type": "string"},
-                     "provider": {"type": "string"},
-                     "meta": {"type": "object", "additionalProperties": {"type": "string"}},
-                     "drain": {"type": "boolean"}, "healthy": {"type": "boolean"},
-                     "weight": {"type": "integer", "minimum": 1, "maximum": 65535,
-                                "description": "the SRV weight of its current state: its "
-                                               "passing weight while every check passes, "
-                                               "else its warning weight"},
-                     "weights": {"type": "object", "required": ["passing", "warning"],
-                                 "description": "its registration's weights (Consul's "
-                                                "Weights; 1 and 1 unless the provider said)",
-                                 "properties": {k: {"type": "integer", "minimum": 1,
-                                                    "maximum": 65535}
-                                                for k in ("passing", "warning")}},
-                     "status": {"type": "string", "enum": ["passing", "warning", "critical"]},
-                     "checks": {"type": "array", "items": _ref("Check")}}},
-    "Failover": dict(_nullable("object"), required=["from", "reason"], description=(
-        "for an 'any' address, why a zone other than the local one answers; null when the "
-        "local zone answers"), properties={
-            "from": {"type": "string", "description": "the local zone"},
-            "reason": {"type": "string"}}),
-    "Lookup": {"type": "object", "required": ["address", "fqdn", "zone", "instances", "truncated",
-                                              "failover", "panic"],
-               "properties": {"address": {"type": "string"}, "fqdn": {"type": "string"},
-                              "zone": {"type": "string", "description":
-                                       "the zone that answers (for 'any': the local zone "
-                                       "or the one it failed over to)"},
-                              "failover": _ref("Failover"),
-                              "panic": {"type": "boolean", "description":
-                                        "the job is in panic (--panic-threshold): DNS "
-                                        "answers every instance, the healthy ones first"},
-                              "healthy_only": {"type": "boolean"},
-                              "truncated": {"type": "boolean", "description":
-                                            "more instances matched than the lookup cap"},
-                              "instances": {"type": "array", "items": _ref("Instance")}}},
-    "Topology": {"type": "object", "required": ["path", "level", "counts", "children"],
-                 "properties": {
-                     "path": {"type": "string"},
-                     "level": {"type": "string",
-                               "enum": ["zone", "product", "env", "job", "instance"]},
-                     "counts": COUNTS,
-                     "children": {"type": "array", "items": {"type": "object",
-                                                             "required": ["name"]}}}},
-    "Explain": {"type": "object", "required": ["address", "zone", "instances"],
-                "properties": {
-                    "address": {"type": "string"}, "fqdn": {"type": "string"},
-                    "zone": {"type": "string"}, "view_problem": _nullable("string"),
-                    "failover": _ref("Failover"), "panic": {"type": "boolean"},
-                    "instances": {"type": "array", "items": {
-                        "type": "object", "required": ["id", "in_dns", "rule"],
-                        "properties": {
-                            "id": {"type": "string"}, "zone": {"type": "string"},
-                            "in_dns": {"type": "boolean"},
-                            "priority": dict(_nullable("integer"), description=(
-                                "its SRV priority: 1, or 2 when served only because its "
-                                "job is in panic; null when DNS leaves it out")),
-                            "weight": dict(_nullable("integer"), description=(
-                                "its SRV weight; null when DNS leaves it out")),
-                            "meta_match": dict(_nullable("boolean"), description=(
-                                "whether it matches the meta filter; null without one")),
-                            "rule": {"type": "string", "description": "the rule that decided"},
-                            "rules": {"type": "object", "description": (
-                                "what each rule says of it"),
-                                "properties": {k: {"type": "string"} for k in (
-                                    "health", "warning", "panic", "weight", "meta",
-                                    "failover")}},
-                            "checks": {"type": "array", "items": _ref("Check")}}}}}},
-    "Status": {"type": "object", "required": ["version", "serving", "zones"],
-               "properties": {"version": {"type": "string"}, "versions": {"type": "object"},
-                              "serving": {"type": "boolean"},
-                              "consul_reachable": {"type": "boolean"},
-                              "consul_error": dict(_nullable("string"), description=(
-                                  "what asking the local Consul agent last failed with "
-                                  "('TLS: ...' for a CA or client certificate it does "
-                                  "not take); null while it answers")),
-                              "local_zone": _nullable("string"),
-                              "zones": {"type": "object"}, "watches": {"type": "integer"}}},
-    "Zone": {"type": "object", "required": ["zone", "reachable", "serving"],
-             "properties": {"zone": {"type": "string"}, "local": {"type": "boolean"},
-                            "reachable": {"type": "boolean"}, "serving": {"type": "boolean"},
-                            "problem": _nullable("string"),
-                            "stale_seconds": {"type": "number"}}},
-    "Zones": {"type": "object", "required": ["zones"],
-              "properties": {"local_zone": _nullable("string"),
-                             "zones": {"type": "array", "items": _ref("Zone")}}},
-    "TargetGroup": {"type": "object", "required": ["targets", "labels"],
-                    "description": "One named port of one instance, as Prometheus' HTTP SD "
-                                   "takes it",
-                    "properties": {
-                        "targets": {"type": "array", "items": {"type": "string"},
-                                    "description": "ip:port ([ip]:port for IPv6)"},
-                        "labels": {"type": "object", "additionalProperties": {"type": "string"},
-                                   "description": "__meta_glimpse_zone, _product, _env, _job, "
-                                                  "_service, _instance, _node, _provider, "
-                                                  "_address, _healthy, _status, _drain, and "
-                                                  "_meta_<key> per meta key ('-' made '_')"}}},
-    "ApplyResult": {"type": "object", "required": ["provider", "added", "changed", "removed",
-                                                   "unchanged", "dry_run"],
-                    "properties": {k: {"type": "array", "items": {"type": "string"}}
-                                   for k in ("added", "changed", "removed", "unchanged")}
-                    | {"provider": {"type": "string"}, "dry_run": {"type": "boolean"}}},
-}
-
-
 def provider_state_schema() -> dict[str, Any]:
     """
     The provider state's JSON Schema: ``glimpse/schema/provider-state.json``
@@ -337,8 +203,8 @@ def document() -> dict[str, Any]:
     """
     The OpenAPI 3.1 document.
     """
-    lookup_ok = _json(_ref("Lookup"), "Every instance with every check", _INDEX)
-    topology_ok = _json(_ref("Topology"), "The children with counts of instances", _INDEX)
+    lookup_ok = _json(ref("Lookup"), "Every instance with every check", _INDEX)
+    topology_ok = _json(ref("Topology"), "The children with counts of instances", _INDEX)
     paths: dict[str, Any] = {
         "/v1/lookup/{address}": _get(
             "Every instance of an address with its health; '*' labels take the union "
@@ -347,7 +213,7 @@ def document() -> dict[str, Any]:
         "/v1/explain/{address}": _get(
             "Each registered instance, whether DNS answers with it, the rule that decided, "
             "and what each rule says (health, warning, panic, weight, meta, failover)",
-            [_ADDRESS, _META], _json(_ref("Explain"), "The explanation"), (400, 404, 503)),
+            [_ADDRESS, _META], _json(ref("Explain"), "The explanation"), (400, 404, 503)),
         "/v1/watch/{address}": _get(
             "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _META, _LAST_EVENT_ID],
             _STREAM, (400, 404)),
@@ -361,15 +227,15 @@ def document() -> dict[str, Any]:
              {"name": "healthy", "in": "query", "description": "false: every registered "
               "instance; true (the default): only those DNS serves",
               "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}],
-            _json({"type": "array", "items": _ref("TargetGroup")}, "The target groups"),
+            _json({"type": "array", "items": ref("TargetGroup")}, "The target groups"),
             (400, 404, 503)),
         "/v1/status": {"get": {"summary": "Glimpse's own health, for load balancers",
                                "responses": {
-                                   "200": _json(_ref("Status"), "Glimpse serves"),
-                                   "503": _json(_ref("Status"), "Glimpse cannot serve")}}},
+                                   "200": _json(ref("Status"), "Glimpse serves"),
+                                   "503": _json(ref("Status"), "Glimpse cannot serve")}}},
         "/v1/zones": _get("Every zone, its view's age and whether it is reachable", [],
-                          _json(_ref("Zones"), "The zones"), (503,)),
-        "/v1/zones/{zone}": _get("One zone", [_LEVELS[0]], _json(_ref("Zone"), "The zone"),
+                          _json(ref("Zones"), "The zones"), (503,)),
+        "/v1/zones/{zone}": _get("One zone", [_LEVELS[0]], _json(ref("Zone"), "The zone"),
                                  (404,)),
         "/v1/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": _json({"type": "object"}, "The OpenAPI document")}}},
@@ -392,18 +258,18 @@ def document() -> dict[str, Any]:
     paths["/v1/providers/{provider}"] = {
         "parameters": [provider],
         "get": {"summary": "The provider's acknowledged state",
-                "responses": {"200": _json(_ref("ProviderState"), "The state")}
+                "responses": {"200": _json(ref("ProviderState"), "The state")}
                 | _errors(*auth, 404)},
         "put": {"summary": "Replace the provider's whole state on this host",
                 "parameters": [{"name": "dry_run", "in": "query", "description":
                                 "true: say what would change, change nothing",
                                 "schema": {"type": "string", "enum": ["true", "false"]}}],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("ProviderState")}}},
-                "responses": {"200": _json(_ref("ApplyResult"), "Applied and acknowledged")}
+                    "application/json": {"schema": ref("ProviderState")}}},
+                "responses": {"200": _json(ref("ApplyResult"), "Applied and acknowledged")}
                 | _errors(*auth, 413, 503, 504)},
         "delete": {"summary": "Remove the provider's state",
-                   "responses": {"200": _json(_ref("ApplyResult"), "Removed")}
+                   "responses": {"200": _json(ref("ApplyResult"), "Removed")}
                    | _errors(*auth, 503, 504)},
     }
     paths["/v1/providers/{provider}/instances/{instance}/checks/{check}/{status}"] = {
