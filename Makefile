@@ -19,24 +19,28 @@ WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bi
 
 deps: debs venv
 
-# Debian packages the tests and benchmarks use for real (unbound, dig,
-# dnsperf, wrk); installed only when one is missing.
+# Debian packages the tests use for real (unbound, dig, dnsperf, wrk), and
+# python3-venv when $(PYTHON) cannot make a virtualenv (Debian's python3
+# comes without ensurepip); installed only when one is missing.
 debs:
 	@missing=""; \
 	for cmd in unbound dig dnsperf wrk; do command -v $$cmd >/dev/null 2>&1 || \
-	  [ -x /usr/sbin/$$cmd ] || missing=1; done; \
+	  [ -x /usr/sbin/$$cmd ] || missing="$(DEBS)"; done; \
+	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "make: installing $(DEBS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	    echo "make: installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "make: missing Debian packages; run: sudo apt-get install $(DEBS)"; exit 1; \
+	    echo "make: missing Debian packages; run: sudo apt-get install $$missing"; exit 1; \
 	  fi; \
 	fi
 
+# A venv whose pip upgrade failed (offline) is made again next time rather
+# than left half-made.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: $(PYTHON) -m venv failed; on Debian: apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip || { rm -rf $(VENV); exit 1; }
 
 $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
