@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Consul: the tests, the demo and every benchmark.
 WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bin $(PY)
 
-.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz lint clean
+.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz bench-soak bench-unbound lint clean
 
 deps: debs venv
 
@@ -91,3 +91,18 @@ bench-fuzz: deps
 # subscriber's event p50/p99, and the Consul requests made.
 bench-http: deps
 	@$(WITH_CONSUL) -m bench.http.run $(BENCH_ARGS)
+
+# Soak: the full collection with 100,000 instances in the view under the
+# reactor lag probe (before/after), then 10 minutes at the full DNS rate with
+# 1,000 event-stream subscribers and one Consul change per second: RSS, open
+# descriptors, the longest reactor stall and DNS p99 per minute, and whether
+# anything grew without bound.  BENCH_ARGS='--minutes 3' for a short one.
+bench-soak: deps
+	@$(WITH_CONSUL) -m bench.soak.gc_stall
+	@$(WITH_CONSUL) -m bench.soak.run $(BENCH_ARGS)
+
+# unbound (etc/unbound/glimpse.conf as shipped) in front of a Glimpse that is
+# stopped, changed in Consul meanwhile and restarted: seconds from Glimpse's
+# new answer to unbound's, and what unbound served during the outage.
+bench-unbound: deps
+	@$(WITH_CONSUL) -m bench.unbound.recovery $(BENCH_ARGS)
