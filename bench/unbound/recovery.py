@@ -63,7 +63,7 @@ server:
 """
 
 
-def ask(server, name, timeout=3.0):
+def ask(server, name, timeout=5.0):
     """
     ``(rcode, {addresses})`` of an A query, or ``(None, set())`` when no
     answer came within ``timeout``.
@@ -192,8 +192,9 @@ def main():
         try:
             wait_for("unbound to answer", lambda: ask(server, ZONE)[0] is not None, 20, 0.05)
             print(f"unbound {args.conf} in front of Glimpse (--dns-ttl={args.ttl}); a client "
-                  f"asks every {args.interval * 1000:.0f} ms (3 s timeout); each round Glimpse "
-                  "is down for the outage, a second instance is registered in Consul halfway, "
+                  f"asks every {args.interval * 1000:.0f} ms (5 s timeout, as glibc's); each "
+                  "round Glimpse is down for the outage, a second instance is registered in "
+                  "Consul halfway, "
                   "Glimpse restarts; seconds after the restart until each gives the new answer")
             print(f"{'round':>5} {'outage s':>9} {'Glimpse s':>10} {'unbound s':>10} "
                   f"{'delay s':>8} {'stale':>6} {'SERVFAIL':>9} {'no answer':>10} "
@@ -208,7 +209,9 @@ def main():
             delays = [r["delay"] for r in rounds]
             print(f"unbound's new answer after Glimpse's: median {statistics.median(delays):.2f} s,"
                   f" max {max(delays):.2f} s (target <= 2 s); the oldest answer unbound served "
-                  f"was {max(r['oldest'] for r in rounds):.1f} s old")
+                  f"was {max(r['oldest'] for r in rounds):.1f} s old; the slowest answer during "
+                  f"the outages took {max(r['slowest'] for r in rounds):.2f} s, and "
+                  f"{sum(r['none'] for r in rounds)} queries got none")
         finally:
             glimpse.stop()
             unbound.send_signal(signal.SIGTERM)
