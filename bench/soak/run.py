@@ -19,7 +19,9 @@ Printed per minute: Glimpse's RSS and open file descriptors at its end
 (``glimpse_reactor_lag_max_seconds``) and how many probes ran more than
 50 ms late, the full collections and the longest, DNS qps, lost queries
 and p99, and the stream events delivered against those the changes
-called for.  At the end, the slope of RSS and of descriptors over the
+called for; Glimpse's CPU use and the machine's load average say how much
+of a core it had (on a shared machine, stalls and pauses include waiting
+for one).  At the end, the slope of RSS and of descriptors over the
 minutes after the first, against printed thresholds.
 
     make bench-soak                         # or: python -m bench.soak.run --minutes 10
@@ -39,7 +41,7 @@ from pathlib import Path
 from twisted.names import dns
 
 from bench.dns import topo
-from bench.dns.run import pin, wait_answers
+from bench.dns.run import cpu_seconds, pin, wait_answers
 from bench.soak.streams import Subscribers
 from glimpse.dev.consul import find_consul, start_dev_consul
 from glimpse.dev.registrations import deregister, register, service_id, set_check
@@ -256,7 +258,7 @@ def run(args, work, consul, glimpse):
           f"{SERVER_CORE}")
     print(f"{'min':>3} {'RSS MB':>7} {'fds':>5} {'stall ms':>9} {'>50ms':>6} {'full GCs':>8} "
           f"{'GC ms':>6} {'DNS qps':>8} {'lost':>5} {'p99 ms':>7} {'max ms':>7} "
-          f"{'events':>14} {'subs':>5} {'chg':>4} {'recon':>5}")
+          f"{'events':>14} {'subs':>5} {'chg':>4} {'recon':>5} {'CPU %':>6} {'load':>5}")
     before = scrape(glimpse)
     start = {"rss": rss_mb(pid), "fds": fds(pid)}
     print(f"{'0':>3} {start['rss']:>7.1f} {start['fds']:>5}")
@@ -268,7 +270,9 @@ def run(args, work, consul, glimpse):
             load = dnsperf(glimpse.dns_port, path, 60)
             probe = dnsperf(glimpse.dns_port, path, 60, rate=args.probe_rate)
             per_address = subscribers.per_address()
+            cpu_before = cpu_seconds(pid)
             main_result, probe_result = dnsperf_result(load), dnsperf_result(probe)
+            main_result["cpu"] = (cpu_seconds(pid) - cpu_before) / 60 * 100
             made, streams = changes.take(), subscribers.take()
             after = scrape(glimpse)
             rows.append(minute_row(minute, pid, before, after, main_result, probe_result,
@@ -311,7 +315,8 @@ def minute_row(minute, pid, before, after, load, probe, made, streams, per_addre
           f"{full:>8.0f} {longest if full else '-':>6} {load['qps']:>8.0f} {lost:>5} "
           f"{probe['p99_ms'] or 0:>7.2f} {probe['max_ms'] or 0:>7.1f} {events:>14} "
           f"{after.get('glimpse_subscribers', 0):>5.0f} {sum(made.values()):>4} "
-          f"{streams.get('reconnects', 0):>5}", flush=True)
+          f"{streams.get('reconnects', 0):>5} {load['cpu']:>6.0f} {os.getloadavg()[0]:>5.1f}",
+          flush=True)
     odd = {k: v for k, v in streams.items() if k == "ended" or
            (k.startswith("status") and k != "status 200")}
     if odd:

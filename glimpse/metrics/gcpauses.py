@@ -22,7 +22,7 @@ Consul queries under way), and a view that keeps changing would need one
 freeze after another.  Instead the view's instances and checks are never
 tracked (:mod:`glimpse.view.model`): they are frozen values that cannot be
 part of a cycle, so leaving them out loses nothing, and a full collection
-walks what requests and connections hold (some 30 objects per open event
+walks what requests and connections hold (some 40 objects per open event
 stream), not the view: ``python -m bench.soak.gc_stall`` measures it.
 """
 
