@@ -174,6 +174,9 @@ class GlimpseCollector:
                              "(an event-loop stall delays every answer as much)",
                              self._lag.lags.bounds, self._lag.lags.counts,
                              self._lag.lags.total)
+            yield GaugeMetricFamily("glimpse_reactor_lag_max_seconds",
+                                    "The longest reactor lag of the last 60 s",
+                                    value=self._lag.longest())
         if self._gc is not None:
             pauses = HistogramMetricFamily(
                 "glimpse_gc_pause_seconds",
