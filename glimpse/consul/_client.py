@@ -31,6 +31,8 @@ class ConsulClient(Requests):
     :param pipe_endpoint: makes the endpoint of the connection that carries
         a zone's pipelined cached reads (TLS wrapped in for ``https://``), or
         ``None`` to send them through ``http`` (tests with ``StubTreq``).
+    :param pipes: the most pipelined connections per zone (default: 4, or a
+        quarter of the budget's reserved connections if fewer).
     :param tls: the TLS files ``http`` uses for an ``https://`` agent, so
         that a TLS failure is reported as :class:`ConsulTLSError` naming
         the option to fix.

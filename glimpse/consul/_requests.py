@@ -30,8 +30,11 @@ from glimpse.consul._answers import (
 )
 from glimpse.consul._budget import ConnectionBudget, Use
 from glimpse.consul._paths import TOKEN_HEADER
-from glimpse.consul._pipeline import PipelinedReader
+from glimpse.consul._pipeline import PipelinedReader, PipelinePool
 from glimpse.consul._tls import ConsulTLS, tls_problem
+
+#: Seconds a pipelined connection stays open without a read.
+PIPE_IDLE = 5.0
 
 
 class Requests:
@@ -47,7 +50,7 @@ class Requests:
                  token: str | None = None, timeout: float = 10.0,
                  budget: ConnectionBudget | None = None,
                  pipe_endpoint: Callable[[], IStreamClientEndpoint] | None = None,
-                 tls: ConsulTLS | None = None) -> None:
+                 tls: ConsulTLS | None = None, pipes: int | None = None) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._tls = tls or ConsulTLS()
@@ -56,7 +59,11 @@ class Requests:
         self._timeout = timeout
         self.budget = budget or ConnectionBudget(64, 16)
         self._pipe_endpoint = pipe_endpoint
-        self._readers: dict[str, PipelinedReader] = {}
+        #: Pipelined connections per zone: a few, so that a burst of first
+        #: reads is served by the agent in parallel, but never more than a
+        #: quarter of the reserved connections.
+        self._pipes = pipes or max(1, min(4, self.budget.reserved // 4))
+        self._readers: dict[str, PipelinePool] = {}
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         #: The last agent/services answer per filter: ``(content, body)``.
@@ -203,16 +210,20 @@ class Requests:
                                  unchanged_index=unchanged_index)
         reader = self._readers.get(dc)
         if reader is None:
-            reader = self._readers[dc] = PipelinedReader(
-                self._pipe_endpoint(), self._clock, urlsplit(self._base).netloc,
-                {TOKEN_HEADER: self._token} if self._token else None, timeout=self._timeout,
-                acquire=lambda: self.budget.acquire(Use.CONTROL),
-                release=lambda: self.budget.release(Use.CONTROL))
+            reader = self._readers[dc] = PipelinePool(self._pipelined_reader, self._pipes)
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
         target = f"/v1/{path}?{urlencode(params)}&cached"
         d = reader.get(target).addCallback(lambda answer: decode(
             answer.status, "", answer.headers.get, answer.body, endpoint, unchanged_index))
         return d.addErrback(self._translate, endpoint)
+
+    def _pipelined_reader(self) -> PipelinedReader:
+        assert self._pipe_endpoint is not None
+        return PipelinedReader(
+            self._pipe_endpoint(), self._clock, urlsplit(self._base).netloc,
+            {TOKEN_HEADER: self._token} if self._token else None, timeout=self._timeout,
+            acquire=lambda: self.budget.acquire(Use.CONTROL),
+            release=lambda: self.budget.release(Use.CONTROL), idle_timeout=PIPE_IDLE)
 
     def _put(self, path: str, body: object = None,
              params: Mapping[str, str | None] | None = None,

@@ -60,6 +60,9 @@ class Jobs:
         self.blocking_slots = blocking_slots
         self.refresher = Refresher(clock, consul.health_cached, self._polled_answer,
                                    self._polled_error, **(refresh or {}))
+        #: The jobs holding a blocking watch, counted on every new job:
+        #: thousands of jobs must not make that a scan of them all.
+        self._blocking: set[JobView] = set()
         self._rebalancer = LoopingCall(self.rebalance)
         self._rebalancer.clock = clock
 
@@ -76,6 +79,7 @@ class Jobs:
         blocking watches).
         """
         self.refresher.stop()
+        self._blocking.clear()
         if self._rebalancer.running:
             self._rebalancer.stop()
 
@@ -102,6 +106,7 @@ class Jobs:
         Give ``job`` a blocking watch, starting from the answer it has.
         """
         zone, name = job.zone, job.name
+        self._blocking.add(job)
         watch = job.watch = self._new_watch(
             lambda index, wait: self._consul.health_service(zone, name, index, wait),
             lambda response: self._job_answer(job, response),
@@ -112,8 +117,7 @@ class Jobs:
         """
         How many jobs have a blocking watch now.
         """
-        return sum(1 for zone in self._zones.values() for job in zone.jobs.values()
-                   if job.watch is not None)
+        return len(self._blocking)
 
     def _job(self, key: tuple[str, str]) -> JobView | None:
         zone = self._zones.get(key[0])
@@ -154,11 +158,12 @@ class Jobs:
 
     def forget(self, job: JobView) -> None:
         """
-        Stop keeping a job fresh (it went unused).
+        Stop keeping a job fresh (it went unused, or its zone left).
 
         :param job: the job, already out of its zone's ``jobs``.
         """
         job.stop()
+        self._blocking.discard(job)
         self.refresher.remove((job.zone, job.name))
 
     def rebalance(self) -> None:
@@ -191,4 +196,5 @@ class Jobs:
 
     def _demote(self, job: JobView) -> None:
         job.stop()
+        self._blocking.discard(job)
         self.refresher.add((job.zone, job.name), index=job.index, now=False)

@@ -198,7 +198,10 @@ class Topology:
                 self._unlisted.add(name)
             else:
                 self._unlisted.discard(name)
-                self.zones.pop(name).stop()
+                zone = self.zones.pop(name)
+                zone.stop()
+                for job in zone.jobs.values():
+                    self.jobs.forget(job)
                 self.log.info("Zone {zone} left Consul: dropped", zone=name)
                 self._changed(name, None)
 

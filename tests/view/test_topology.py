@@ -129,13 +129,17 @@ def test_a_zone_that_leaves_consul_is_dropped():
     A new zone is watched at the next refresh of the zone list; one that
     Consul stops listing (its servers left) is kept through one refresh and
     dropped at the second: its names become unknown, listeners hear of it,
-    and nothing more is asked about it.  The local zone is never dropped.
+    and nothing more is asked about it, its jobs' cached reads included.
+    The local zone is never dropped.
     """
-    h = Harness(zones_interval=5.0)
+    h = Harness(zones_interval=5.0, blocking_slots=0)
     h.advance(1)
     h.fake.set("catalog/datacenters", ["ams", "fra"])
     h.advance(5)
     assert set(h.topology.zones) == {"ams", "fra"}
+    h.topology.instances("fra", WEB)
+    h.advance(1)
+    assert ("fra", WEB) in h.topology.jobs.refresher
     h.fake.set("catalog/datacenters", ["fra"])
     h.advance(5)
     assert set(h.topology.zones) == {"ams", "fra"}
