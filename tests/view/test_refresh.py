@@ -175,7 +175,7 @@ def test_first_reads_go_ahead_and_do_not_wait_for_the_rate():
         reads.append((clock.seconds(), name))
         return succeed(Response(body=[], index=1))
 
-    r, clock, answers, _ = refresher(read, min_period=1.0, max_rate=100.0)
+    r, clock, _, _ = refresher(read, min_period=1.0, max_rate=100.0)
     r.add(("ams", "old"), now=False)
     clock.advance(5)
     reads.clear()
