@@ -87,6 +87,20 @@ class ConsulClient(Requests):
             "catalog/services", {"dc": dc, "stale": ""}, index, wait,
             endpoint="catalog/services")
 
+    def servers(self, dc: str) -> Deferred[Response]:
+        """
+        The servers of a datacenter (Consul's own ``consul`` service), read
+        ``stale``: any server answers, also without a leader, and says
+        whether it knows one and how long since it heard from it
+        (``known_leader``, ``last_contact``).  A few entries: a cheap way to
+        learn a zone's leader while its blocking queries wait.
+
+        :param dc: the datacenter.
+        :return: a Deferred firing with a :class:`Response`.
+        """
+        return self._get("catalog/service/consul", {"dc": dc, "stale": ""},
+                         endpoint="catalog/service")
+
     def health_service(self, dc: str, name: str, index: int | None = None,
                        wait: float | None = None) -> Deferred[Response]:
         """

@@ -119,6 +119,18 @@ class Jobs:
         """
         return len(self._blocking)
 
+    def polled_count(self) -> int:
+        """
+        How many jobs in use are kept fresh by cached reads instead.
+        """
+        return len(self.refresher)
+
+    def poll_period(self) -> float:
+        """
+        Seconds between two cached reads of a job without a blocking watch.
+        """
+        return self.refresher.period
+
     def _job(self, key: tuple[str, str]) -> JobView | None:
         zone = self._zones.get(key[0])
         return zone.jobs.get(key[1]) if zone is not None else None

@@ -363,3 +363,25 @@ def test_stop(h):
     requests = len(h.fake.requests)
     h.advance(120)
     assert len(h.fake.requests) == requests
+
+
+def test_a_lost_leader_shows_while_the_catalog_watch_waits():
+    """
+    While the zone's catalog watch waits (a blocking query returns only
+    after its wait when nothing changes), the zone-list round asks the
+    zone's servers: a lost leader, and how long since a server heard from
+    one, show within a round; lookups go on from the view.
+    """
+    h = Harness(zones_interval=2.0)
+    h.fake.set("catalog/service/consul", [])
+    h.fake.known_leader, h.fake.last_contact = True, 0.01
+    h.advance(2.5)
+    assert h.lookup() == ["prov:shop--prod--web:web-1:http"]
+    zone = h.topology.zones["ams"]
+    assert zone.known_leader is True
+    h.fake.known_leader, h.fake.last_contact = False, 12.5
+    h.advance(2.5)
+    assert zone.known_leader is False and zone.last_contact == 12.5
+    assert h.topology.zone_problem("ams") is None
+    assert h.lookup() == ["prov:shop--prod--web:web-1:http"]
+    h.topology.stop()
