@@ -234,8 +234,8 @@ def test_stale_until_max_stale():
     assert "No cluster leader" in str(error)
     h.fake.recover()
     h.fake.set(WEB_PATH, [entry(2)])
-    # The back-off is capped at 5s, plus up to 25% jitter.
-    h.advance(6.25)
+    # The back-off is capped at 5s, times 0.5 to 1.5 for jitter.
+    h.advance(7.5)
     assert h.lookup() == [f"prov:{WEB}:web-2:http"]
     h.topology.stop()
 
