@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Consul: the tests, the demo and every benchmark.
 WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bin $(PY)
 
-.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz lint clean
+.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz bench-scale lint clean
 
 deps: debs venv
 
@@ -94,3 +94,11 @@ bench-fuzz: deps
 # subscriber's event p50/p99, and the Consul requests made.
 bench-http: deps
 	@$(WITH_CONSUL) -m bench.http.run $(BENCH_ARGS)
+
+# Fleet scale (#13): 10,000 jobs / 100,000 instances in a 3-server zone behind
+# a default client agent; Glimpse's start-to-serving time, RSS, connections,
+# Consul requests/s idle, with 10 changes/s and during an outage, change ->
+# DNS p50/p99, and the servers' load next to plain blocking-query clients and
+# Consul's DNS (docs/scale.md). BENCH_ARGS="--jobs 2000 --instances 20000".
+bench-scale: deps
+	@$(WITH_CONSUL) -m bench.scale.run $(BENCH_ARGS)

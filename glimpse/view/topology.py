@@ -185,13 +185,19 @@ class Topology:
         return d.addCallback(got_local).addCallbacks(got_zones, failed)
 
     def _probe_leader(self, name: str) -> None:
-        # A zone's catalog watch says whether its servers know a leader only
-        # when it returns (up to a minute); the zone list's round asks each
-        # zone's servers directly, so that a lost quorum shows within a
-        # round.  Whether lookups are served never depends on it: reads do.
+        # The catalog watch says whether the zone's servers know a leader only
+        # when it returns (up to a minute later); when it has not said within
+        # a round, ask them, so a lost quorum shows within a round or two.
+        # Whether lookups are served never depends on it: reads do.
+        zone = self.zones.get(name)
+        now = self._clock.seconds()
+        if zone is None or (zone.heard_at is not None
+                            and now - zone.heard_at < self._zones_interval):
+            return
+
         def heard(response: Response) -> None:
             if name in self.zones:
-                self.zones[name].heard(response)
+                self.zones[name].heard(response, self._clock.seconds())
 
         def failed(failure: Failure) -> None:
             if not failure.check(ConsulError):
@@ -238,7 +244,7 @@ class Topology:
 
         def answer(response: Response) -> None:
             zone.fresh.ok()
-            zone.heard(response)
+            zone.heard(response, self._clock.seconds())
             if response.unchanged:
                 return
             tree = catalog_tree(response.body)

@@ -178,17 +178,21 @@ class ZoneView:
         self.jobs: dict[str, JobView] = {}
         self.known_leader: bool | None = None
         self.last_contact: float | None = None
+        #: The clock's time when a server last said (``None``: never).
+        self.heard_at: float | None = None
 
-    def heard(self, response: Response) -> None:
+    def heard(self, response: Response, now: float) -> None:
         """
         Take what a server of the zone said of its leader (a stale read's
         ``X-Consul-KnownLeader`` and ``X-Consul-LastContact``), if it said.
 
         :param response: an answer of one of the zone's servers.
+        :param now: the clock's time.
         """
         if response.known_leader is not None:
             self.known_leader = response.known_leader
             self.last_contact = response.last_contact
+            self.heard_at = now
 
     def ports(self, product: str, env: str, job: str) -> frozenset[str] | None:
         """

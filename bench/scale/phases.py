@@ -1,0 +1,232 @@
+"""
+The runs of ``make bench-scale``, one after another on the same zone so
+that the servers' figures belong to one client at a time: Glimpse, a
+plain blocking-query client (through an agent with streaming, and one
+without), Consul's own DNS.
+"""
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from twisted.names import dns
+
+from bench.scale.probe import (
+    ask,
+    ask_all,
+    glimpse_snapshot,
+    rates,
+    servers_snapshot,
+)
+from glimpse.dev.catalog import flip_checks
+from glimpse.dev.observe import ConnectionSampler, rss_bytes, tcp_connections
+from glimpse.dev.twistd import start_glimpse
+
+ZONE = "glimpse.test"
+
+
+def _name(instance):
+    return f"http.{instance.job}.prod.shop.ams.{ZONE}"
+
+
+def _percentile(values, q):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Changes:
+    """
+    ``rate`` check flips a second, each on another job (one of its
+    instances goes critical), in a thread; with a DNS server, each flip's
+    time until DNS drops the instance.
+    """
+
+    def __init__(self, zone, topology, rate, dns_server=None):
+        self.zone = zone
+        self.rate = rate
+        self.dns_server = dns_server
+        by_job = topology.of_job()
+        self._next = itertools.cycle([found[0] for found in by_job.values()])
+        self.flipped = []
+        self.latencies = []
+        self.unseen = 0
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(64)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _server(self):
+        return next(s for s in self.zone.servers if s.running).url
+
+    def _run(self):
+        interval = 1.0 / self.rate
+        due = time.monotonic()
+        while not self._stop.is_set():
+            instance = next(self._next)
+            flip_checks(self._server(), [instance], "critical")
+            flipped = time.monotonic()
+            self.flipped.append(instance)
+            if self.dns_server is not None:
+                self._pool.submit(self._watch, instance, flipped)
+            due += interval
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def _watch(self, instance, flipped):
+        deadline = flipped + 30
+        while time.monotonic() < deadline:
+            rcode, ips = ask(self.dns_server, _name(instance), timeout=2.0)
+            if rcode == dns.OK and instance.ip not in ips:
+                self.latencies.append(time.monotonic() - flipped)
+                return
+            time.sleep(0.02)
+        self.unseen += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+        flip_checks(self._server(), self.flipped, "passing")
+
+
+def _added(rate, before):
+    # The gauges as this run added to them: a client agent keeps its
+    # streaming views (and their subscriptions) for a while after its
+    # client has gone, so an earlier run's are still counted.
+    return {**rate, "blocking": rate["blocking"] - before["blocking"],
+            "streams": rate["streams"] - before["streams"]}
+
+
+def _window(seconds, snapshot):
+    before = snapshot()
+    time.sleep(seconds)
+    return before, snapshot()
+
+
+def glimpse_phase(zone, topology, args, workdir):
+    """
+    Glimpse on the zone's first client agent: start, every job looked up,
+    idle, changes, an outage of every server.
+    """
+    agent = zone.client
+    names = [_name(found[0]) for found in topology.of_job().values()]
+    expected = {_name(found[0]): {i.ip for i in found} for found in topology.of_job().values()}
+    out = {"before": servers_snapshot(zone)}
+    start = time.monotonic()
+    glimpse = start_glimpse(agent.url, ZONE, workdir=os.path.join(workdir, "glimpse"))
+    try:
+        with ConnectionSampler(glimpse.process.pid, agent.ports.http) as conns:
+            pending = list(names)
+            rounds = 0
+            while pending and rounds < 5:
+                answers = ask_all(glimpse.dns, pending)
+                pending = [n for n, a in zip(pending, answers, strict=True)
+                           if a != (dns.OK, expected[n])]
+                rounds += 1
+            out["serving_all_s"] = time.monotonic() - start
+            out["not_answered_right"] = len(pending)
+            out["lookup_rounds"] = rounds
+            out["rss_mb"] = rss_bytes(glimpse.process.pid) / 2**20
+            print(f"glimpse: every job answered {out['serving_all_s']:.1f} s after start "
+                  f"({len(pending)} not right after {rounds} rounds), "
+                  f"RSS {out['rss_mb']:.0f} MiB", flush=True)
+
+            def both():
+                return glimpse_snapshot(glimpse, agent.process.pid), servers_snapshot(zone)
+
+            (g0, s0), (g1, s1) = _window(args.idle, both)
+            out["idle"] = {**rates(g0, g1), "servers": _added(rates(s0, s1), out["before"])}
+            with Changes(zone, topology, args.rate, glimpse.dns) as changes:
+                (g0, s0), (g1, s1) = _window(args.changes, both)
+            out["changes"] = {**rates(g0, g1), "servers": rates(s0, s1),
+                              "p50_s": _percentile(changes.latencies, 0.5),
+                              "p99_s": _percentile(changes.latencies, 0.99),
+                              "seen": len(changes.latencies), "unseen": changes.unseen}
+            print(f"glimpse: change -> DNS p50 {out['changes']['p50_s'] * 1000:.0f} ms, "
+                  f"p99 {out['changes']['p99_s'] * 1000:.0f} ms "
+                  f"({len(changes.latencies)} changes)", flush=True)
+            out["connections_most"] = conns.most
+        if args.outage:
+            out["outage"] = _outage(zone, glimpse, agent, names[0], args.outage)
+    finally:
+        glimpse.stop()
+    return out
+
+
+def _outage(zone, glimpse, agent, name, seconds):
+    for server in zone.servers:
+        server.kill()
+    g0 = glimpse_snapshot(glimpse, agent.process.pid)
+    time.sleep(seconds)
+    g1 = glimpse_snapshot(glimpse, agent.process.pid)
+    out = rates(g0, g1)
+    t = time.monotonic()
+    zone.up(timeout=120)
+    while ask(glimpse.dns, name, timeout=2.0)[0] != dns.OK and time.monotonic() - t < 120:
+        time.sleep(0.1)
+    out["back_s"] = time.monotonic() - t
+    print(f"glimpse: {out['requests']:.1f} Consul requests/s while every server was down; "
+          f"answering again {out['back_s']:.1f} s after the restart began", flush=True)
+    return out
+
+
+def blocking_phase(zone, agent, topology, names_file, args):
+    """
+    A plain blocking-query client on ``agent``: a query per job.
+    """
+    out = {"before": servers_snapshot(zone)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.scale.blocking_client", agent.url, names_file],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        start = time.monotonic()
+        line = process.stdout.readline()
+        out["serving_all_s"] = float(line.split()[1]) if line.startswith("ready") else None
+        out["connections_most"] = tcp_connections(process.pid, agent.ports.http)
+        out["rss_mb"] = rss_bytes(process.pid) / 2**20
+        s0, s1 = _window(args.idle, lambda: servers_snapshot(zone))
+        out["idle"] = {"servers": _added(rates(s0, s1), out["before"])}
+        with Changes(zone, topology, args.rate):
+            s0, s1 = _window(args.changes, lambda: servers_snapshot(zone))
+        out["changes"] = {"servers": rates(s0, s1)}
+        process.send_signal(signal.SIGTERM)
+        stats = process.stdout.readline()
+        out["client"] = stats.strip()
+        out["elapsed_s"] = time.monotonic() - start
+        print(f"{'blocking' if agent is zone.clients[1] else 'blocking, no streaming'}: "
+              f"first answers {out['serving_all_s']} s, {out['connections_most']} connections",
+              flush=True)
+    finally:
+        process.kill()
+        process.wait()
+    return out
+
+
+def consul_dns_phase(zone, topology):
+    """
+    Every job looked up once through the client agent's own DNS.
+    """
+    names = [f"shop--prod--{job}.service.ams.consul" for job in topology.jobs]
+    server = zone.client.dns
+    s0 = servers_snapshot(zone)
+    start = time.monotonic()
+    answers = ask_all(server, names)
+    elapsed = time.monotonic() - start
+    s1 = servers_snapshot(zone)
+    ok = sum(1 for rcode, _ in answers if rcode == dns.OK)
+    out = {"lookups": len(names), "ok": ok, "elapsed_s": elapsed,
+           "rpc_per_lookup": (s1["rpc"] - s0["rpc"]) / len(names),
+           "servers": rates(s0, s1)}
+    print(f"consul dns: {ok} of {len(names)} answered in {elapsed:.1f} s, "
+          f"{out['rpc_per_lookup']:.2f} server RPCs per lookup", flush=True)
+    return out
+
