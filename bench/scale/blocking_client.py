@@ -8,8 +8,9 @@ as the services.
 
     python -m bench.scale.blocking_client URL NAMES_FILE [--stale]
 
-Prints ``ready <seconds>`` once every service has its first answer, then,
-on SIGTERM, ``stats {json}``: requests sent, answers, errors.
+Prints ``ready <seconds>`` once every service has its first answer; on
+SIGUSR1 ``stats {json}`` (requests sent, answers, errors so far), and the
+same on SIGTERM before it stops.
 """
 
 import argparse
@@ -83,12 +84,16 @@ def main():
         names = [line.strip() for line in f if line.strip()]
     client = Client(args.url, names, args.stale, args.wait)
 
-    def stop(*_):
+    def stats(*_):
         print("stats " + json.dumps({"requests": client.requests, "answers": client.answers,
                                      "errors": client.errors, "ready": client.ready}),
               flush=True)
+
+    def stop(*_):
+        stats()
         reactor.callFromThread(reactor.stop)
 
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(stats))
     signal.signal(signal.SIGTERM, stop)
     reactor.callWhenRunning(client.run)
     reactor.run(installSignalHandlers=False)

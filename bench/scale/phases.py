@@ -6,6 +6,7 @@ without), Consul's own DNS.
 """
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from bench.scale.probe import (
     servers_snapshot,
 )
 from glimpse.dev.catalog import flip_checks
-from glimpse.dev.observe import ConnectionSampler, rss_bytes, tcp_connections
+from glimpse.dev.observe import ConnectionSampler, cpu_seconds, rss_bytes, tcp_connections
 from glimpse.dev.twistd import start_glimpse
 
 ZONE = "glimpse.test"
@@ -159,6 +160,7 @@ def glimpse_phase(zone, topology, args, workdir):
             out["outage"] = _outage(zone, glimpse, agent, names[0], args.outage)
     finally:
         glimpse.stop()
+    _forget_views(zone, agent)
     return out
 
 
@@ -187,28 +189,44 @@ def blocking_phase(zone, agent, topology, names_file, args):
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.scale.blocking_client", agent.url, names_file],
         stdout=subprocess.PIPE, text=True)
+
+    def snapshot():
+        process.send_signal(signal.SIGUSR1)
+        line = process.stdout.readline()
+        client = json.loads(line.split(" ", 1)[1])
+        return {"t": time.monotonic(), "requests": client["requests"],
+                "errors": client["errors"], "cpu": cpu_seconds(process.pid),
+                "agent_cpu": cpu_seconds(agent.process.pid)}
+
+    def both():
+        return snapshot(), servers_snapshot(zone)
+
     try:
-        start = time.monotonic()
         line = process.stdout.readline()
         out["serving_all_s"] = float(line.split()[1]) if line.startswith("ready") else None
         out["connections_most"] = tcp_connections(process.pid, agent.ports.http)
         out["rss_mb"] = rss_bytes(process.pid) / 2**20
-        s0, s1 = _window(args.idle, lambda: servers_snapshot(zone))
-        out["idle"] = {"servers": _added(rates(s0, s1), out["before"])}
+        (c0, s0), (c1, s1) = _window(args.idle, both)
+        out["idle"] = {**rates(c0, c1), "servers": _added(rates(s0, s1), out["before"])}
         with Changes(zone, topology, args.rate):
-            s0, s1 = _window(args.changes, lambda: servers_snapshot(zone))
-        out["changes"] = {"servers": rates(s0, s1)}
-        process.send_signal(signal.SIGTERM)
-        stats = process.stdout.readline()
-        out["client"] = stats.strip()
-        out["elapsed_s"] = time.monotonic() - start
+            (c0, s0), (c1, s1) = _window(args.changes, both)
+        out["changes"] = {**rates(c0, c1), "servers": rates(s0, s1)}
         print(f"{'blocking' if agent is zone.clients[1] else 'blocking, no streaming'}: "
               f"first answers {out['serving_all_s']} s, {out['connections_most']} connections",
               flush=True)
     finally:
         process.kill()
         process.wait()
+    _forget_views(zone, agent)
     return out
+
+
+def _forget_views(zone, agent):
+    # A client agent keeps the streaming views its client read for a while
+    # after: restarted, it drops them, so the next run's subscriptions on
+    # the servers are its own.
+    agent.terminate()
+    zone.up(timeout=120)
 
 
 def consul_dns_phase(zone, topology):
