@@ -5,9 +5,11 @@ plain blocking-query client (through an agent with streaming, and one
 without), Consul's own DNS.
 """
 
+import collections
 import itertools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,11 +23,18 @@ from bench.scale.probe import (
     ask,
     ask_all,
     glimpse_snapshot,
+    http_get,
     rates,
     servers_snapshot,
 )
 from glimpse.dev.catalog import flip_checks
-from glimpse.dev.observe import ConnectionSampler, cpu_seconds, rss_bytes, tcp_connections
+from glimpse.dev.observe import (
+    ConnectionSampler,
+    cpu_seconds,
+    metric,
+    rss_bytes,
+    tcp_connections,
+)
 from glimpse.dev.twistd import start_glimpse
 
 ZONE = "glimpse.test"
@@ -53,8 +62,12 @@ class Changes:
         self.zone = zone
         self.rate = rate
         self.dns_server = dns_server
-        by_job = topology.of_job()
-        self._next = itertools.cycle([found[0] for found in by_job.values()])
+        # Jobs in a fixed random order: the first jobs looked up hold the
+        # blocking watches, and changes must fall on polled jobs as often as
+        # the jobs are.
+        first = [found[0] for found in topology.of_job().values()]
+        random.Random(13).shuffle(first)
+        self._next = itertools.cycle(first)
         self.flipped = []
         self.latencies = []
         self.unseen = 0
@@ -63,7 +76,10 @@ class Changes:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _server(self):
-        return next(s for s in self.zone.servers if s.running).url
+        # The leader: a write sent to another server is forwarded, an RPC
+        # that would be counted against the client under test.
+        leader = self.zone.leader()
+        return (leader or next(s for s in self.zone.servers if s.running)).url
 
     def _run(self):
         interval = 1.0 / self.rate
@@ -99,6 +115,13 @@ class Changes:
         flip_checks(self._server(), self.flipped, "passing")
 
 
+def _jobs_known(glimpse):
+    try:
+        return json.loads(http_get(f"{glimpse.url}/v1/zones/ams")).get("jobs")
+    except OSError:
+        return None  # 404 or 503 until the zones are known
+
+
 def _added(rate, before):
     # The gauges as this run added to them: a client agent keeps its
     # streaming views (and their subscriptions) for a while after its
@@ -126,19 +149,33 @@ def glimpse_phase(zone, topology, args, workdir):
     glimpse = start_glimpse(agent.url, ZONE, workdir=os.path.join(workdir, "glimpse"))
     try:
         with ConnectionSampler(glimpse.process.pid, agent.ports.http) as conns:
+            # Lookups before Glimpse has read the zone's catalog get SERVFAIL
+            # (it cannot know the jobs yet): start once it has.
+            while _jobs_known(glimpse) != len(names):
+                time.sleep(0.05)
+            out["catalog_s"] = time.monotonic() - start
             pending = list(names)
             rounds = 0
             while pending and rounds < 5:
                 answers = ask_all(glimpse.dns, pending)
-                pending = [n for n, a in zip(pending, answers, strict=True)
-                           if a != (dns.OK, expected[n])]
+                wrong = [(n, a) for n, a in zip(pending, answers, strict=True)
+                         if a != (dns.OK, expected[n])]
+                if rounds == 0:
+                    # What the first lookups of jobs got when not right:
+                    # rcodes, "timeout" (no answer: a UDP drop), or "wrong".
+                    out["first_round_not_right"] = dict(collections.Counter(
+                        str(a[0]) if a[0] != dns.OK else "wrong" for _, a in wrong))
+                pending = [n for n, _ in wrong]
                 rounds += 1
             out["serving_all_s"] = time.monotonic() - start
             out["not_answered_right"] = len(pending)
             out["lookup_rounds"] = rounds
             out["rss_mb"] = rss_bytes(glimpse.process.pid) / 2**20
+            out["servfail"] = metric(http_get(f"{glimpse.url}/metrics"),
+                                     "glimpse_dns_responses_total", rcode="SERVFAIL")
             print(f"glimpse: every job answered {out['serving_all_s']:.1f} s after start "
-                  f"({len(pending)} not right after {rounds} rounds), "
+                  f"({len(pending)} not right after {rounds} rounds; first round's: "
+                  f"{out['first_round_not_right']}; SERVFAIL sent: {out['servfail']:.0f}), "
                   f"RSS {out['rss_mb']:.0f} MiB", flush=True)
 
             def both():
@@ -148,6 +185,7 @@ def glimpse_phase(zone, topology, args, workdir):
             out["idle"] = {**rates(g0, g1), "servers": _added(rates(s0, s1), out["before"])}
             with Changes(zone, topology, args.rate, glimpse.dns) as changes:
                 (g0, s0), (g1, s1) = _window(args.changes, both)
+            out["errors_by_endpoint"] = g1["errors_by_endpoint"]
             out["changes"] = {**rates(g0, g1), "servers": rates(s0, s1),
                               "p50_s": _percentile(changes.latencies, 0.5),
                               "p99_s": _percentile(changes.latencies, 0.99),

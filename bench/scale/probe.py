@@ -12,7 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from twisted.names import dns
 
-from glimpse.dev.observe import cpu_seconds, metric
+from glimpse.dev.observe import cpu_seconds, metric, metrics, rss_bytes
+
+#: What :func:`rates` takes as it is (the later value), not per second.
+GAUGES = ("blocking", "streams", "rss_mb")
 
 #: Server settings the bench adds: Prometheus-format metrics, cumulative.
 TELEMETRY = 'telemetry { prometheus_retention_time = "1h" disable_hostname = true }'
@@ -61,10 +64,10 @@ def servers_snapshot(zone):
     The zone's servers, summed: ``rpc`` (RPCs served, a counter),
     ``queries`` (read queries, blocking ones included, a counter),
     ``blocking`` (blocking queries parked now), ``streams`` (streaming
-    subscriptions open now), ``cpu`` (seconds), at ``t``.
+    subscriptions open now), ``cpu`` (seconds), ``rss_mb``, at ``t``.
     """
     snap = {"t": time.monotonic(), "rpc": 0.0, "queries": 0.0, "blocking": 0.0,
-            "streams": 0.0, "cpu": 0.0}
+            "streams": 0.0, "cpu": 0.0, "rss_mb": 0.0}
     for server in zone.servers:
         if not server.running:
             continue
@@ -77,6 +80,7 @@ def servers_snapshot(zone):
         snap["blocking"] += metric(text, "consul_rpc_queries_blocking")
         snap["streams"] += metric(text, "consul_grpc_server_streams")
         snap["cpu"] += cpu_seconds(server.process.pid)
+        snap["rss_mb"] += rss_bytes(server.process.pid) / 2**20
     return snap
 
 
@@ -86,8 +90,8 @@ def rates(before, after):
     counters with ``t``), counters only; gauges are the later value.
     """
     elapsed = after["t"] - before["t"]
-    return {key: (after[key] - before[key]) / elapsed if key not in ("blocking", "streams")
-            else after[key] for key in after if key != "t"}
+    return {key: (after[key] - before[key]) / elapsed if key not in GAUGES
+            else after[key] for key in after if key != "t" and not isinstance(after[key], dict)}
 
 
 def glimpse_snapshot(glimpse, agent_pid):
@@ -96,7 +100,9 @@ def glimpse_snapshot(glimpse, agent_pid):
     CPU, at ``t``.
     """
     text = http_get(f"{glimpse.url}/metrics")
-    return {"t": time.monotonic(),
+    errors = {endpoint: value for (name, labels), value in metrics(text).items()
+              if name == "glimpse_consul_errors_total" for _, endpoint in labels}
+    return {"t": time.monotonic(), "errors_by_endpoint": errors,
             "requests": metric(text, "glimpse_consul_requests_total"),
             "cached": metric(text, "glimpse_consul_requests_total",
                              endpoint="health/service?cached"),

@@ -35,6 +35,7 @@ ROWS = [
     ("servers: RPCs/s, 10 changes/s", ("changes", "servers", "rpc"), 1),
     ("servers: blocking queries parked", ("idle", "servers", "blocking"), 0),
     ("servers: streaming subscriptions", ("idle", "servers", "streams"), 0),
+    ("servers: RSS (MiB, all three)", ("idle", "servers", "rss_mb"), 0),
     ("servers: CPU (s/s), idle", ("idle", "servers", "cpu"), 3),
     ("servers: CPU (s/s), 10 changes/s", ("changes", "servers", "cpu"), 3),
     ("servers: RPCs per lookup", ("rpc_per_lookup",), 2),

@@ -33,6 +33,15 @@ from glimpse.consul._paths import TOKEN_HEADER
 from glimpse.consul._pipeline import PipelinedReader, PipelinePool
 from glimpse.consul._tls import ConsulTLS, tls_problem
 
+
+def _cancelled(failure: Failure) -> bool:
+    # A cancelled request fails with CancelledError, or, once treq's agent
+    # has sent it, with a ResponseFailed wrapping one.
+    return bool(failure.check(CancelledError)) or (
+        isinstance(failure.value, ResponseFailed)
+        and any(r.check(CancelledError) for r in failure.value.reasons))
+
+
 #: Seconds a pipelined connection stays open without a read.
 PIPE_IDLE = 5.0
 
@@ -121,9 +130,23 @@ class Requests:
             sent: Deferred[Any] = self._http.request(method, url, **kwargs)
             return sent.addCallback(self._read, endpoint, unchanged_index, reuse)
 
+        timed_out = False
+
+        def expired(result: object, seconds: float) -> object:
+            nonlocal timed_out
+            timed_out = True
+            return result
+
+        def failed(failure: Failure) -> Failure:
+            # A request its caller cancelled (a watch handed to another job,
+            # Glimpse stopping) is no error of Consul's: not counted.
+            if not timed_out and _cancelled(failure):
+                raise ConsulUnavailable(endpoint, "cancelled")
+            return self._translate(failure, endpoint)
+
         d = self.budget.acquire(use).addCallback(send)
-        d.addTimeout(timeout or self._timeout, self._clock)
-        d.addErrback(self._translate, endpoint)
+        d.addTimeout(timeout or self._timeout, self._clock, onTimeoutCancel=expired)
+        d.addErrback(failed)
         self._pending.add(d)
 
         def done(result: object) -> object:
@@ -162,12 +185,9 @@ class Requests:
         self.errors[endpoint] = self.errors.get(endpoint, 0) + 1
         if failure.check(ConsulError):
             return failure
-        if failure.check(CancelledError, DeferTimeout, ConnectTimeout) or (
+        if failure.check(DeferTimeout, ConnectTimeout) or _cancelled(failure):
             # addTimeout cancels the request; the agent then fails it with
             # ResponseNeverReceived (a ResponseFailed) wrapping the cancel.
-            isinstance(failure.value, ResponseFailed)
-            and any(r.check(CancelledError) for r in failure.value.reasons)
-        ):
             raise ConsulUnavailable(endpoint, "timed out")
         problem = tls_problem(failure, self._tls, self._base)
         if problem is not None:
