@@ -136,6 +136,32 @@ def _window(seconds, snapshot):
     return before, snapshot()
 
 
+def topology_phase(zone, topology, workdir):
+    """
+    ``/v1/topology/ams`` of a Glimpse that has looked nothing up (it must
+    read every job, through an agent that has no view of them yet either),
+    then again.
+    """
+    agent = zone.client
+    glimpse = start_glimpse(agent.url, ZONE, workdir=os.path.join(workdir, "topology"))
+    try:
+        while _jobs_known(glimpse) != len(topology.jobs):
+            time.sleep(0.05)
+        out = {}
+        for key in ("cold_s", "warm_s"):
+            start = time.monotonic()
+            body = json.loads(http_get(f"{glimpse.url}/v1/topology/ams", timeout=120))
+            out[key] = time.monotonic() - start
+        out["instances"] = body["counts"]["instances"]
+        print(f"topology: /v1/topology/ams of {len(topology.jobs)} jobs answered in "
+              f"{out['cold_s']:.2f} s by a fresh Glimpse, {out['warm_s'] * 1000:.0f} ms after",
+              flush=True)
+    finally:
+        glimpse.stop()
+    _forget_views(zone, agent)
+    return out
+
+
 def glimpse_phase(zone, topology, args, workdir):
     """
     Glimpse on the zone's first client agent: start, every job looked up,

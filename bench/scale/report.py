@@ -57,6 +57,10 @@ def report(results):
         if all(cell is None for cell in cells):
             continue
         print(f"{label:<40}" + "".join(f"{_fmt(cell, digits):>24}" for cell in cells))
+    topology = results.get("topology")
+    if topology:
+        print(f"glimpse: /v1/topology/ams ({topology['instances']:,} instances) "
+              f"{topology['cold_s']:.2f} s fresh, {topology['warm_s'] * 1000:.0f} ms after")
     changes = _get(runs, "glimpse", "changes") or {}
     if changes:
         print(f"glimpse: change -> DNS p50 {changes['p50_s'] * 1000:.0f} ms, "

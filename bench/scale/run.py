@@ -8,8 +8,9 @@ same run.
     make bench-scale                      # 10,000 jobs, 100,000 instances
     python -m bench.scale.run --jobs 2000 --instances 20000 --no-outage
 
-Figures: Glimpse's time from start to serving every job (each looked up
-once over DNS, 200 at a time), its RSS, its connections to the agent (the
+Figures: the time a fresh Glimpse takes to answer ``/v1/topology/ams``
+(every job read); Glimpse's time from start to serving every job (each
+looked up once over DNS, 200 at a time), its RSS, its connections to the agent (the
 most seen), Consul requests a second idle, with 10 changes a second and
 during an outage of every server; change -> DNS p50/p99; and, from the
 servers' own metrics (``/v1/agent/metrics``), RPCs a second, blocking
@@ -32,7 +33,12 @@ import sys
 import tempfile
 import time
 
-from bench.scale.phases import blocking_phase, consul_dns_phase, glimpse_phase
+from bench.scale.phases import (
+    blocking_phase,
+    consul_dns_phase,
+    glimpse_phase,
+    topology_phase,
+)
 from bench.scale.probe import TELEMETRY, dump
 from bench.scale.report import report
 from glimpse.dev.catalog import synthetic_topology, write_catalog
@@ -88,6 +94,7 @@ def main():
               f"(/v1/txn) in {registered:.1f} s", flush=True)
         results = {"jobs": args.jobs, "instances": args.instances, "registered_s": registered,
                    "runs": {}}
+        results["topology"] = topology_phase(zone, topology, workdir)
         results["runs"]["glimpse"] = glimpse_phase(zone, topology, args, workdir)
         if not args.no_baselines:
             names = os.path.join(workdir, "names.txt")
