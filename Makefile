@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Consul: the tests, the demo and every benchmark.
 WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bin $(PY)
 
-.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz bench-soak bench-unbound lint clean
+.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz bench-soak bench-unbound bench-scale lint clean
 
 deps: debs venv
 
@@ -114,3 +114,11 @@ bench-soak: deps
 # new answer to unbound's, and what unbound served during the outage.
 bench-unbound: deps
 	@$(WITH_CONSUL) -m bench.unbound.recovery $(BENCH_ARGS)
+
+# Fleet scale (#13): 10,000 jobs / 100,000 instances in a 3-server zone behind
+# a default client agent; Glimpse's start-to-serving time, RSS, connections,
+# Consul requests/s idle, with 10 changes/s and during an outage, change ->
+# DNS p50/p99, and the servers' load next to plain blocking-query clients and
+# Consul's DNS (docs/scale.md). BENCH_ARGS="--jobs 2000 --instances 20000".
+bench-scale: deps
+	@$(WITH_CONSUL) -m bench.scale.run $(BENCH_ARGS)

@@ -321,15 +321,23 @@ def topology_body(topology: Topology, path: Sequence[str]) -> Deferred[dict[str,
         for job in sorted(topology.zones[zone].tree):
             if under(path, zone, job):
                 jobs.append((zone, job))
-    ds = [topology.instances(zone, consul_service_name(*job)) for zone, job in jobs]
+    # A job whose view cannot serve (its reads fail) is left out of the
+    # counts and named in "unavailable": one job never fails the others'.
+    ds = [topology.instances(zone, consul_service_name(*job)).addErrback(
+        lambda f: f.trap(Unavailable) and str(f.value)) for zone, job in jobs]
 
-    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
+    def answer(results: Sequence[Sequence[Instance] | str]) -> dict[str, Any]:
         level = LEVELS[len(path)] if len(path) < len(LEVELS) else "instance"
         total = _counts()
         children: dict[str, dict[str, Any]] = {}
+        unavailable = {"/".join((zone, *job)): found for (zone, job), found
+                       in zip(jobs, results, strict=True) if isinstance(found, str)}
+        if unavailable and len(unavailable) == len(jobs):
+            raise HTTPError(503, "Glimpse cannot serve this now",
+                            next(iter(unavailable.values())))
         for (zone, job), found in zip(jobs, results, strict=True):
             merged: dict[tuple[str, str, str], dict[str, Any]] = {}
-            for i in found:
+            for i in () if isinstance(found, str) else found:
                 key = (i.node, i.provider, i.instance)
                 entry = merged.setdefault(key, {"instance": i, "status": "passing",
                                                 "ports": {}})
@@ -355,12 +363,15 @@ def topology_body(topology: Topology, path: Sequence[str]) -> Deferred[dict[str,
         if not path:
             for zone in zones:
                 children.setdefault(zone, dict(_counts(), name=zone))
-        return {
+        body = {
             "path": "/".join(path),
             "level": level,
             "counts": total,
             "children": [children[k] for k in sorted(children)],
         }
+        if unavailable:
+            body["unavailable"] = sorted(unavailable)
+        return body
 
     d = gatherResults(ds, consumeErrors=True)
     d.addErrback(_unwrap)

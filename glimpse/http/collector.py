@@ -132,12 +132,12 @@ class GlimpseCollector:
                                 value=self._topology.watch_count())
         jobs = GaugeMetricFamily("glimpse_jobs", "Jobs in use, by how they are kept fresh: "
                                  "a blocking watch each, or cached reads", labels=["mode"])
-        jobs.add_metric(["blocking"], self._topology.blocking_count())
-        jobs.add_metric(["polled"], self._topology.polled_count())
+        jobs.add_metric(["blocking"], self._topology.jobs.blocking_count())
+        jobs.add_metric(["polled"], self._topology.jobs.polled_count())
         yield jobs
         yield GaugeMetricFamily("glimpse_poll_period_seconds",
                                 "Seconds between two cached reads of a polled job",
-                                value=self._topology.poll_period())
+                                value=self._topology.jobs.poll_period())
         age = GaugeMetricFamily("glimpse_view_age_seconds",
                                 "Seconds each zone's view has gone without Consul (0: current)",
                                 labels=["zone"])

@@ -43,10 +43,23 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "Glimpse cannot serve it now: Consul is out of reach and the view is "
              "missing or older than --max-stale (or Glimpse has --http-max-conns "
              "connections open: then with Retry-After).",
-        504: "Consul did not acknowledge the change in time.",
+        504: "Consul did not acknowledge the change in time (with Retry-After; the "
+             "previous state stays).",
     }
     return {str(c): _json(ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
             for c in codes}
+
+
+def _retryable(*codes: int) -> dict[str, Any]:
+    # The provider API's Consul failures say when to try again.
+    answers = _errors(*codes)
+    for code in ("503", "504"):
+        if code in answers:
+            answers[code] = dict(answers[code], description=answers[code]["description"]
+                                 + " A provider write Consul did not take says so, with "
+                                 "Retry-After.", headers={**answers[code].get("headers", {}),
+                                                          **_RETRY_AFTER})
+    return answers
 
 
 _RETRY_AFTER: dict[str, Any] = {"Retry-After": {
@@ -267,10 +280,10 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": ref("ProviderState")}}},
                 "responses": {"200": _json(ref("ApplyResult"), "Applied and acknowledged")}
-                | _errors(*auth, 413, 503, 504)},
+                | _errors(*auth, 413) | _retryable(503, 504)},
         "delete": {"summary": "Remove the provider's state",
                    "responses": {"200": _json(ref("ApplyResult"), "Removed")}
-                   | _errors(*auth, 503, 504)},
+                   | _errors(*auth) | _retryable(503, 504)},
     }
     paths["/v1/providers/{provider}/instances/{instance}/checks/{check}/{status}"] = {
         "put": {"summary": "Set a TTL check of an instance (once; every named port follows)",
@@ -281,7 +294,7 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {"type": "object", "properties": {"note": {"type": "string"}}}}}},
                 "responses": {"200": _json({"type": "object"}, "The check was set")}
-                | _errors(*auth, 404, 503)}}
+                | _errors(*auth, 404) | _retryable(503)}}
     _with_limit_errors(paths)
     state, state_defs = _hoist(provider_state_schema(), "ProviderState_")
     return {

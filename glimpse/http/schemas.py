@@ -89,7 +89,10 @@ SCHEMAS: dict[str, Any] = {
                                "enum": ["zone", "product", "env", "job", "instance"]},
                      "counts": COUNTS,
                      "children": {"type": "array", "items": {"type": "object",
-                                                             "required": ["name"]}}}},
+                                                             "required": ["name"]}},
+                     "unavailable": {"type": "array", "items": {"type": "string"},
+                                     "description": "jobs (zone/product/env/job) whose view "
+                                     "cannot be served now, left out of the counts"}}},
     "Explain": {"type": "object", "required": ["address", "zone", "instances"],
                 "properties": {
                     "address": {"type": "string"}, "fqdn": {"type": "string"},

@@ -60,10 +60,11 @@ class Jobs:
         self.blocking_slots = blocking_slots
         self.refresher = Refresher(clock, consul.health_cached, self._polled_answer,
                                    self._polled_error, **(refresh or {}))
+        #: The jobs holding a blocking watch, counted on every new job:
+        #: thousands of jobs must not make that a scan of them all.
+        self._blocking: set[JobView] = set()
         self._rebalancer = LoopingCall(self.rebalance)
         self._rebalancer.clock = clock
-        #: The jobs with a blocking watch, as ``(zone, name)``.
-        self._watched: set[tuple[str, str]] = set()
         # Promotions of jobs that just changed, between two rebalances: a
         # whole zone flapping at once must not churn every watch.
         self._quick_promotions = 0
@@ -81,6 +82,7 @@ class Jobs:
         blocking watches).
         """
         self.refresher.stop()
+        self._blocking.clear()
         if self._rebalancer.running:
             self._rebalancer.stop()
 
@@ -107,7 +109,7 @@ class Jobs:
         Give ``job`` a blocking watch, starting from the answer it has.
         """
         zone, name = job.zone, job.name
-        self._watched.add((zone, name))
+        self._blocking.add(job)
         watch = job.watch = self._new_watch(
             lambda index, wait: self._consul.health_service(zone, name, index, wait),
             lambda response: self._job_answer(job, response),
@@ -118,7 +120,19 @@ class Jobs:
         """
         How many jobs have a blocking watch now.
         """
-        return len(self._watched)
+        return len(self._blocking)
+
+    def polled_count(self) -> int:
+        """
+        How many jobs in use are kept fresh by cached reads instead.
+        """
+        return len(self.refresher)
+
+    def poll_period(self) -> float:
+        """
+        Seconds between two cached reads of a job without a blocking watch.
+        """
+        return self.refresher.period
 
     def _job(self, key: tuple[str, str]) -> JobView | None:
         zone = self._zones.get(key[0])
@@ -163,12 +177,12 @@ class Jobs:
 
     def forget(self, job: JobView) -> None:
         """
-        Stop keeping a job fresh (it went unused).
+        Stop keeping a job fresh (it went unused, or its zone left).
 
         :param job: the job, already out of its zone's ``jobs``.
         """
         job.stop()
-        self._watched.discard((job.zone, job.name))
+        self._blocking.discard(job)
         self.refresher.remove((job.zone, job.name))
 
     def forget_zone(self, zone: ZoneView) -> None:
@@ -189,11 +203,10 @@ class Jobs:
         """
         if self._quick_promotions >= MAX_SWAPS:
             return
-        if len(self._watched) >= self.blocking_slots:
-            blocking = [j for key in self._watched if (j := self._job(key)) is not None]
-            if not blocking:
+        if len(self._blocking) >= self.blocking_slots:
+            if not self._blocking:
                 return
-            least = min(blocking, key=lambda j: j.score(now))
+            least = min(self._blocking, key=lambda j: j.score(now))
             if job.score(now) <= 1.5 * least.score(now) + 0.5:
                 return
             self._demote(least)
@@ -231,5 +244,5 @@ class Jobs:
 
     def _demote(self, job: JobView) -> None:
         job.stop()
-        self._watched.discard((job.zone, job.name))
+        self._blocking.discard(job)
         self.refresher.add((job.zone, job.name), index=job.index, now=False)

@@ -1,13 +1,13 @@
 """
-Glimpse's view of the topology: one per zone, kept current by Consul
-blocking queries, so that lookups never become Consul requests at steady
-state.
+Glimpse's view of the topology, one :class:`~glimpse.view.zone.ZoneView`
+per zone, kept current without a lookup ever becoming a Consul request.
 
-Per zone there is one catalog watch (which jobs and named ports exist) and
-one health watch per job that is in use: started by its first lookup and
-dropped after it has gone unused for ``idle_timeout`` seconds.  While Consul
-cannot be reached the last view keeps answering for ``max_stale`` seconds;
-after that, lookups fail with :class:`Unavailable`.
+Per zone, one catalog watch (which jobs and named ports exist); the jobs in
+use are kept fresh by :class:`~glimpse.view.jobs.Jobs` (a blocking watch
+for those used most, cached reads for the rest: docs/scale.md) and dropped
+after ``idle_timeout`` seconds unused.  While Consul cannot be read the last
+view keeps answering for ``max_stale`` seconds; after that, lookups fail
+with :class:`Unavailable`.
 """
 
 from collections.abc import Callable
@@ -185,6 +185,8 @@ class Topology:
                 if name not in self.zones:
                     self._add_zone(name)
             self._drop_gone_zones(set(names))
+            for name in names:
+                self._probe_leader(name)
 
         def failed(failure: Failure) -> None:
             if not failure.check(ConsulError):
@@ -197,6 +199,27 @@ class Topology:
                 self._clock.callLater(1.0, self._retry_zones)
 
         return d.addCallback(got_local).addCallbacks(got_zones, failed)
+
+    def _probe_leader(self, name: str) -> None:
+        # The catalog watch says whether the zone's servers know a leader only
+        # when it returns (up to a minute later); when it has not said within
+        # a round, ask them, so a lost quorum shows within a round or two.
+        # Whether lookups are served never depends on it: reads do.
+        zone = self.zones.get(name)
+        now = self._clock.seconds()
+        if zone is None or (zone.heard_at is not None
+                            and now - zone.heard_at < self._zones_interval):
+            return
+
+        def heard(response: Response) -> None:
+            if name in self.zones:
+                self.zones[name].heard(response, self._clock.seconds())
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(ConsulError):
+                self.log.failure("Asking zone {zone} for its leader failed", failure, zone=name)
+
+        self._consul.servers(name).addCallbacks(heard, failed)
 
     def _retry_zones(self) -> None:
         if not self.zones_fresh.loaded and self._zones_loop.running:
@@ -236,8 +259,7 @@ class Topology:
 
         def answer(response: Response) -> None:
             zone.fresh.ok()
-            zone.known_leader = response.known_leader
-            zone.last_contact = response.last_contact
+            zone.heard(response, self._clock.seconds())
             if response.unchanged:
                 return
             tree = catalog_tree(response.body)
@@ -392,22 +414,4 @@ class Topology:
 
         :return: one per zone, and one per job that has a blocking watch.
         """
-        return len(self.zones) + self.blocking_count()
-
-    def blocking_count(self) -> int:
-        """
-        How many jobs in use have a blocking watch each.
-        """
-        return self.jobs.blocking_count()
-
-    def poll_period(self) -> float:
-        """
-        Seconds between two cached reads of a job without a blocking watch.
-        """
-        return self.jobs.refresher.period
-
-    def polled_count(self) -> int:
-        """
-        How many jobs in use are kept fresh by cached reads instead.
-        """
-        return len(self.jobs.refresher)
+        return len(self.zones) + self.jobs.blocking_count()

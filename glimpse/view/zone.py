@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 from twisted.internet.defer import Deferred
 
+from glimpse.consul import Response
 from glimpse.mapping import split_consul_service
 from glimpse.view.model import Instance
 from glimpse.view.watch import BlockingWatch
@@ -191,6 +192,21 @@ class ZoneView:
         self.jobs: dict[str, JobView] = {}
         self.known_leader: bool | None = None
         self.last_contact: float | None = None
+        #: The clock's time when a server last said (``None``: never).
+        self.heard_at: float | None = None
+
+    def heard(self, response: Response, now: float) -> None:
+        """
+        Take what a server of the zone said of its leader (a stale read's
+        ``X-Consul-KnownLeader`` and ``X-Consul-LastContact``), if it said.
+
+        :param response: an answer of one of the zone's servers.
+        :param now: the clock's time.
+        """
+        if response.known_leader is not None:
+            self.known_leader = response.known_leader
+            self.last_contact = response.last_contact
+            self.heard_at = now
 
     def ports(self, product: str, env: str, job: str) -> frozenset[str] | None:
         """

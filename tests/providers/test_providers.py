@@ -13,12 +13,12 @@ import os
 
 import pytest
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 
-from glimpse.consul import AgentSelf, ConsulUnavailable, Response
+from glimpse.consul import AgentSelf, ConsulError, ConsulUnavailable, Response
 from glimpse.http.providers import ProvidersResource
 from glimpse.providers.applier import Applier, NotAcknowledged, ReconcileService
 from glimpse.providers.state import NoSuchCheck, registrations, validate_state
@@ -435,3 +435,63 @@ def test_a_large_state_keeps_few_agent_connections(consul, tmp_path):
         answered.callback(None)
     assert max(in_flight) == 4
     assert len(result_of(d).added) == 200
+
+
+class ElectionConsul(ScriptedConsul):
+    """
+    A :class:`ScriptedConsul` through a leader election: the first
+    ``failing_reads`` catalog reads fail with a 500 (the agent asked the
+    server just killed), and while ``sync`` is false the agent's sync
+    fails; it is tried again only at the agent's next write, as Consul's
+    anti-entropy does.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failing_reads = 0
+
+    def node_services(self, node, filter_expr=None, index=None, wait=None):
+        if self.failing_reads:
+            self.failing_reads -= 1
+            return fail(ConsulError("catalog/node-services", "rpc error getting client: "
+                                    "connection refused", 500))
+        return super().node_services(node, filter_expr, index, wait)
+
+
+def test_a_put_during_a_leader_election_is_acknowledged_once_a_leader_is_back(tmp_path):
+    """
+    A PUT made while the servers elect a leader (catalog reads fail with a
+    500, the agent's sync fails) answers 200 once a leader is back: the
+    failed reads are asked again, and the agent's sync is poked by writing
+    a registration again, unchanged.
+    """
+    consul, clock = ElectionConsul(), Clock()
+    consul.clock = clock
+    applier = Applier(consul, ProviderStore(str(tmp_path)), clock, ack_timeout=10)
+    consul.sync = False
+    consul.failing_reads = 3
+    results = []
+    applier.apply("deploy", state("a")).addBoth(results.append)
+    clock.callLater(3.0, setattr, consul, "sync", True)  # a new leader
+    for _ in range(40):
+        if results:
+            break
+        clock.advance(0.25)
+    assert results and not hasattr(results[0], "value"), results
+    assert sorted(consul.catalog) == ["deploy:shop--prod--web:a:admin",
+                                      "deploy:shop--prod--web:a:http"]
+    pokes = [c for c in consul.calls if c[0] == "register"]
+    assert len(pokes) > 2  # the two registrations, then at least one poke
+    assert applier.state("deploy") == validate_state(state("a"))
+
+
+def test_consul_failures_answer_with_retry_after(applier, consul):
+    """
+    A PUT that Consul did not take answers 503 (or 504 for no
+    acknowledgement) with ``Retry-After``, never a bare 500.
+    """
+    consul.down = True
+    req = request("PUT", "deploy", body=json.dumps(state("a")).encode())
+    status, body = render(ProvidersResource(applier), req)
+    assert status == 503 and "connection refused" in body["detail"]
+    assert req.responseHeaders.getRawHeaders(b"retry-after") == [b"5"]
