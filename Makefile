@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := unbound nsd bind9-dnsutils dnsperf wrk
+DEBS := unbound nsd bind9-dnsutils dnsperf wrk prometheus
 # `make run ZONES=2` runs the two-zone demo; `make run CLUSTER=1` runs each
 # zone as SERVERS Consul servers and a client agent with Consul's defaults.
 ZONES ?= 1
@@ -18,28 +18,33 @@ PYTEST_ARGS ?=
 # Consul: the tests, the demo and every benchmark.
 WITH_CONSUL = consul_bin=$$(tools/build-consul.sh) && GLIMPSE_CONSUL=$$consul_bin $(PY)
 
-.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz lint clean
+.PHONY: run test consul deps debs venv bench-dns bench-http bench-providers bench-zones bench-fuzz bench-soak bench-unbound bench-scale lint clean
 
 deps: debs venv
 
 # Debian packages the tests and benchmarks use for real (unbound, NSD, dig,
-# dnsperf, wrk); installed only when one is missing.
+# dnsperf, wrk, prometheus and promtool), and python3-venv when $(PYTHON)
+# cannot make a virtualenv (Debian's python3 comes without ensurepip);
+# installed only when one is missing.
 debs:
 	@missing=""; \
-	for cmd in unbound nsd dig dnsperf wrk; do command -v $$cmd >/dev/null 2>&1 || \
-	  [ -x /usr/sbin/$$cmd ] || missing=1; done; \
+	for cmd in unbound nsd dig dnsperf wrk prometheus promtool; do command -v $$cmd >/dev/null 2>&1 || \
+	  [ -x /usr/sbin/$$cmd ] || missing="$(DEBS)"; done; \
+	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "make: installing $(DEBS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	    echo "make: installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "make: missing Debian packages; run: sudo apt-get install $(DEBS)"; exit 1; \
+	    echo "make: missing Debian packages; run: sudo apt-get install $$missing"; exit 1; \
 	  fi; \
 	fi
 
+# A venv whose pip upgrade failed (offline) is made again next time rather
+# than left half-made.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: $(PYTHON) -m venv failed; on Debian: apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip || { rm -rf $(VENV); exit 1; }
 
 $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
@@ -95,3 +100,26 @@ bench-fuzz: deps
 # subscriber's event p50/p99, and the Consul requests made.
 bench-http: deps
 	@$(WITH_CONSUL) -m bench.http.run $(BENCH_ARGS)
+
+# Soak: the full collection with 100,000 instances in the view under the
+# reactor lag probe (before/after), then 10 minutes at the full DNS rate with
+# 1,000 event-stream subscribers and one Consul change per second: RSS, open
+# descriptors, the longest reactor stall and DNS p99 per minute, and whether
+# anything grew without bound.  BENCH_ARGS='--minutes 3' for a short one.
+bench-soak: deps
+	@$(WITH_CONSUL) -m bench.soak.gc_stall
+	@$(WITH_CONSUL) -m bench.soak.run $(BENCH_ARGS)
+
+# unbound (etc/unbound/glimpse.conf as shipped) in front of a Glimpse that is
+# stopped, changed in Consul meanwhile and restarted: seconds from Glimpse's
+# new answer to unbound's, and what unbound served during the outage.
+bench-unbound: deps
+	@$(WITH_CONSUL) -m bench.unbound.recovery $(BENCH_ARGS)
+
+# Fleet scale (#13): 10,000 jobs / 100,000 instances in a 3-server zone behind
+# a default client agent; Glimpse's start-to-serving time, RSS, connections,
+# Consul requests/s idle, with 10 changes/s and during an outage, change ->
+# DNS p50/p99, and the servers' load next to plain blocking-query clients and
+# Consul's DNS (docs/scale.md). BENCH_ARGS="--jobs 2000 --instances 20000".
+bench-scale: deps
+	@$(WITH_CONSUL) -m bench.scale.run $(BENCH_ARGS)

@@ -9,7 +9,9 @@ so an address is written most specific first, like a DNS name::
 Every other name inside ``dns_zone`` is one of: the apex, a zone, an interior
 node of the tree (``<product>.<zone>``, ``<env>.<product>.<zone>``,
 ``<job>.<env>.<product>.<zone>``), or an SRV target
-``<hex-ip>.addr.<zone>`` that Glimpse resolves itself.
+``<hex-ip>.addr.<zone>`` that Glimpse resolves itself.  The zone label
+:data:`ANY_ZONE` (``any``) stands for the local zone, failing over to
+another one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ TARGET_LABEL = "addr"
 #: Consul service names join product, env and job with this, so no field may
 #: contain it.
 SEPARATOR = "--"
+
+#: The zone label that means "the local zone, or the nearest zone that has
+#: healthy instances" (failover, :mod:`glimpse.view.failover`); no Consul
+#: datacenter may be called this.
+ANY_ZONE = "any"
 
 
 class InvalidName(ValueError):

@@ -8,7 +8,7 @@ each a service or owned by one, so that stopping Glimpse stops them all.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from prometheus_client import CollectorRegistry
@@ -31,15 +31,23 @@ from glimpse.http.limits import HTTPLimits, fitted_limits, with_backlog
 from glimpse.http.site import LimitedSite
 from glimpse.metrics import GCPauses, LagProbe
 from glimpse.providers import Applier, ProviderStore, ReconcileService
-from glimpse.view import CheckHistory, Topology
+from glimpse.view import CheckHistory, Steering, Topology
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class TopologyService(service.Service):
     """
-    Starts and stops the view's watches with the application.
+    Starts and stops the view's watches (or another part of the view that
+    has ``start`` and ``stop``, the :class:`glimpse.view.Steering`) with the
+    application.
     """
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: _Startable) -> None:
         self._topology = topology
 
     def startService(self) -> None:
@@ -67,6 +75,7 @@ class Glimpse:
     :ivar service: the ``MultiService`` twistd runs.
     :ivar consul: the Consul client.
     :ivar topology: the view (the read side).
+    :ivar steering: the rules that steer answers (failover, panic, warning).
     :ivar dns: the DNS server factory (twisted.names' side, and its stats).
     :ivar dns_udp: the fast path on the UDP port.
     :ivar dns_tcp: the DNS-over-TCP listener's factory (its connections,
@@ -81,6 +90,7 @@ class Glimpse:
     service: service.MultiService
     consul: ConsulClient
     topology: Topology
+    steering: Steering
     dns: GlimpseServerFactory
     dns_udp: FastDatagramProtocol
     dns_tcp: StreamFactory
@@ -119,12 +129,22 @@ def build(reactor: Any, options: Mapping[str, Any],
                         refresh={"min_period": options.get("consul-poll-period", 1.0),
                                  "max_rate": options.get("consul-poll-rate", 4000.0)})
     TopologyService(topology).setServiceParent(top)
+    # Built before the DNS server and the hub: its listener must see a
+    # change of the view first (a job's panic state) for the answers
+    # recomputed after it to show it.
+    steering = Steering(topology, consul, reactor, failover_min=options.get("failover-min", 1),
+                        failover_order=options.get("failover-order"),
+                        serve_warning=bool(options.get("serve-warning")),
+                        panic_threshold=options.get("panic-threshold"),
+                        panic_hold=options.get("panic-hold", 30.0),
+                        interval=options["zones-interval"])
+    TopologyService(steering).setServiceParent(top)
 
     identity = ZoneIdentity(
         dns_zone=options["dns-zone"],
         ns_ip=options["dns-advertise"] or options["dns-interface"],
         ttl=options["dns-ttl"], negative_ttl=options["negative-ttl"])
-    resolver = GlimpseResolver(topology, identity)
+    resolver = GlimpseResolver(topology, identity, steering)
     factory = GlimpseServerFactory(resolver, rotations=options.get("dns-rotations", ROTATIONS))
     interface, port = options["dns-interface"], options["dns-port"]
     # The fast path answers plain queries from pre-encoded answers and hands
@@ -159,7 +179,7 @@ def build(reactor: Any, options: Mapping[str, Any],
         topology, reactor, consul=consul, dns_stats=factory.stats, hub=hub, applier=applier,
         dns_flush=dns_udp.flush_stats, lag=lag, gc_pauses=gc_pauses))
     limits = fitted_limits(HTTPLimits.from_options(options), open_files)
-    api = Context(topology, hub, checks, options["dns-zone"],
+    api = Context(topology, hub, checks, options["dns-zone"], steering=steering,
                   cap=options.get("lookup-cap", 1000),
                   max_streams_per_client=limits.max_streams_per_client)
     # The site holds every connection to its limits (header and body
@@ -173,6 +193,6 @@ def build(reactor: Any, options: Mapping[str, Any],
     # Last, so that it starts after the others: what they made as they
     # started is frozen too.
     gc_pauses.setServiceParent(top)
-    return Glimpse(service=top, consul=consul, topology=topology, dns=factory, dns_udp=dns_udp,
-                   dns_tcp=dns_tcp,
+    return Glimpse(service=top, consul=consul, topology=topology, steering=steering,
+                   dns=factory, dns_udp=dns_udp, dns_tcp=dns_tcp,
                    applier=applier, checks=checks, hub=hub, registry=registry, site=site)

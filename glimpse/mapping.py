@@ -13,13 +13,14 @@ address rules it relies on (no ``--`` inside a field) in
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from glimpse.address import SEPARATOR, consul_service_name, split_consul_service
 
 __all__ = [
     "ANY_PROVIDER",
     "CONSUL_META_PREFIX",
+    "DEFAULT_WEIGHT",
     "DRAINING",
     "META_DRAIN",
     "META_HASH",
@@ -31,8 +32,12 @@ __all__ = [
     "OWN_META_KEYS",
     "SEPARATOR",
     "SOURCE_FILE",
+    "alias_check_id",
+    "aliased_service",
     "check_id",
+    "checks_port",
     "consul_service_name",
+    "consul_weights",
     "fingerprint",
     "is_draining",
     "is_file_sourced",
@@ -42,6 +47,7 @@ __all__ = [
     "registration_hash",
     "registration_id",
     "split_consul_service",
+    "weights_of",
 ]
 
 #: Every Meta key Glimpse writes starts with this; a provider's own may not.
@@ -75,6 +81,11 @@ ANY_PROVIDER = f'"{META_PROVIDER}" in Meta'
 #: Hex digits of SHA-256 kept in :data:`META_HASH`.
 _HASH_DIGITS = 16
 
+#: An instance's SRV weight when its registration says none (Consul's too).
+DEFAULT_WEIGHT = 1
+#: The largest SRV weight (RFC 2782: 16 bits).
+_MAX_WEIGHT = 65535
+
 
 def registration_id(provider: str, service_name: str, instance: str, port_name: str) -> str:
     """
@@ -94,14 +105,63 @@ def registration_id(provider: str, service_name: str, instance: str, port_name: 
 
 def check_id(service_id: str, index: int) -> str:
     """
-    The Consul check ID of an instance's check on one of its registrations:
-    ``<service id>:check<N>`` (checks are copied onto every named port).
+    The Consul check ID of an instance's check on the registration that
+    carries its checks (its :func:`checks_port`'s): ``<service id>:check<N>``.
 
     :param service_id: the registration's :func:`registration_id`.
     :param index: the check's place in the instance's checks, from 0.
     :return: the check ID.
     """
     return f"{service_id}:check{index}"
+
+
+def checks_port(port_names: Iterable[str]) -> str:
+    """
+    The named port whose registration carries an instance's checks: the
+    first in sorted order.  Each check then runs once per instance, and the
+    other ports mirror it with an alias check (:func:`alias_check_id`).
+
+    :param port_names: the instance's named ports (at least one).
+    :return: one of them.
+    """
+    return min(port_names)
+
+
+#: Between a registration's ID and the port whose checks its alias check
+#: mirrors, in :func:`alias_check_id`.
+_ALIAS = ":alias:"
+
+
+def alias_check_id(service_id: str, carrier_port: str) -> str:
+    """
+    The Consul check ID of the alias check on a named port's registration
+    that mirrors the instance's checks (Consul's ``AliasService``): the
+    registration's ID, ``:alias:`` and the port carrying the checks.  The ID
+    names its target because Consul's health answers leave the alias's
+    definition out, and the read side shows the carrier's checks instead.
+
+    :param service_id: the registration's :func:`registration_id`.
+    :param carrier_port: the instance's :func:`checks_port`.
+    :return: e.g. ``deploy:shop--prod--web:web-1:http:alias:admin``.
+    """
+    return f"{service_id}{_ALIAS}{carrier_port}"
+
+
+def aliased_service(service_id: str, check: str) -> str | None:
+    """
+    The registration an alias check of :func:`alias_check_id` mirrors.
+
+    :param service_id: the registration the check is on.
+    :param check: the check's ID.
+    :return: the carrier's registration ID, or ``None`` when ``check`` is
+        not such an alias check of ``service_id``'s.
+    """
+    prefix = service_id + _ALIAS
+    port = check[len(prefix):] if check.startswith(prefix) else ""
+    head, sep, _ = service_id.rpartition(":")
+    if not port or not sep or ":" in port:
+        return None
+    return f"{head}:{port}"
 
 
 def port_tags(port_name: str) -> list[str]:
@@ -184,3 +244,36 @@ def is_own_meta_key(key: str) -> bool:
     :return: whether it starts with :data:`META_PREFIX`.
     """
     return key.startswith(META_PREFIX)
+
+
+def consul_weights(passing: int, warning: int) -> dict[str, int]:
+    """
+    A registration's ``Weights``: the SRV weight Consul's DNS (and Glimpse's)
+    gives the instance while its checks pass, and while one warns.
+
+    :param passing: the weight while every check passes.
+    :param warning: the weight while a check warns.
+    :return: ``{"Passing": passing, "Warning": warning}``.
+    """
+    return {"Passing": passing, "Warning": warning}
+
+
+def weights_of(service: Mapping[str, object]) -> tuple[int, int]:
+    """
+    The weights a registration carries, as Consul answers it.
+
+    :param service: a service as the health or catalog API shows it.
+    :return: ``(passing, warning)``; :data:`DEFAULT_WEIGHT` for what it
+        lacks or that is not a weight.
+    """
+    weights = service.get("Weights")
+    if not isinstance(weights, Mapping):
+        return DEFAULT_WEIGHT, DEFAULT_WEIGHT
+
+    def one(key: str) -> int:
+        value = weights.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return DEFAULT_WEIGHT
+        return value if 1 <= value <= _MAX_WEIGHT else DEFAULT_WEIGHT
+
+    return one("Passing"), one("Warning")

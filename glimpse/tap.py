@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from glimpse.address import InvalidName, normalize_zone
+from glimpse.address import ANY_ZONE, InvalidName, label_problem, normalize_zone
 from glimpse.config import ConfigError, read_secret, with_config
 from glimpse.consul import ConsulTLS, TLSConfigError
 from glimpse.http.limits import OPTIONS as LIMIT_OPTIONS
@@ -64,6 +64,12 @@ class Options(usage.Options):
         "Names are <service>.<job>.<env>.<product>.<zone>.<dns-zone>. "
         "Everything listens on loopback unless told otherwise."
     )
+
+    optFlags: ClassVar[list[list[object]]] = [
+        ["serve-warning", None,
+         "Serve instances whose worst check warns, with their warning weight "
+         "(default: only instances whose every check passes are in DNS)."],
+    ]
 
     optParameters: ClassVar[list[list[object]]] = [
         ["config", None, None,
@@ -123,6 +129,21 @@ class Options(usage.Options):
          float],
         ["state-dir", None, "/var/lib/glimpse",
          "Directory where providers' acknowledged states are kept."],
+        ["failover-min", None, 1,
+         "An 'any' name (<service>.<job>.<env>.<product>.any) answers the local zone "
+         "while it serves at least this many instances, else the nearest zone that does.",
+         int],
+        ["failover-order", None, None,
+         "Zones an 'any' name fails over to, in this order, comma-separated (e.g. "
+         "fra,lon; no others); default: every zone, nearest first by Consul's "
+         "round-trip times."],
+        ["panic-threshold", None, None,
+         "Panic mode: when less than this fraction of a job's instances is healthy "
+         "(e.g. 0.5), DNS answers every one of them, the healthy ones at SRV priority 1 "
+         "and the rest at 2; default off.", float],
+        ["panic-hold", None, 30.0,
+         "Seconds a job's healthy share must stay at or above --panic-threshold before "
+         "it leaves panic.", float],
         ["lookup-cap", None, 1000,
          "Most instances an HTTP lookup with '*' labels returns (then truncated: true).", int],
         ["provider-token-file", None, None,
@@ -237,6 +258,7 @@ class Options(usage.Options):
         for name in ("max-stale", "idle-timeout", "zones-interval"):
             _positive(name)(self[name])
         _positive("lookup-cap", int)(self["lookup-cap"])
+        self._steering_options()
         for name in ("consul-poll-period", "consul-poll-rate"):
             _positive(name)(self[name])
         if self["consul-max-conns"] < 8:
@@ -256,6 +278,41 @@ class Options(usage.Options):
         if not os.access(self["state-dir"], os.W_OK):
             raise usage.UsageError(f"--state-dir={self['state-dir']} is not writable; "
                                    "give a writable directory")
+
+
+    def _steering_options(self) -> None:
+        _positive("failover-min", int)(self["failover-min"])
+        if self["failover-order"] is not None:
+            self["failover-order"] = failover_order(self["failover-order"])
+        threshold = self["panic-threshold"]
+        if threshold is not None and not 0 < threshold <= 1:
+            raise usage.UsageError("--panic-threshold is a fraction of a job's instances, "
+                                   "more than 0 and at most 1, e.g. --panic-threshold=0.5")
+        if self["panic-hold"] < 0:
+            raise usage.UsageError("--panic-hold must be 0 or more seconds, e.g. 30")
+
+
+def failover_order(text: str) -> list[str]:
+    """
+    The zones of ``--failover-order``: comma-separated zone names.
+
+    :raises usage.UsageError: for an empty list, a name that is not a
+        zone, ``any``, or a zone named twice.
+    """
+    zones = [z.strip().lower() for z in str(text).split(",") if z.strip()]
+    if not zones:
+        raise usage.UsageError("--failover-order takes zones, comma-separated, e.g. "
+                               "--failover-order=fra,lon")
+    for zone in zones:
+        problem = label_problem(zone, "zone")
+        if problem:
+            raise usage.UsageError(f"--failover-order: {problem}")
+        if zone == ANY_ZONE:
+            raise usage.UsageError(f"--failover-order: {ANY_ZONE!r} is not a zone; name "
+                                   "the zones to fail over to, e.g. fra,lon")
+    if len(set(zones)) != len(zones):
+        raise usage.UsageError(f"--failover-order names a zone twice: {','.join(zones)}")
+    return zones
 
 
 def makeService(options: Options) -> MultiService:

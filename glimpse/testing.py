@@ -76,8 +76,10 @@ class FakeConsul(Resource):
     is at least the path's index blocks, as Consul's blocking queries do,
     until the path is :obj:`set` again or :obj:`release`d, or, given a clock, until
     its ``wait`` (5 minutes by default) runs out.  A path that was never
-    set answers 404.  ``agent/self``, ``catalog/datacenters`` and
-    ``catalog/services`` are set at the start.
+    set answers 404.  ``agent/self``, ``catalog/datacenters``,
+    ``catalog/services`` and ``coordinate/datacenters`` are set at the start.
+    Answers carry ``X-Consul-KnownLeader`` and ``X-Consul-LastContact`` once
+    :attr:`known_leader` is set.
 
     :param datacenter: the agent's datacenter.
     :param node: the agent's node name.
@@ -99,9 +101,14 @@ class FakeConsul(Resource):
         self._held: list[_Held] = []
         self._failure: tuple[int, str] | None = None
         self._stalled = False
+        #: ``X-Consul-KnownLeader`` of every answer (``None``: not sent).
+        self.known_leader: bool | None = None
+        #: ``X-Consul-LastContact`` of every answer, seconds.
+        self.last_contact = 0.0
         self.set("agent/self", {"Config": {"Datacenter": datacenter, "NodeName": node}})
         self.set("catalog/datacenters", [datacenter])
         self.set("catalog/services", {"consul": []})
+        self.set("coordinate/datacenters", [])
 
     # Telling the fake what to answer
 
@@ -251,6 +258,9 @@ class FakeConsul(Resource):
         body, index = self._values[path]
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-consul-index", str(index).encode())
+        if self.known_leader is not None:
+            request.setHeader(b"x-consul-knownleader", b"true" if self.known_leader else b"false")
+            request.setHeader(b"x-consul-lastcontact", b"%d" % (self.last_contact * 1000))
         return json.dumps(body).encode("utf-8")
 
 
@@ -312,20 +322,11 @@ def mutate_packet(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
-class EmptyTopology:
+class EmptyJobs:
     """
-    What the metrics collector reads of a
-    :class:`glimpse.view.topology.Topology`, with no zone and no job yet.
+    What the metrics collector reads of :class:`glimpse.view.jobs.Jobs`,
+    with no job in use.
     """
-
-    def __init__(self) -> None:
-        self.zones: dict[str, Any] = {}
-
-    def watch_count(self) -> int:
-        """
-        No blocking query.
-        """
-        return 0
 
     def blocking_count(self) -> int:
         """
@@ -344,3 +345,20 @@ class EmptyTopology:
         The default period.
         """
         return 1.0
+
+
+class EmptyTopology:
+    """
+    What the metrics collector reads of a
+    :class:`glimpse.view.topology.Topology`, with no zone and no job yet.
+    """
+
+    def __init__(self) -> None:
+        self.zones: dict[str, Any] = {}
+        self.jobs = EmptyJobs()
+
+    def watch_count(self) -> int:
+        """
+        No blocking query.
+        """
+        return 0

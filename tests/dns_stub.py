@@ -52,6 +52,7 @@ class StubView:
     """
 
     def __init__(self):
+        self.local_zone = "ams"
         self.zones = {}
         self.serial = 1000
         self.problems = {}
@@ -72,6 +73,15 @@ class StubView:
 
     def add_listener(self, listener):
         self._listeners.append(listener)
+
+    def announce(self, zone, name):
+        self.serial += 1
+        for listener in self._listeners:
+            listener(zone, name)
+
+    def cached_instances(self, zone, service):
+        job = self.zones[zone].jobs.get(service) if zone in self.zones else None
+        return job.instances if job else None
 
     def zone_problem(self, zone):
         self.zones[zone]  # KeyError: unknown zone
@@ -102,7 +112,7 @@ class RecordingTransport:
         self.written.append((data, address))
 
 
-def instance(ip, port=8080, service="http", status="passing", name=None):
+def instance(ip, port=8080, service="http", status="passing", name=None, weights=(1, 1)):
     """
     An instance of shop/prod/web.
     """
@@ -111,7 +121,7 @@ def instance(ip, port=8080, service="http", status="passing", name=None):
                   node_level=False)
     return Instance(id=name, product="shop", env="prod", job="web", instance=name,
                     service=service, provider="p", node="n1", ip=ip, port=port,
-                    checks=(check,))
+                    checks=(check,), weight_passing=weights[0], weight_warning=weights[1])
 
 
 def demo_view(count=2):
@@ -128,16 +138,18 @@ def demo_view(count=2):
     return view
 
 
-def servers(view, fast=False, transport=None, rotations=16, **fast_options):
+def servers(view, fast=False, transport=None, steering=None, rotations=16, **fast_options):
     """
     A factory and a UDP protocol (the fast path's when ``fast``, built with
     ``fast_options``) on ``view``, connected to ``transport`` (by default a
-    :class:`RecordingTransport`).
+    :class:`RecordingTransport`); the resolver follows ``steering`` (a
+    :class:`glimpse.view.steering.Steering`) when given.
 
     :return: ``(factory, protocol, transport, clock)``.
     """
     identity = ZoneIdentity(dns_zone=DNS_ZONE, ns_ip="127.0.0.1", ttl=5, negative_ttl=7)
-    factory = GlimpseServerFactory(GlimpseResolver(view, identity), rotations=rotations)
+    factory = GlimpseServerFactory(GlimpseResolver(view, identity, steering),
+                                   rotations=rotations)
     clock = Clock()
     proto = (FastDatagramProtocol(factory, view, clock, **fast_options) if fast
              else GlimpseDatagramProtocol(factory))

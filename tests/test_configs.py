@@ -1,7 +1,7 @@
 """
 The configuration Glimpse ships works as shipped: every file under ``etc/``
 is loaded by the program that will read it on a host (Glimpse, unbound,
-systemd, Consul), and Glimpse's ``--config`` file is read as documented:
+systemd, Consul, Prometheus), and Glimpse's ``--config`` file is read as documented:
 keys are the long options, the command line overrides them.
 """
 
@@ -276,6 +276,23 @@ def test_shipped_acl_policies_are_accepted_by_consul(tmp_path, consul_binary):
                 pytest.fail(f"{path.name}: Consul refused it: {e.code} {e.read().decode()}")
 
 
+def test_shipped_prometheus_configs_pass_promtool(tmp_path):
+    """
+    Every Prometheus config under ``etc/prometheus/`` passes ``promtool
+    check config``, and each discovers its targets through Glimpse's
+    ``/v1/sd/prometheus`` (tests/test_prometheus.py runs Prometheus on the
+    example).
+    """
+    configs = sorted((ETC / "prometheus").glob("*.yml"))
+    assert configs, "etc/prometheus/ ships no Prometheus config"
+    for path in configs:
+        result = subprocess.run([_program("promtool", "prometheus"), "check", "config",
+                                 str(path)], capture_output=True, text=True, cwd=tmp_path,
+                                check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "/v1/sd/prometheus?address=" in path.read_text(), path.name
+
+
 def test_shipped_provider_states_are_valid():
     """
     Every example provider state under ``etc/examples/`` is one Glimpse
@@ -291,8 +308,8 @@ def test_shipped_provider_states_are_valid():
             pytest.fail(f"{path.name}: {e}")
 
 
-def _program(name):
+def _program(name, package="unbound"):
     found = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}")
                                    else None)
-    assert found, f"{name} is not installed: apt-get install unbound"
+    assert found, f"{name} is not installed: apt-get install {package}"
     return found

@@ -266,6 +266,27 @@ def test_timeout():
     assert h.fake.held == 0
 
 
+def test_a_cancelled_request_is_not_an_error_but_a_timeout_is(h):
+    """
+    A blocking query its watch cancels (the watch went to another job) is
+    not counted among Consul's errors; one that outlives its timeout is.
+    """
+    h.fake.set(WEB, [], index=7)
+    results = []
+    d = h.client.health_service("ams", "shop--prod--web", index=7, wait=30)
+    d.addErrback(results.append)
+    h.stub.flush()
+    d.cancel()
+    assert isinstance(results[0].value, ConsulUnavailable)
+    assert h.client.errors == {}
+    h.client.health_service("ams", "shop--prod--web", index=7, wait=30).addErrback(
+        results.append)
+    h.stub.flush()
+    h.clock.advance(30 + 2 + 10)
+    assert results[1].value.message == "timed out"
+    assert h.client.errors == {"health/service": 1}
+
+
 def test_blocking_query(h):
     """
     A blocking query sends the index and wait, is held until the data

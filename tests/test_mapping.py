@@ -9,7 +9,10 @@ from glimpse import mapping
 from glimpse.mapping import (
     ANY_PROVIDER,
     OWN_META_KEYS,
+    alias_check_id,
+    aliased_service,
     check_id,
+    checks_port,
     consul_service_name,
     fingerprint,
     is_draining,
@@ -38,6 +41,23 @@ def test_ids_and_names_as_documented():
     assert sid == "deploy:shop--prod--web:web-1:http"
     assert check_id(sid, 2) == "deploy:shop--prod--web:web-1:http:check2"
     assert port_tags("http") == ["http"]
+
+
+def test_alias_check_ids_name_the_port_carrying_the_checks():
+    """
+    An instance's checks are on its first named port in sorted order; the
+    alias check of another port is ``<id>:alias:<that port>``, and reads
+    back as the carrier's registration ID, whatever else the ID holds.
+    """
+    assert checks_port(["http", "admin", "metrics"]) == "admin"
+    sid = registration_id("deploy", "shop--prod--web", "web-1", "http")
+    alias = alias_check_id(sid, "admin")
+    assert alias == "deploy:shop--prod--web:web-1:http:alias:admin"
+    assert aliased_service(sid, alias) == "deploy:shop--prod--web:web-1:admin"
+    assert aliased_service(sid, check_id(sid, 0)) is None
+    assert aliased_service("other:shop--prod--web:web-1:http", alias) is None
+    assert aliased_service(sid, f"{sid}:alias:") is None
+    assert aliased_service(sid, f"{sid}:alias:a:b") is None
 
 
 def test_fingerprint_does_not_change():

@@ -60,6 +60,11 @@ def test_defaults_listen_on_loopback(tmp_path):
         "zones-interval": 30.0,
         "state-dir": str(tmp_path),
         "lookup-cap": 1000,
+        "failover-min": 1,
+        "failover-order": None,
+        "serve-warning": 0,
+        "panic-threshold": None,
+        "panic-hold": 30.0,
         "provider-token-file": None,
         "http": ["tcp:8411:interface=127.0.0.1"],
         "http-header-timeout": 5.0,
@@ -105,6 +110,15 @@ def test_options_are_normalised_and_repeatable(tmp_path):
     (["--dns-tcp-max-conns=0"], "--dns-tcp-max-conns must be more than 0"),
     (["--dns-tcp-idle-timeout=0"], "--dns-tcp-idle-timeout must be more than 0"),
     (["--dns-rotations=0"], "--dns-rotations must be more than 0"),
+    (["--failover-min=0"], "--failover-min must be more than 0"),
+    (["--failover-order=fra,Bad_Zone"], "is not a DNS label"),
+    (["--failover-order=fra,any"], "'any' is not a zone"),
+    (["--failover-order=fra,lon,fra"], "names a zone twice"),
+    (["--failover-order=,"], "e.g. --failover-order=fra,lon"),
+    (["--panic-threshold=1.5"], "more than 0 and at most 1, e.g. --panic-threshold=0.5"),
+    (["--panic-threshold=0"], "more than 0 and at most 1"),
+    (["--panic-threshold=half"], "half"),
+    (["--panic-hold=-1"], "--panic-hold must be 0 or more seconds"),
 ])
 def test_bad_options_say_what_to_type_instead(tmp_path, argv, says):
     """
@@ -113,6 +127,22 @@ def test_bad_options_say_what_to_type_instead(tmp_path, argv, says):
     with pytest.raises(UsageError) as e:
         parse(*argv, state_dir=tmp_path)
     assert says in str(e.value)
+
+
+def test_steering_options_from_the_command_line_or_the_config_file(tmp_path):
+    """
+    The steering options come from the command line or the config file:
+    --failover-order as a list of zones (lower-cased), --serve-warning a
+    switch (true in the file), the panic threshold a fraction.
+    """
+    config = tmp_path / "glimpse.toml"
+    config.write_text('serve-warning = true\nfailover-order = "FRA, lon"\npanic-hold = 5\n')
+    options = parse(f"--config={config}", "--panic-threshold=0.5", "--failover-min=2",
+                    state_dir=tmp_path)
+    assert {k: options[k] for k in ("serve-warning", "failover-order", "failover-min",
+                                    "panic-threshold", "panic-hold")} == {
+        "serve-warning": 1, "failover-order": ["fra", "lon"], "failover-min": 2,
+        "panic-threshold": 0.5, "panic-hold": 5.0}
 
 
 def test_http_limits_are_numbers_from_the_command_line_or_the_config_file(tmp_path):
@@ -189,5 +219,7 @@ def test_pip_installed_plugin_shows_help(tmp_path):
                    "--consul-key=", "--dns-zone=", "--dns-interface=", "--dns-port=", "--http=",
                    "--state-dir=", "--http-header-timeout=", "--http-body-timeout=",
                    "--http-idle-timeout=", "--http-max-body=", "--http-max-conns=",
-                   "--http-max-conns-per-client=", "--http-max-streams-per-client="):
+                   "--http-max-conns-per-client=", "--http-max-streams-per-client=",
+                   "--failover-min=", "--failover-order=", "--serve-warning",
+                   "--panic-threshold=", "--panic-hold="):
         assert option in result.stdout

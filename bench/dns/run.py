@@ -197,7 +197,7 @@ def consul_requests(agent):
     return view, sum(int(n) for path, n in counts if path != "v1_agent_metrics")
 
 
-def start_servers(work, baseline_checkout=None, unrotated=False):
+def start_servers(work, baseline_checkout=None, unrotated=False, glimpse_args=()):
     """
     Consul (telemetry on, only_passing DNS), Glimpse with the topology,
     unbound, NSD and stock twisted.names, and the twins: with
@@ -209,7 +209,7 @@ def start_servers(work, baseline_checkout=None, unrotated=False):
         'telemetry { prometheus_retention_time = "3600s" disable_hostname = true }',
         "dns_config { only_passing = true }"])
     cleanups = [agent.stop]
-    glimpse = start_glimpse(agent.url, topo.ZONE, workdir=f"{work}/glimpse")
+    glimpse = start_glimpse(agent.url, topo.ZONE, list(glimpse_args), workdir=f"{work}/glimpse")
     cleanups.append(glimpse.stop)
     for provider, state in topo.provider_states():
         status, body = glimpse.put(f"/v1/providers/{provider}", state, timeout=120)
@@ -248,7 +248,7 @@ def start_servers(work, baseline_checkout=None, unrotated=False):
     if unrotated:
         # It reads the view the first one registered, and registers nothing.
         twin = start_glimpse(agent.url, topo.ZONE, workdir=f"{work}/unrotated",
-                             extra_args=["--dns-rotations=1"])
+                             extra_args=[*glimpse_args, "--dns-rotations=1"])
         cleanups.append(twin.stop)
         servers["unrotated"] = (twin.dns_port, twin.process.pid)
         glimpses["unrotated"] = twin
@@ -340,6 +340,10 @@ def main():
                              f"{','.join(SERVERS)}); the twins are added to them")
     parser.add_argument("--modes", default="udp,tcp",
                         help="the transports to measure, comma-separated (udp, tcp)")
+    parser.add_argument("--glimpse-args", default="",
+                        help="more options for this checkout's Glimpse, space-separated "
+                             "(e.g. --glimpse-args=--consul-max-conns=400 to watch every job "
+                             "with a blocking query, as before #13)")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not chosen or set(chosen) - set(SERVERS):
@@ -354,7 +358,7 @@ def main():
         chosen.append("unrotated")
     work = tempfile.mkdtemp(prefix="glimpse-bench-dns-")
     servers, cleanups, agent, glimpses = start_servers(work, args.baseline_checkout,
-                                                       args.unrotated)
+                                                       args.unrotated, args.glimpse_args.split())
     glimpse = glimpses["glimpse"]
     try:
         files = topo.query_files(work)

@@ -11,12 +11,16 @@
 # services, node read, agent write for the reload), in a file passed with
 # --consul-token-file; never the agent's own or a management token.
 
-# Every blocking query Glimpse holds (one per zone, one per job in use) is
-# an HTTP connection from 127.0.0.1; Consul's default of 200 per client
-# address would start answering 429 on a busy host.
-limits {
-  http_max_conns_per_client = 1000
-}
+# Glimpse holds at most --consul-max-conns (64) connections to this agent,
+# however many jobs are in use (docs/scale.md): Consul's default of 200 per
+# client address leaves room for everything else on the host.
+#
+# Glimpse reads the jobs it does not watch with ?cached, which this agent
+# answers from its streaming views (one subscription per service to a
+# server, no RPC per read). It is the default on Consul 1.14; said here so
+# that nobody turns it off by accident (servers need rpc.enable_streaming,
+# also their default).
+use_streaming_backend = true
 
 # Services come from providers as HTTP and TCP checks, never as scripts: a
 # provider's state must not be able to run commands on the host.

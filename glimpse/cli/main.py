@@ -56,14 +56,43 @@ def _failing(checks: Iterable[Mapping[str, Any]]) -> str:
     return ", ".join(bad) or "-"
 
 
+def meta_pair(text: str) -> tuple[str, str]:
+    """
+    One ``--meta KEY=VALUE``.
+
+    :raises argparse.ArgumentTypeError: for what has no ``=`` or no key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. --meta version=1.4.2")
+    return key, value
+
+
+def _query(args: argparse.Namespace) -> str:
+    # ?healthy=true and the meta filter (--meta), as the agent takes them.
+    params = [("healthy", "true")] if args.healthy else []
+    params += [(f"meta.{key}", value) for key, value in args.meta or ()]
+    return "?" + urllib.parse.urlencode(params) if params else ""
+
+
+def _steering(body: Mapping[str, Any], err: TextIO) -> None:
+    # Which zone answered an "any" address, and a job in panic, on stderr:
+    # the table on stdout stays the instances.
+    failover = body.get("failover")
+    if failover:
+        err.write(f"glimpse: {body['zone']} answers in place of {failover['from']}: "
+                  f"{failover['reason']}\n")
+    if body.get("panic"):
+        err.write("glimpse: panic: too few instances are healthy; DNS answers every one, "
+                  "the healthy ones first\n")
+
+
 def cmd_lookup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """
     ``glimpse lookup ADDRESS``: every instance with its health, 1 when
     there is none.
     """
-    url = f"{args.agent}/v1/lookup/{quote_segment(args.address)}"
-    if args.healthy:
-        url += "?healthy=true"
+    url = f"{args.agent}/v1/lookup/{quote_segment(args.address)}{_query(args)}"
     body, code = fetch("GET", url, err)
     if body is None:
         return code
@@ -71,8 +100,9 @@ def cmd_lookup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print_json(body, out)
     else:
         rows = [dict(i, failing=_failing(i["checks"])) for i in body["instances"]]
-        table(rows, ["instance", "service", "node", "ip", "port", "status", "healthy",
-                     "failing"], out)
+        table(rows, ["instance", "service", "node", "ip", "port", "zone", "status", "healthy",
+                     "weight", "failing"], out)
+        _steering(body, err)
         if body.get("truncated"):
             err.write("glimpse: truncated: more instances match than the agent's --lookup-cap\n")
     return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
@@ -113,8 +143,9 @@ def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         if body.get("view_problem"):
             out.write(f"view: {body['view_problem']}\n")
+        _steering(body, err)
         table([dict(i, in_dns="yes" if i["in_dns"] else "no") for i in body["instances"]],
-              ["instance", "node", "ip", "port", "in_dns", "rule"], out)
+              ["instance", "zone", "node", "ip", "port", "in_dns", "weight", "rule"], out)
     return EXIT_OK if body["instances"] else EXIT_NOT_FOUND
 
 
@@ -148,6 +179,12 @@ def _describe(kind: str, data: Any) -> str:
         sign = "+" if kind == "add" else "~"
         return f"{sign} {data['id']} {data['ip']}:{data['port']} {data['status']}" + (
             f" (failing: {_failing(data['checks'])})" if data["status"] != "passing" else "")
+    if kind == "summary" and "zone" in data:
+        failover = data.get("failover")
+        where = (f"{data['zone']} answers in place of {failover['from']}: {failover['reason']}"
+                 if failover else f"{data['zone']} answers")
+        return f"summary: {where}" + ("; panic: DNS answers every instance"
+                                      if data.get("panic") else "")
     if kind == "unavailable" and data.get("status") == 404:
         return f"not there (yet): {data.get('error')}; waiting for it"
     return f"{kind}: {json.dumps(data)}"
@@ -161,9 +198,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     :raises Unreachable: when the agent cannot be asked.
     """
-    url = f"{args.agent}/v1/watch/{quote_segment(args.address)}"
-    if args.healthy:
-        url += "?healthy=true"
+    url = f"{args.agent}/v1/watch/{quote_segment(args.address)}{_query(args)}"
     req = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
     try:
         response = urllib.request.urlopen(req, timeout=args.timeout)
@@ -221,9 +256,14 @@ def parser() -> argparse.ArgumentParser:
 
     s = add("lookup", cmd_lookup, "Every instance of an address with its health; labels but "
             "the zone may be '*'. Exit 1 when there is none.")
-    s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
+    s.add_argument("address", metavar="ADDRESS",
+                   help="e.g. http.web.prod.shop.ams; zone 'any': the local zone, or the one "
+                        "it fails over to")
     s.add_argument("--healthy", action="store_true",
-                   help="only the instances DNS answers with")
+                   help="only the healthy instances")
+    s.add_argument("--meta", action="append", type=meta_pair, metavar="KEY=VALUE",
+                   help="only instances whose meta has KEY=VALUE (repeatable: all must match), "
+                        "e.g. --meta version=1.4.2")
     s = add("topology", cmd_topology, "The topology below PATH with counts of instances "
             "passing / warning / critical.")
     s.add_argument("path", metavar="PATH", nargs="?", default="",
@@ -231,7 +271,10 @@ def parser() -> argparse.ArgumentParser:
     s = add("watch", cmd_watch, "Follow an address: print its instances, then each change "
             "(an address that does not exist yet is waited for).")
     s.add_argument("address", metavar="ADDRESS", help="e.g. http.web.prod.shop.ams")
-    s.add_argument("--healthy", action="store_true", help="only the instances DNS serves")
+    s.add_argument("--healthy", action="store_true", help="only the healthy instances")
+    s.add_argument("--meta", action="append", type=meta_pair, metavar="KEY=VALUE",
+                   help="only instances whose meta has KEY=VALUE (repeatable); one that "
+                        "stops matching is a remove event")
     s.add_argument("--count", type=int, default=0, metavar="N",
                    help="exit after N events (default: follow until interrupted)")
     s.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",

@@ -31,6 +31,8 @@ class ConsulClient(Requests):
     :param pipe_endpoint: makes the endpoint of the connection that carries
         a zone's pipelined cached reads (TLS wrapped in for ``https://``), or
         ``None`` to send them through ``http`` (tests with ``StubTreq``).
+    :param pipes: the most pipelined connections per zone (default: 4, or a
+        quarter of the budget's reserved connections if fewer).
     :param tls: the TLS files ``http`` uses for an ``https://`` agent, so
         that a TLS failure is reported as :class:`ConsulTLSError` naming
         the option to fix.
@@ -67,6 +69,19 @@ class ConsulClient(Requests):
         d = self._get("catalog/datacenters", endpoint="catalog/datacenters")
         return d.addCallback(lambda r: sorted(r.body or []))
 
+    def coordinate_datacenters(self) -> Deferred[list[dict[str, Any]]]:
+        """
+        The network coordinates of every WAN-federated datacenter's servers
+        (Serf's Vivaldi estimates), from which round-trip times between
+        datacenters are computed.  Asked now and then, never per lookup.
+
+        :return: a Deferred firing with Consul's list of
+            ``{"Datacenter", "AreaID", "Coordinates": [{"Node", "Coord"}]}``
+            (empty when it has none yet).
+        """
+        d = self._get("coordinate/datacenters", endpoint="coordinate/datacenters")
+        return d.addCallback(lambda r: r.body if isinstance(r.body, list) else [])
+
     def catalog_services(self, dc: str, index: int | None = None,
                          wait: float | None = None) -> Deferred[Response]:
         """
@@ -84,6 +99,20 @@ class ConsulClient(Requests):
         return self._get(
             "catalog/services", {"dc": dc, "stale": ""}, index, wait,
             endpoint="catalog/services")
+
+    def servers(self, dc: str) -> Deferred[Response]:
+        """
+        The servers of a datacenter (Consul's own ``consul`` service), read
+        ``stale``: any server answers, also without a leader, and says
+        whether it knows one and how long since it heard from it
+        (``known_leader``, ``last_contact``).  A few entries: a cheap way to
+        learn a zone's leader while its blocking queries wait.
+
+        :param dc: the datacenter.
+        :return: a Deferred firing with a :class:`Response`.
+        """
+        return self._get("catalog/service/consul", {"dc": dc, "stale": ""},
+                         endpoint="catalog/service")
 
     def health_service(self, dc: str, name: str, index: int | None = None,
                        wait: float | None = None) -> Deferred[Response]:

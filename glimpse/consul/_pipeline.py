@@ -11,10 +11,17 @@ the agent stays bounded however many jobs are read.  Consul's HTTP server
 (Go's ``net/http``) answers pipelined requests one after another.  Writes,
 blocking queries and everything else stay on treq.
 
-Only what Consul's answers need is parsed: a status line, headers, and a
-body sized by ``Content-Length`` or sent chunked.  Anything else, a header
-block or body over its limit, a request that outlives its deadline, or the
-connection going away, fails every read under way with
+Go's server reads the next request of a connection only once it has
+answered the one before, so one connection is served by one goroutine at a
+time: a burst of first reads (each makes the agent subscribe a new
+streaming view, waiting for a server) is served faster on a few
+connections.  :class:`PipelinePool` opens up to ``size`` of them per zone
+while the first ones are full, and closes the extra ones again once they
+are idle; at steady state a zone's reads go on one.
+
+Answers are parsed by :mod:`glimpse.consul._parser`.  A header block or
+body over its limit, a request that outlives its deadline, or the
+connection going away fails every read under way on that connection with
 :class:`~glimpse.consul.ConsulUnavailable`; the next read connects again.
 """
 
@@ -36,138 +43,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from glimpse.consul._answers import ConsulUnavailable
+from glimpse.consul._parser import AnswerParser, BadAnswer, RawAnswer
 
-#: The most bytes of a status line and headers.
-MAX_HEAD = 64 * 1024
-#: The most bytes of one body (a job of thousands of instances fits).
-MAX_BODY = 64 * 1024 * 1024
-
-
-@attrs.frozen
-class RawAnswer:
-    """
-    One HTTP answer, undecoded.
-
-    :ivar status: the status code.
-    :ivar headers: the headers, names lower-cased (the last of repeated ones).
-    :ivar body: the body.
-    """
-
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-
-
-class BadAnswer(Exception):
-    """
-    The agent's bytes are not an HTTP answer this parser reads.
-    """
-
-
-class AnswerParser:
-    """
-    Incremental parser of HTTP/1.1 answers, in the order they come.  Pure:
-    give it bytes, take what it completed.
-
-    :ivar keep_alive: ``False`` once an answer said ``Connection: close``.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._head: tuple[int, dict[bytes, bytes]] | None = None
-        self._chunks: list[bytes] = []
-        self._chunked_size = 0
-        self.keep_alive = True
-
-    def feed(self, data: bytes) -> list[RawAnswer]:
-        """
-        Take more bytes.
-
-        :param data: what the connection received.
-        :return: the answers these bytes completed, in order.
-        :raises BadAnswer: for bytes that cannot be an answer.
-        """
-        self._buffer += data
-        done: list[RawAnswer] = []
-        while True:
-            answer = self._next()
-            if answer is None:
-                return done
-            done.append(answer)
-
-    def _next(self) -> RawAnswer | None:
-        if self._head is None:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD:
-                    raise BadAnswer("a header block over 64 KiB")
-                return None
-            self._head = _read_head(bytes(self._buffer[:end]))
-            del self._buffer[:end + 4]
-        status, headers = self._head
-        if headers.get(b"connection", b"").lower() == b"close":
-            self.keep_alive = False
-        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            body = self._chunked()
-        else:
-            body = self._sized(headers)
-        if body is None:
-            return None
-        self._head = None
-        return RawAnswer(status, headers, body)
-
-    def _sized(self, headers: dict[bytes, bytes]) -> bytes | None:
-        try:
-            length = int(headers.get(b"content-length", b"0"))
-        except ValueError:
-            raise BadAnswer("a Content-Length that is not a number") from None
-        if not 0 <= length <= MAX_BODY:
-            raise BadAnswer(f"a body of {length} bytes")
-        if len(self._buffer) < length:
-            return None
-        body = bytes(self._buffer[:length])
-        del self._buffer[:length]
-        return body
-
-    def _chunked(self) -> bytes | None:
-        while True:
-            line_end = self._buffer.find(b"\r\n")
-            if line_end < 0:
-                return None
-            try:
-                size = int(bytes(self._buffer[:line_end]).split(b";")[0], 16)
-            except ValueError:
-                raise BadAnswer("a chunk size that is not a number") from None
-            if size == 0:
-                # The last chunk, then trailers (if any) up to an empty line.
-                end = self._buffer.find(b"\r\n\r\n", line_end)
-                if end < 0:
-                    return None
-                del self._buffer[:end + 4]
-                body, self._chunks, self._chunked_size = b"".join(self._chunks), [], 0
-                return body
-            self._chunked_size += size
-            if self._chunked_size > MAX_BODY:
-                raise BadAnswer("a chunked body over 64 MiB")
-            if len(self._buffer) < line_end + 2 + size + 2:
-                self._chunked_size -= size
-                return None
-            self._chunks.append(bytes(self._buffer[line_end + 2:line_end + 2 + size]))
-            del self._buffer[:line_end + 2 + size + 2]
-
-
-def _read_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise BadAnswer(f"not a status line: {lines[0][:80]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise BadAnswer(f"not a header: {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
+__all__ = ["AnswerParser", "BadAnswer", "PipelinePool", "PipelinedReader", "RawAnswer"]
 
 
 class _Connection(Protocol):
@@ -203,8 +81,8 @@ class _Connection(Protocol):
             self._reader._lost(self, f"the agent's answer could not be read: {e}")
             self.abort()
             return
-        for answer in answers:
-            self._reader._answered(answer)
+        if answers:
+            self._reader._answered(answers)
         if not self._parser.keep_alive:
             cast(ITCPTransport, self.transport).loseConnection()
 
@@ -238,14 +116,20 @@ class PipelinedReader:
         opened (the client's :class:`~glimpse.consul._budget.ConnectionBudget`);
         by default at once.
     :param release: called when a connection closes, or its opening failed.
+    :param idle_timeout: seconds without a read after which the connection
+        is closed (its budget slot given back), or ``None`` to keep it.
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint, clock: IReactorTime, host: str,
                  headers: dict[str, str] | None = None, depth: int = 64,
                  timeout: float = 10.0,
                  acquire: Callable[[], Deferred[None]] = lambda: succeed(None),
-                 release: Callable[[], object] = lambda: None) -> None:
+                 release: Callable[[], object] = lambda: None,
+                 idle_timeout: float | None = None) -> None:
         self._endpoint = endpoint
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
+        self._flush: IDelayedCall | None = None
         self._clock = clock
         self._prefix = (f"Host: {host}\r\nAccept: application/json\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in (headers or {}).items())).encode()
@@ -282,8 +166,15 @@ class PipelinedReader:
         request = b"GET " + path.encode("ascii") + b" HTTP/1.1\r\n" + self._prefix + b"\r\n"
         read = _Read(request, Deferred())
         self._queued.append(read)
-        self._pump()
+        # Written at the end of this turn of the reactor, with every other
+        # read asked for meanwhile: one send for many, not one each.
+        if self._flush is None:
+            self._flush = self._clock.callLater(0, self._flushed)
         return read.deferred
+
+    def _flushed(self) -> None:
+        self._flush = None
+        self._pump()
 
     def close(self) -> None:
         """
@@ -291,6 +182,10 @@ class PipelinedReader:
         stopping.
         """
         self._closed = True
+        self._stop_idle()
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
         self._fail_all("Glimpse is stopping")
         if self._connecting is not None:
             self._connecting.cancel()
@@ -298,6 +193,7 @@ class PipelinedReader:
             self._connection.abort()
 
     def _pump(self) -> None:
+        self._stop_idle()
         if self._connection is None:
             if not self._opening and self._queued:
                 self._connect()
@@ -314,6 +210,20 @@ class PipelinedReader:
         if writes:
             self._connection.send(writes)
             self._arm()
+        elif not self._sent and not self._queued and self._idle_timeout is not None:
+            self._idle = self._clock.callLater(self._idle_timeout, self._close_idle)
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _close_idle(self) -> None:
+        self._idle = None
+        connection = self._connection
+        if connection is not None and not self._sent and not self._queued:
+            self._lost(connection, "idle")
+            connection.abort()
 
     def _connect(self) -> None:
         opened = False
@@ -346,12 +256,14 @@ class PipelinedReader:
             return
         self._pump()
 
-    def _answered(self, answer: RawAnswer) -> None:
-        if not self._sent:
-            return  # an answer to nothing: the connection is closing
-        read = self._sent.popleft()
-        if not read.deferred.called:
-            read.deferred.callback(answer)
+    def _answered(self, answers: list[RawAnswer]) -> None:
+        for answer in answers:
+            if not self._sent:
+                break  # an answer to nothing: the connection is closing
+            read = self._sent.popleft()
+            if not read.deferred.called:
+                read.deferred.callback(answer)
+        # Once per batch of answers: a timer and a send, not one per answer.
         self._arm()
         self._pump()
 
@@ -380,17 +292,70 @@ class PipelinedReader:
         self._arm()
 
     def _arm(self) -> None:
-        # One timer, for the oldest request written: answers come in order.
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self._sent:
+        # One timer, for the oldest request written (answers come in order),
+        # made only when none is pending: when it fires early (the oldest
+        # was answered meanwhile) it is set again for the new oldest, so a
+        # steady flow of reads does not make and cancel a timer each.
+        if self._sent and (self._timer is None or not self._timer.active()):
             delay = max(0.0, self._sent[0].deadline - self._clock.seconds())
             self._timer = self._clock.callLater(delay, self._expired)
 
     def _expired(self) -> None:
         self._timer = None
         connection = self._connection
-        if connection is not None:
-            self._lost(connection, f"no answer within {self._timeout:g}s")
-            connection.abort()
+        if not self._sent or connection is None:
+            return
+        if self._sent[0].deadline > self._clock.seconds():
+            self._arm()
+            return
+        self._lost(connection, f"no answer within {self._timeout:g}s")
+        connection.abort()
+
+
+class PipelinePool:
+    """
+    The pipelined connections of one zone: a read goes on the first
+    connection with fewer than ``depth`` reads under way; when every open
+    one is that full, another opens, up to ``size``.  Connections left
+    idle close (:class:`PipelinedReader`'s ``idle_timeout``), so a burst's
+    extra connections are given back to the budget once it is over.
+
+    :param make: makes one :class:`PipelinedReader` (not yet connected).
+    :param size: the most connections.
+    :param depth: reads under way on one connection before the next is used.
+    """
+
+    def __init__(self, make: Callable[[], PipelinedReader], size: int = 4,
+                 depth: int = 16) -> None:
+        if size < 1 or depth < 1:
+            raise ValueError(f"a pool needs a size and a depth, not {size} and {depth}")
+        self._make = make
+        self._size = size
+        self._depth = depth
+        self._readers: list[PipelinedReader] = []
+
+    @property
+    def in_flight(self) -> int:
+        """
+        Reads under way or waiting, every connection together.
+        """
+        return sum(reader.in_flight for reader in self._readers)
+
+    def get(self, path: str) -> Deferred[RawAnswer]:
+        """
+        Read one path (see :meth:`PipelinedReader.get`).
+        """
+        for reader in self._readers:
+            if reader.in_flight < self._depth:
+                return reader.get(path)
+        if len(self._readers) < self._size:
+            self._readers.append(self._make())
+            return self._readers[-1].get(path)
+        return min(self._readers, key=lambda reader: reader.in_flight).get(path)
+
+    def close(self) -> None:
+        """
+        Close every connection and fail every read under way.
+        """
+        for reader in self._readers:
+            reader.close()

@@ -30,8 +30,20 @@ from glimpse.consul._answers import (
 )
 from glimpse.consul._budget import ConnectionBudget, Use
 from glimpse.consul._paths import TOKEN_HEADER
-from glimpse.consul._pipeline import PipelinedReader
+from glimpse.consul._pipeline import PipelinedReader, PipelinePool
 from glimpse.consul._tls import ConsulTLS, tls_problem
+
+
+def _cancelled(failure: Failure) -> bool:
+    # A cancelled request fails with CancelledError, or, once treq's agent
+    # has sent it, with a ResponseFailed wrapping one.
+    return bool(failure.check(CancelledError)) or (
+        isinstance(failure.value, ResponseFailed)
+        and any(r.check(CancelledError) for r in failure.value.reasons))
+
+
+#: Seconds a pipelined connection stays open without a read.
+PIPE_IDLE = 5.0
 
 
 class Requests:
@@ -47,7 +59,7 @@ class Requests:
                  token: str | None = None, timeout: float = 10.0,
                  budget: ConnectionBudget | None = None,
                  pipe_endpoint: Callable[[], IStreamClientEndpoint] | None = None,
-                 tls: ConsulTLS | None = None) -> None:
+                 tls: ConsulTLS | None = None, pipes: int | None = None) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._tls = tls or ConsulTLS()
@@ -56,7 +68,13 @@ class Requests:
         self._timeout = timeout
         self.budget = budget or ConnectionBudget(64, 16)
         self._pipe_endpoint = pipe_endpoint
-        self._readers: dict[str, PipelinedReader] = {}
+        #: Pipelined connections per zone: a few, so that a burst of first
+        #: reads is served by the agent in parallel, but never more than a
+        #: quarter of the reserved connections.
+        self._pipes = pipes or max(1, min(4, self.budget.reserved // 4))
+        self._readers: dict[str, PipelinePool] = {}
+        #: Read targets, made once each (a bounded memo).
+        self._targets: dict[tuple[object, ...], str] = {}
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         #: The last agent/services answer per filter: ``(content, body)``.
@@ -114,9 +132,23 @@ class Requests:
             sent: Deferred[Any] = self._http.request(method, url, **kwargs)
             return sent.addCallback(self._read, endpoint, unchanged_index, reuse)
 
+        timed_out = False
+
+        def expired(result: object, seconds: float) -> object:
+            nonlocal timed_out
+            timed_out = True
+            return result
+
+        def failed(failure: Failure) -> Failure:
+            # A request its caller cancelled (a watch handed to another job,
+            # Glimpse stopping) is no error of Consul's: not counted.
+            if not timed_out and _cancelled(failure):
+                raise ConsulUnavailable(endpoint, "cancelled")
+            return self._translate(failure, endpoint)
+
         d = self.budget.acquire(use).addCallback(send)
-        d.addTimeout(timeout or self._timeout, self._clock)
-        d.addErrback(self._translate, endpoint)
+        d.addTimeout(timeout or self._timeout, self._clock, onTimeoutCancel=expired)
+        d.addErrback(failed)
         self._pending.add(d)
 
         def done(result: object) -> object:
@@ -155,12 +187,9 @@ class Requests:
         self.errors[endpoint] = self.errors.get(endpoint, 0) + 1
         if failure.check(ConsulError):
             return failure
-        if failure.check(CancelledError, DeferTimeout, ConnectTimeout) or (
+        if failure.check(DeferTimeout, ConnectTimeout) or _cancelled(failure):
             # addTimeout cancels the request; the agent then fails it with
             # ResponseNeverReceived (a ResponseFailed) wrapping the cancel.
-            isinstance(failure.value, ResponseFailed)
-            and any(r.check(CancelledError) for r in failure.value.reasons)
-        ):
             raise ConsulUnavailable(endpoint, "timed out")
         problem = tls_problem(failure, self._tls, self._base)
         if problem is not None:
@@ -203,16 +232,27 @@ class Requests:
                                  unchanged_index=unchanged_index)
         reader = self._readers.get(dc)
         if reader is None:
-            reader = self._readers[dc] = PipelinedReader(
-                self._pipe_endpoint(), self._clock, urlsplit(self._base).netloc,
-                {TOKEN_HEADER: self._token} if self._token else None, timeout=self._timeout,
-                acquire=lambda: self.budget.acquire(Use.CONTROL),
-                release=lambda: self.budget.release(Use.CONTROL))
+            reader = self._readers[dc] = PipelinePool(self._pipelined_reader, self._pipes)
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
-        target = f"/v1/{path}?{urlencode(params)}&cached"
+        # The same few thousand reads go out every second: their targets
+        # are made once (a bounded memo).
+        key = (path, *params.items())
+        target = self._targets.get(key)
+        if target is None:
+            if len(self._targets) >= 100_000:
+                self._targets.clear()
+            target = self._targets[key] = f"/v1/{path}?{urlencode(params)}&cached"
         d = reader.get(target).addCallback(lambda answer: decode(
             answer.status, "", answer.headers.get, answer.body, endpoint, unchanged_index))
         return d.addErrback(self._translate, endpoint)
+
+    def _pipelined_reader(self) -> PipelinedReader:
+        assert self._pipe_endpoint is not None
+        return PipelinedReader(
+            self._pipe_endpoint(), self._clock, urlsplit(self._base).netloc,
+            {TOKEN_HEADER: self._token} if self._token else None, timeout=self._timeout,
+            acquire=lambda: self.budget.acquire(Use.CONTROL),
+            release=lambda: self.budget.release(Use.CONTROL), idle_timeout=PIPE_IDLE)
 
     def _put(self, path: str, body: object = None,
              params: Mapping[str, str | None] | None = None,

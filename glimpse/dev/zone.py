@@ -7,6 +7,7 @@ Start zones with :mod:`glimpse.dev.cluster`.
 """
 
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -278,11 +279,14 @@ class Zone:
 
 
 def _launch(pairs: Sequence[tuple[Zone, ClusterAgent]], timeout: float, fresh_ports: bool,
-            tries: int = 3) -> None:
+            tries: int = 3, restarts: int = 20) -> None:
     """Spawn the agents and wait until each answers ``/v1/agent/self`` (its Serf is up then).
 
-    With ``fresh_ports``, an agent that could not bind a port (another process took it since
-    :func:`free_ports`) gets new ones, up to ``tries`` times.
+    An agent that could not bind a port (another process took it since :func:`free_ports`, or
+    since the agent was killed) is started again: with ``fresh_ports`` on new ports, up to
+    ``tries`` times; else on its own ports (a restart must keep them: they are in the raft
+    configuration and the others' join lists), up to ``restarts`` times, a quarter of a second
+    apart, since what took one is usually a short-lived socket (a DNS query's).
     """
     spawns = {id(agent): 1 for _, agent in pairs}
     for zone, agent in pairs:
@@ -296,17 +300,20 @@ def _launch(pairs: Sequence[tuple[Zone, ClusterAgent]], timeout: float, fresh_po
                 agent.get_json("agent/self", timeout=0.5)
                 continue
             taken = "address already in use" in agent.log_since_start()
-            if not (taken and fresh_ports and spawns[id(agent)] < tries):
+            if not (taken and spawns[id(agent)] < (tries if fresh_ports else restarts)):
                 why = "could not bind a port (taken by another process?)" if taken else "failed"
                 raise ConsulStartError(f"consul {agent.node} exited ({agent.exit_status}): {why}",
                                        agent.log_tail())
-            agent.new_ports(zone.allocate_ports)
-            # It never ran: start afresh (a lone server bootstrapped raft on its old port).
-            shutil.rmtree(agent.data_dir, ignore_errors=True)
-            agent.command = zone.command(agent)
+            if fresh_ports:
+                agent.new_ports(zone.allocate_ports)
+                # It never ran: start afresh (a lone server bootstrapped raft on its old port).
+                shutil.rmtree(agent.data_dir, ignore_errors=True)
+                agent.command = zone.command(agent)
+            else:
+                time.sleep(0.25)
             agent.spawn()
             spawns[id(agent)] += 1
-            raise NotYet(f"{agent.node} restarted on fresh ports")
+            raise NotYet(f"{agent.node} started again: a port was taken")
         return True
     wait_until(listening, timeout, "answer HTTP", [a for _, a in pairs], must_run=False)
 

@@ -13,6 +13,7 @@ import attrs
 from twisted.names import dns
 
 from glimpse.address import TARGET_LABEL, Address, label_problem, parse_target_label, target_name
+from glimpse.view.serving import HEALTHY_PRIORITY, Served
 
 if TYPE_CHECKING:
     from glimpse.view.model import Instance
@@ -146,14 +147,16 @@ def address_record(name: bytes | str, ip: str, ttl: int) -> dns.RRHeader | None:
     return _header(name, payload, ttl)
 
 
-def srv_answer(name: bytes, zone: str, instances: Iterable[Instance], dns_zone: str,
+def srv_answer(name: bytes, zone: str, instances: Iterable[Instance | Served], dns_zone: str,
                ttl: int) -> tuple[list[dns.RRHeader], list[dns.RRHeader]]:
     """
     The SRV records of an address and the A/AAAA records of their targets.
 
     :param name: the queried name (bytes), echoed as it was asked.
-    :param zone: the address's zone label (the targets are in it).
-    :param instances: the instances to serve (:func:`healthy_for`).
+    :param zone: the zone the instances are in (the targets are in it).
+    :param instances: the instances to serve: each a
+        :class:`glimpse.view.serving.Served` with its priority and weight,
+        or an instance (priority 1, the weight of its state).
     :param dns_zone: Glimpse's DNS zone.
     :param ttl: the records' TTL.
     :return: ``(answers, additional)``.
@@ -161,9 +164,13 @@ def srv_answer(name: bytes, zone: str, instances: Iterable[Instance], dns_zone: 
     answers: list[dns.RRHeader] = []
     additional: list[dns.RRHeader] = []
     targets: dict[str, bool] = {}
-    for instance in instances:
+    for item in instances:
+        if isinstance(item, Served):
+            instance, priority, weight = item.instance, item.priority, item.weight
+        else:
+            instance, priority, weight = item, HEALTHY_PRIORITY, item.weight
         target = target_name(zone, instance.ip, dns_zone)
-        payload = _srv(1, 1, instance.port, target, ttl)
+        payload = _srv(priority, weight, instance.port, target, ttl)
         answers.append(_header(name, payload, ttl))
         if target not in targets:
             targets[target] = True
@@ -194,6 +201,52 @@ def ip_answer(name: bytes, qtype: int, instances: Iterable[HasIP],
         if record is not None and record.type == (dns.A if version == 4 else dns.AAAA):
             records.append(record)
     return records
+
+
+@attrs.frozen
+class Found:
+    """
+    What the resolver finds for a question: the answer, authority and
+    additional sections, and whether the answer was given in panic (every
+    instance of a job served, :mod:`glimpse.view.panic`), for the counters.
+    """
+
+    answers: list[dns.RRHeader]
+    authority: list[dns.RRHeader] = attrs.Factory(list)
+    additional: list[dns.RRHeader] = attrs.Factory(list)
+    panic: bool = False
+
+    @property
+    def records(self) -> tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]:
+        """
+        The three sections, as twisted.names' resolvers return them.
+        """
+        return self.answers, self.authority, self.additional
+
+
+def address_found(name: bytes, zone: str, qtype: int, serving: Sequence[Served], dns_zone: str,
+                  ttl: int, soa: dns.RRHeader, panic: bool = False) -> Found:
+    """
+    The answer to an address's SRV, A or AAAA question: its records, or
+    NODATA (the SOA in the authority section) when there are none.
+
+    :param name: the queried name, echoed as it was asked.
+    :param zone: the zone that answers (the SRV targets are in it).
+    :param qtype: SRV, A or AAAA.
+    :param serving: what DNS serves, by priority
+        (:func:`glimpse.view.serving.served`).
+    :param dns_zone: Glimpse's DNS zone.
+    :param ttl: the records' TTL.
+    :param soa: the SOA, for NODATA.
+    :param panic: the job is in panic.
+    """
+    if qtype == dns.SRV:
+        answers, additional = srv_answer(name, zone, serving, dns_zone, ttl)
+    else:
+        answers, additional = ip_answer(name, qtype, serving, ttl), []
+    if not answers:
+        return Found([], [soa])
+    return Found(answers, [], additional, panic)
 
 
 @attrs.frozen

@@ -130,7 +130,8 @@ class FastAnswers:
         kept = self.kept.by_key.get(key)
         whole_heads = heads(whole)
         if (kept is not None and context.wholes is None and kept.whole_size == len(whole)
-                and kept.heads == whole_heads and len(kept.tails) == context.orders):
+                and kept.heads == whole_heads and len(kept.tails) == context.orders
+                and kept.panic == context.panic):
             # One more order of an answer kept (the view it came from is the
             # current one: a change would have dropped it).
             kept.tails[context.order] = whole[qend:]
@@ -141,7 +142,7 @@ class FastAnswers:
         self.kept.keep(key, KeptAnswer(
             whole_size=len(whole), heads=whole_heads, tails=tails, short_heads=heads(short),
             short_tail=short[qend:], qtype=request.queries[0].type, rcode=rcode, job=job,
-            zone=zone, owner=job if alone else None))
+            zone=zone, owner=job if alone else None, panic=context.panic))
 
     def _zone_and_job(self, request: dns.Message) -> tuple[str | None, Job | None]:
         # The zone label of the name (None at the apex): what a kept answer
@@ -170,6 +171,8 @@ class FastAnswers:
                 answer = entry.answer
                 stats.fast_hits += hits
                 stats.responses[(answer.qtype, answer.rcode)] += hits
+                if answer.panic:
+                    stats.panic_answers += hits
                 if entry.truncated:
                     stats.truncated += hits
                 if answer.job is not None:
@@ -181,6 +184,8 @@ class FastAnswers:
                 answer = streamed.answer
                 stats.fast_hits += hits
                 stats.responses[(answer.qtype, answer.rcode)] += hits
+                if answer.panic:
+                    stats.panic_answers += hits
                 if answer.job is not None:
                     used.add(answer.job)
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import attrs
 from twisted.names import dns
 
+from glimpse.address import ANY_ZONE
+
 if TYPE_CHECKING:
     from glimpse.dns.mmsg import Tail
 
@@ -51,6 +53,9 @@ class KeptAnswer:
     :ivar owner: the :data:`Job` whose records alone make the answer (a
         change of that job drops it), or ``None`` when any change does
         (negative answers carry the SOA, whose serial every change moves).
+        An ``any`` name's answer is owned by ``("any", service)``: a change
+        of the job in any zone drops it.
+    :ivar panic: it was given in panic: its hits count as panic answers.
     """
 
     whole_size: int
@@ -63,6 +68,7 @@ class KeptAnswer:
     job: Job | None
     zone: str | None
     owner: Job | None
+    panic: bool = False
 
 
 @attrs.define(eq=False)
@@ -219,6 +225,8 @@ class KeptAnswers:
         maps: dict[str, dict[bytes, KeptAnswer] | dict[bytes, ExactAnswer]
                    | dict[bytes, StreamAnswer]] = {
             "k": self.by_key, "e": self.exact, "s": self.stream}
+        # An "any" name may be answered from any zone: failover.
+        dropped.update(self._by_job.pop((ANY_ZONE, name), ()))
         for kind, key in dropped:
             maps[kind].pop(key, None)
 
@@ -253,6 +261,9 @@ def kept_while_degraded(recovered: frozenset[str], dead_zones: frozenset[str],
     :return: ``keep(zone, job, rcode)``.
     """
     def keep(zone: str | None, job: Job | None, rcode: int) -> bool:
+        if zone == ANY_ZONE:
+            # Failover reads every zone: any change of their state drops it.
+            return not (recovered or dead_zones or dead_jobs)
         if zone in recovered:
             return False
         dead = zone in dead_zones or (job is not None and job in dead_jobs)

@@ -56,6 +56,8 @@ class RequestContext:
         response is kept; else ``None``.
     :ivar name_end: with ``fast_key``, the offset of the question name's
         final zero byte in the message.
+    :ivar panic: its answer was given in panic (every instance of a job
+        served), so that the fast path counts the hits of the answer it keeps.
     :ivar order: the order of the answer's records the query got
         (:mod:`glimpse.dns.rotation`), from 0 to ``orders`` - 1.
     :ivar orders: how many orders the answer has (1: it does not turn).
@@ -72,6 +74,7 @@ class RequestContext:
     asked: bytes | None = None
     fast_key: bytes | None = None
     name_end: int = 0
+    panic: bool = False
     order: int = 0
     orders: int = 1
     wholes: tuple[bytes, ...] | None = None

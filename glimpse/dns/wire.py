@@ -67,6 +67,8 @@ class DNSStats:
     :ivar dropped: packets that got no answer (unreadable header, or a
         response sent to the server).
     :ivar truncated: UDP responses sent with TC=1 because they did not fit.
+    :ivar panic_answers: answers given while their job was in panic (every
+        instance served, :mod:`glimpse.view.panic`), by both paths.
     """
 
     responses: collections.Counter[tuple[int, int]] = attrs.Factory(collections.Counter)
@@ -74,6 +76,7 @@ class DNSStats:
     fast_misses: int = 0
     dropped: int = 0
     truncated: int = 0
+    panic_answers: int = 0
     #: Server-side time from a query's arrival to its response being sent,
     #: in nanoseconds, per bucket of ``LATENCY_BOUNDS_NS``.
     latency: Buckets = attrs.Factory(lambda: Buckets(LATENCY_BOUNDS_NS))

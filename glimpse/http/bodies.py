@@ -17,10 +17,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from twisted.internet.defer import FirstError, gatherResults, succeed
+from twisted.internet.defer import FirstError, gatherResults
 
-from glimpse.address import consul_service_name
+from glimpse.address import ANY_ZONE, consul_service_name
 from glimpse.http._json import HTTPError
+from glimpse.view.model import STATUSES as _STATUSES
+from glimpse.view.serving import MetaFilter, meta_mismatch
 from glimpse.view.topology import Unavailable
 
 if TYPE_CHECKING:
@@ -30,13 +32,14 @@ if TYPE_CHECKING:
     from glimpse.address import Address
     from glimpse.view.history import CheckHistory
     from glimpse.view.model import Instance
+    from glimpse.view.steering import Choice, Steering
     from glimpse.view.topology import Topology
 
 #: A job's labels: ``(product, env, job)``.
 Job = tuple[str, str, str]
 
 #: Instance statuses in order of gravity; an instance has its worst check's.
-STATUSES = ("passing", "warning", "critical")
+STATUSES = _STATUSES
 
 #: The levels of a topology path below the root.
 LEVELS = ("zone", "product", "env", "job")
@@ -102,11 +105,7 @@ def instance_status(instance: Instance) -> str:
     ``passing``, ``warning`` or ``critical``: the worst status of the
     instance's checks (an unknown status counts as critical).
     """
-    worst = 0
-    for check in instance.checks:
-        rank = STATUSES.index(check.status) if check.status in STATUSES else 2
-        worst = max(worst, rank)
-    return STATUSES[worst]
+    return instance.status
 
 
 def matching_jobs(tree: Mapping[Job, Collection[str]],
@@ -150,20 +149,29 @@ def jobs_of(topology: Topology, address: Address) -> list[str]:
 
 
 def lookup_body(topology: Topology, address: Address, dns_zone: str, healthy_only: bool = False,
-                cap: int = 1000, checks: CheckHistory | None = None) -> Deferred[dict[str, Any]]:
+                cap: int = 1000, checks: CheckHistory | None = None,
+                steering: Steering | None = None,
+                meta: MetaFilter = ()) -> Deferred[dict[str, Any]]:
     """
-    The lookup answer for an address, exact or with ``*`` labels.
+    The lookup answer for an address, exact or with ``*`` labels, or in the
+    zone ``any`` (failover: the zone that answers, and why).
 
     :param dns_zone: the DNS zone, for the ``fqdn``.
-    :param healthy_only: leave out the instances DNS does not serve.
+    :param healthy_only: leave out the instances that are not healthy.
     :param cap: at most this many instances; more make ``truncated`` true.
     :param checks: a :class:`glimpse.view.history.CheckHistory` adding each
         check's ``last_change``, or ``None``.
+    :param steering: the :class:`glimpse.view.steering.Steering` that says
+        which jobs are in panic and which zone answers ``any``, or ``None``.
+    :param meta: only the instances whose meta has these ``(key, value)``.
     :return: a Deferred firing with the body, failing with an :class:`HTTPError`
         (503 when the view cannot serve).
     :raises HTTPError: at once, for a zone that cannot be served or an
         exact address that does not exist (404).
     """
+    if address.zone == ANY_ZONE and steering is not None:
+        return _any_lookup(topology, address, dns_zone, healthy_only, cap, checks, steering,
+                           meta)
     zone_or_error(topology, address.zone)
     tree = topology.zones[address.zone].tree
     if is_wildcard(address):
@@ -176,23 +184,72 @@ def lookup_body(topology: Topology, address: Address, dns_zone: str, healthy_onl
         selected = [((address.product, address.env, address.job), [address.service])]
     ds = [topology.instances(address.zone, consul_service_name(*job)) for job, _ in selected]
 
-    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
+    def answer(results: Sequence[tuple[Instance, ...]]) -> dict[str, Any]:
         instances: list[Instance] = []
-        for (_, ports), found in zip(selected, results, strict=True):
-            instances.extend(i for i in found if i.service in ports
-                             and (i.healthy or not healthy_only))
-        return {
-            "address": address.relative(),
-            "fqdn": address.fqdn(dns_zone),
-            "zone": address.zone,
-            "healthy_only": healthy_only,
-            "truncated": len(instances) > cap,
-            "instances": [instance_json(i, address.zone, checks) for i in instances[:cap]],
-        }
+        panic = False
+        for (job, ports), found in zip(selected, results, strict=True):
+            if steering is not None:
+                panic = steering.panics.in_panic(address.zone, consul_service_name(*job),
+                                                 found) or panic
+            instances.extend(i for i in found if i.service in ports)
+        return _lookup(address, dns_zone, address.zone, None, panic, instances, healthy_only,
+                       cap, checks, meta)
 
     d = gatherResults(ds, consumeErrors=True)
     d.addErrback(_unwrap)
     return d.addCallbacks(answer, _unavailable)
+
+
+def any_or_error(steering: Steering, address: Address) -> None:
+    """
+    Raise the :class:`HTTPError` for an ``any`` address that cannot be
+    looked up, else nothing.
+
+    :raises HTTPError: 400 for ``*`` labels, 404 when no zone has it.
+    """
+    if is_wildcard(address):
+        raise HTTPError(400, "an 'any' address names one job and port",
+                        "write it without '*', e.g. http.web.prod.shop.any; or name a zone")
+    if not steering.zones_with(address):
+        raise HTTPError(404, f"no address {address.relative()!r} in any zone",
+                        "check the spelling; /v1/topology lists what exists")
+
+
+def choose(steering: Steering, address: Address) -> Deferred[Choice]:
+    """
+    The zone that answers an ``any`` address (a 503 when none can).
+    """
+    any_or_error(steering, address)
+    return steering.choose(address).addErrback(_unavailable)
+
+
+def _any_lookup(topology: Topology, address: Address, dns_zone: str, healthy_only: bool,
+                cap: int, checks: CheckHistory | None, steering: Steering,
+                meta: MetaFilter) -> Deferred[dict[str, Any]]:
+    def answer(choice: Choice) -> dict[str, Any]:
+        panic = steering.panics.in_panic(choice.zone, address.consul_service, choice.instances)
+        return _lookup(address, dns_zone, choice.zone, choice.failover, panic,
+                       [i for i in choice.instances if i.service == address.service],
+                       healthy_only, cap, checks, meta)
+
+    return choose(steering, address).addCallback(answer)
+
+
+def _lookup(address: Address, dns_zone: str, zone: str, failover: Any, panic: bool,
+            instances: Sequence[Instance], healthy_only: bool, cap: int,
+            checks: CheckHistory | None, meta: MetaFilter) -> dict[str, Any]:
+    chosen = [i for i in instances if (i.healthy or not healthy_only)
+              and (not meta or meta_mismatch(i, meta) is None)]
+    return {
+        "address": address.relative(),
+        "fqdn": address.fqdn(dns_zone),
+        "zone": zone,
+        "failover": failover.to_json() if failover is not None else None,
+        "panic": panic,
+        "healthy_only": healthy_only,
+        "truncated": len(chosen) > cap,
+        "instances": [instance_json(i, zone, checks) for i in chosen[:cap]],
+    }
 
 
 def instance_json(instance: Instance, zone: str,
@@ -264,15 +321,23 @@ def topology_body(topology: Topology, path: Sequence[str]) -> Deferred[dict[str,
         for job in sorted(topology.zones[zone].tree):
             if under(path, zone, job):
                 jobs.append((zone, job))
-    ds = [topology.instances(zone, consul_service_name(*job)) for zone, job in jobs]
+    # A job whose view cannot serve (its reads fail) is left out of the
+    # counts and named in "unavailable": one job never fails the others'.
+    ds = [topology.instances(zone, consul_service_name(*job)).addErrback(
+        lambda f: f.trap(Unavailable) and str(f.value)) for zone, job in jobs]
 
-    def answer(results: Sequence[Sequence[Instance]]) -> dict[str, Any]:
+    def answer(results: Sequence[Sequence[Instance] | str]) -> dict[str, Any]:
         level = LEVELS[len(path)] if len(path) < len(LEVELS) else "instance"
         total = _counts()
         children: dict[str, dict[str, Any]] = {}
+        unavailable = {"/".join((zone, *job)): found for (zone, job), found
+                       in zip(jobs, results, strict=True) if isinstance(found, str)}
+        if unavailable and len(unavailable) == len(jobs):
+            raise HTTPError(503, "Glimpse cannot serve this now",
+                            next(iter(unavailable.values())))
         for (zone, job), found in zip(jobs, results, strict=True):
             merged: dict[tuple[str, str, str], dict[str, Any]] = {}
-            for i in found:
+            for i in () if isinstance(found, str) else found:
                 key = (i.node, i.provider, i.instance)
                 entry = merged.setdefault(key, {"instance": i, "status": "passing",
                                                 "ports": {}})
@@ -298,68 +363,16 @@ def topology_body(topology: Topology, path: Sequence[str]) -> Deferred[dict[str,
         if not path:
             for zone in zones:
                 children.setdefault(zone, dict(_counts(), name=zone))
-        return {
+        body = {
             "path": "/".join(path),
             "level": level,
             "counts": total,
             "children": [children[k] for k in sorted(children)],
         }
+        if unavailable:
+            body["unavailable"] = sorted(unavailable)
+        return body
 
     d = gatherResults(ds, consumeErrors=True)
     d.addErrback(_unwrap)
     return d.addCallbacks(answer, _unavailable)
-
-
-def _rule(instance: Instance, problem: str | None) -> str:
-    if problem:
-        return f"stale view: {problem}"
-    if instance.drain:
-        return "draining: the instance's meta says glimpse-drain=true"
-    for check in instance.checks:
-        if check.status != "passing":
-            what = "node check" if check.node_level else "check"
-            return f"{what} {check.name or check.id!r} is {check.status}"
-    return "every check passes, the node's included"
-
-
-def explain_body(topology: Topology, address: Address,
-                 dns_zone: str) -> Deferred[dict[str, Any]]:
-    """
-    Each registered instance of an exact address, whether DNS answers with
-    it, and the rule that decided.
-
-    :return: a Deferred firing with the body, failing with an :class:`HTTPError`
-        (503 when the view cannot serve).
-    :raises HTTPError: at once, for a wildcard address (400) or a zone that
-        does not exist (404).
-    """
-    if is_wildcard(address):
-        raise HTTPError(400, "explain takes an exact address",
-                        "name one address, without '*': http.web.prod.shop.ams")
-    try:
-        problem = topology.zone_problem(address.zone)
-    except KeyError:
-        zone_or_error(topology, address.zone)
-    d: Deferred[Iterable[Instance]]
-    if problem:
-        # The view is too old to serve: explain from what it last held.
-        cached = topology.cached_instances(address.zone, address.consul_service)
-        d = succeed(cached or ())
-    else:
-        d = lookup_body(topology, address, dns_zone).addCallback(
-            lambda _: topology.cached_instances(address.zone, address.consul_service) or ())
-
-    def answer(instances: Iterable[Instance]) -> dict[str, Any]:
-        rows = []
-        for i in instances:
-            if i.service != address.service:
-                continue
-            rows.append({"id": i.id, "instance": i.instance, "node": i.node, "ip": i.ip,
-                         "port": i.port, "provider": i.provider,
-                         "in_dns": problem is None and i.healthy,
-                         "rule": _rule(i, problem),
-                         "checks": [c.to_json() for c in i.checks]})
-        return {"address": address.relative(), "fqdn": address.fqdn(dns_zone),
-                "zone": address.zone, "view_problem": problem, "instances": rows}
-
-    return d.addCallback(answer)

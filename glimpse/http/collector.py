@@ -113,7 +113,9 @@ class GlimpseCollector:
                     ("fast_hits", "DNS queries answered by the fast path's pre-encoded answers"),
                     ("fast_misses", "DNS queries the fast path handed to twisted.names"),
                     ("dropped", "DNS packets that got no answer"),
-                    ("truncated", "UDP responses sent truncated (TC=1)")):
+                    ("truncated", "UDP responses sent truncated (TC=1)"),
+                    ("panic_answers", "DNS answers given while their job was in panic: every "
+                                      "instance served, the healthy ones first")):
                 yield CounterMetricFamily(f"glimpse_dns_{name}", help_text,
                                           value=getattr(self._dns, name, 0))
             yield _latency_histogram(self._dns)
@@ -130,12 +132,12 @@ class GlimpseCollector:
                                 value=self._topology.watch_count())
         jobs = GaugeMetricFamily("glimpse_jobs", "Jobs in use, by how they are kept fresh: "
                                  "a blocking watch each, or cached reads", labels=["mode"])
-        jobs.add_metric(["blocking"], self._topology.blocking_count())
-        jobs.add_metric(["polled"], self._topology.polled_count())
+        jobs.add_metric(["blocking"], self._topology.jobs.blocking_count())
+        jobs.add_metric(["polled"], self._topology.jobs.polled_count())
         yield jobs
         yield GaugeMetricFamily("glimpse_poll_period_seconds",
                                 "Seconds between two cached reads of a polled job",
-                                value=self._topology.poll_period())
+                                value=self._topology.jobs.poll_period())
         age = GaugeMetricFamily("glimpse_view_age_seconds",
                                 "Seconds each zone's view has gone without Consul (0: current)",
                                 labels=["zone"])
@@ -172,6 +174,9 @@ class GlimpseCollector:
                              "(an event-loop stall delays every answer as much)",
                              self._lag.lags.bounds, self._lag.lags.counts,
                              self._lag.lags.total)
+            yield GaugeMetricFamily("glimpse_reactor_lag_max_seconds",
+                                    "The longest reactor lag of the last 60 s",
+                                    value=self._lag.longest())
         if self._gc is not None:
             pauses = HistogramMetricFamily(
                 "glimpse_gc_pause_seconds",

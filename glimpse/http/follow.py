@@ -6,6 +6,7 @@ all through the :class:`glimpse.http.hub.Hub`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from glimpse.duration import InvalidDuration, parse_duration
 from glimpse.http._json import HTTPError, error_body, finish, write_json
 from glimpse.http.events import sse_event
 from glimpse.http.limits import client_key
+from glimpse.mapping import CONSUL_META_PREFIX, is_own_meta_key
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
@@ -25,11 +27,17 @@ if TYPE_CHECKING:
 
     from glimpse.http.hub import Compute, Hub, Jobs, Key, Matches, Subject
     from glimpse.http.limits import ClientSlots
+    from glimpse.view.serving import MetaFilter
 
 log = Logger()
 
 #: The longest long-poll a client may ask for, as Consul's blocking queries.
 MAX_WAIT = 600.0
+
+#: A provider's meta key, as the provider state takes them.
+_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+#: The longest meta value a provider may give.
+_MAX_META_VALUE = 512
 
 #: The ``Retry-After`` (seconds) of a long-poll or stream refused because
 #: its client has too many open.
@@ -104,6 +112,39 @@ def parse_bool(request: Request, name: str) -> bool:
     if raw not in (b"true", b"false", b"1", b"0"):
         raise HTTPError(400, f"invalid {name!r}", f"use ?{name}=true or ?{name}=false")
     return raw in (b"true", b"1")
+
+
+def parse_meta(request: Request) -> MetaFilter:
+    """
+    The meta filter of ``?meta.<key>=<value>`` parameters (repeatable: every
+    one must match), sorted.
+
+    :raises HTTPError: 400 for a key that is not a provider's meta key, a
+        value too long, ``meta`` without a key, or one key given two values.
+    """
+    found: dict[str, str] = {}
+    for raw, values in sorted(request.args.items()):
+        if raw == b"meta":
+            raise HTTPError(400, "a meta filter names its key",
+                            "write ?meta.<key>=<value>, e.g. ?meta.version=1.4.2 "
+                            "(repeat it: every one must match)")
+        if not raw.startswith(b"meta."):
+            continue
+        key = raw[len(b"meta."):].decode("utf-8", "replace")
+        if not _META_KEY.match(key) or is_own_meta_key(key) \
+                or key.startswith(CONSUL_META_PREFIX):
+            raise HTTPError(400, f"invalid meta key {key!r}",
+                            "a provider's meta key is 1-128 of A-Z a-z 0-9 _ -, not starting "
+                            "with 'glimpse-' or 'consul-': e.g. ?meta.version=1.4.2")
+        for value in (v.decode("utf-8", "replace") for v in values):
+            if len(value) > _MAX_META_VALUE:
+                raise HTTPError(400, f"meta.{key} is too long",
+                                f"a meta value has at most {_MAX_META_VALUE} characters")
+            if found.setdefault(key, value) != value:
+                raise HTTPError(400, f"meta.{key} is given two values",
+                                f"an instance has one value of {key}, so nothing could "
+                                f"match both {found[key]!r} and {value!r}; give one")
+    return tuple(sorted(found.items()))
 
 
 @attrs.frozen

@@ -14,20 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import glimpse
 from glimpse.http._json import JSONResource, write_json
+from glimpse.http.schemas import SCHEMAS, ref
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
 #: The provider state's JSON Schema, written with the provider API.
 PROVIDER_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "provider-state.json"
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": [kind, "null"]}
 
 
 def _json(schema: dict[str, Any], description: str,
@@ -50,10 +43,23 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "Glimpse cannot serve it now: Consul is out of reach and the view is "
              "missing or older than --max-stale (or Glimpse has --http-max-conns "
              "connections open: then with Retry-After).",
-        504: "Consul did not acknowledge the change in time.",
+        504: "Consul did not acknowledge the change in time (with Retry-After; the "
+             "previous state stays).",
     }
-    return {str(c): _json(_ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
+    return {str(c): _json(ref("Error"), meaning[c], _INDEX if c in (404, 503) else None)
             for c in codes}
+
+
+def _retryable(*codes: int) -> dict[str, Any]:
+    # The provider API's Consul failures say when to try again.
+    answers = _errors(*codes)
+    for code in ("503", "504"):
+        if code in answers:
+            answers[code] = dict(answers[code], description=answers[code]["description"]
+                                 + " A provider write Consul did not take says so, with "
+                                 "Retry-After.", headers={**answers[code].get("headers", {}),
+                                                          **_RETRY_AFTER})
+    return answers
 
 
 _RETRY_AFTER: dict[str, Any] = {"Retry-After": {
@@ -63,14 +69,14 @@ _RETRY_AFTER: dict[str, Any] = {"Retry-After": {
 #: The answers of the HTTP limits (glimpse/http/site.py), which any request
 #: may get whatever its path: the connection is closed after each.
 _LIMIT_ERRORS: dict[str, Any] = {
-    "408": _json(_ref("Error"), "The request's headers took longer than "
+    "408": _json(ref("Error"), "The request's headers took longer than "
                  "--http-header-timeout (or its body longer than --http-body-timeout) "
                  "to arrive; the connection is closed."),
-    "429": _json(_ref("Error"), "Too many connections from this client (over "
+    "429": _json(ref("Error"), "Too many connections from this client (over "
                  "--http-max-conns-per-client; an IPv6 client is its /64), or, for a "
                  "long-poll or stream, too many of those open (over "
                  "--http-max-streams-per-client).", _RETRY_AFTER),
-    "503": _json(_ref("Error"), "Glimpse has --http-max-conns connections open.",
+    "503": _json(ref("Error"), "Glimpse has --http-max-conns connections open.",
                  _RETRY_AFTER),
 }
 
@@ -79,8 +85,8 @@ def _also_over_the_cap(answer: dict[str, Any]) -> dict[str, Any]:
     # A 503 of its own (the view cannot serve) may also be the connection
     # cap's: its body then an Error, with Retry-After.
     schema = answer["content"]["application/json"]["schema"]
-    if schema != _ref("Error"):
-        schema = {"oneOf": [schema, _ref("Error")]}
+    if schema != ref("Error"):
+        schema = {"oneOf": [schema, ref("Error")]}
         description = (answer["description"] + "; or, with Retry-After, Glimpse has "
                        "--http-max-conns connections open (an Error)")
     else:
@@ -114,8 +120,18 @@ _INDEX: dict[str, Any] = {"X-Glimpse-Index": {
 
 _ADDRESS = {"name": "address", "in": "path", "required": True,
             "description": "<service>.<job>.<env>.<product>.<zone>[.<dns zone>]; any label "
-                           "but the zone may be '*'",
+                           "but the zone may be '*'.  The zone 'any' is the local zone, or "
+                           "the nearest zone that serves the job when the local one serves "
+                           "fewer than --failover-min (no '*' then)",
             "schema": {"type": "string"}, "example": "http.web.prod.shop.ams"}
+_META = {"name": "meta.version", "in": "query",
+         "description": "A meta filter: meta.<key>=<value> for any of the provider's meta "
+                        "keys (meta.version is one), repeatable with other keys; only the "
+                        "instances whose meta has every one are answered (a stream sends "
+                        "'remove' for one that stops matching).  A key that is not a "
+                        "provider's, a value over 512 characters, or one key with two "
+                        "values is a 400",
+         "schema": {"type": "string", "maxLength": 512}, "example": "1.4.2"}
 _HEALTHY = {"name": "healthy", "in": "query", "description": "true: only the instances DNS "
             "serves (every check passing, not draining)",
             "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}
@@ -146,89 +162,13 @@ _LEVELS = [_label("zone", "a zone (Consul datacenter)"), _label("product", "a pr
 
 _STREAM = {"description": "A text/event-stream: 'snapshot' (the whole answer), then 'add', "
                           "'remove', 'update' per item, 'summary' (the answer without its "
-                          "items) when the rest changed, 'unavailable' while the view "
-                          "cannot serve or what is followed does not exist (yet: status 404; "
-                          "a 'snapshot' follows when it appears), 'close' with a reason before "
+                          "items) when the rest changed (an 'any' address failing over to "
+                          "another zone and back, a job entering or leaving panic), "
+                          "'unavailable' while the view cannot serve or what is followed does "
+                          "not exist (yet: status 404; a 'snapshot' follows when it appears), "
+                          "'close' with a reason before "
                           "Glimpse ends the stream; heartbeat comments every few seconds",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
-
-COUNTS: dict[str, Any] = {
-    "type": "object", "required": ["instances", "passing", "warning", "critical"],
-    "properties": {k: {"type": "integer", "minimum": 0} for k in
-                   ("instances", "passing", "warning", "critical", "draining")}}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "detail"],
-              "properties": {"error": {"type": "string", "description": "what was wrong"},
-                             "detail": {"description": "how to fix it; any JSON"}}},
-    "Check": {"type": "object", "required": ["id", "name", "type", "status", "output"],
-              "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                             "type": {"type": "string"}, "status": {"type": "string"},
-                             "output": {"type": "string"}, "node_level": {"type": "boolean"},
-                             "last_change": dict(_nullable("string"), description=(
-                                 "when Glimpse saw the status change (ISO 8601); null when "
-                                 "it has not changed since Glimpse began watching"))}},
-    "Instance": {"type": "object",
-                 "required": ["id", "instance", "service", "host", "node", "ip", "port", "zone",
-                              "provider", "meta", "healthy", "checks"],
-                 "properties": {
-                     "id": {"type": "string"}, "instance": {"type": "string"},
-                     "service": {"type": "string"}, "host": {"type": "string"},
-                     "node": {"type": "string"}, "ip": {"type": "string"},
-                     "port": {"type": "integer"}, "zone": {"type": "string"},
-                     "provider": {"type": "string"},
-                     "meta": {"type": "object", "additionalProperties": {"type": "string"}},
-                     "drain": {"type": "boolean"}, "healthy": {"type": "boolean"},
-                     "status": {"type": "string", "enum": ["passing", "warning", "critical"]},
-                     "checks": {"type": "array", "items": _ref("Check")}}},
-    "Lookup": {"type": "object", "required": ["address", "fqdn", "zone", "instances", "truncated"],
-               "properties": {"address": {"type": "string"}, "fqdn": {"type": "string"},
-                              "zone": {"type": "string"}, "healthy_only": {"type": "boolean"},
-                              "truncated": {"type": "boolean", "description":
-                                            "more instances matched than the lookup cap"},
-                              "instances": {"type": "array", "items": _ref("Instance")}}},
-    "Topology": {"type": "object", "required": ["path", "level", "counts", "children"],
-                 "properties": {
-                     "path": {"type": "string"},
-                     "level": {"type": "string",
-                               "enum": ["zone", "product", "env", "job", "instance"]},
-                     "counts": COUNTS,
-                     "children": {"type": "array", "items": {"type": "object",
-                                                             "required": ["name"]}}}},
-    "Explain": {"type": "object", "required": ["address", "zone", "instances"],
-                "properties": {
-                    "address": {"type": "string"}, "fqdn": {"type": "string"},
-                    "zone": {"type": "string"}, "view_problem": _nullable("string"),
-                    "instances": {"type": "array", "items": {
-                        "type": "object", "required": ["id", "in_dns", "rule"],
-                        "properties": {"id": {"type": "string"}, "in_dns": {"type": "boolean"},
-                                       "rule": {"type": "string"},
-                                       "checks": {"type": "array", "items": _ref("Check")}}}}}},
-    "Status": {"type": "object", "required": ["version", "serving", "zones"],
-               "properties": {"version": {"type": "string"}, "versions": {"type": "object"},
-                              "serving": {"type": "boolean"},
-                              "consul_reachable": {"type": "boolean"},
-                              "consul_error": dict(_nullable("string"), description=(
-                                  "what asking the local Consul agent last failed with "
-                                  "('TLS: ...' for a CA or client certificate it does "
-                                  "not take); null while it answers")),
-                              "local_zone": _nullable("string"),
-                              "zones": {"type": "object"}, "watches": {"type": "integer"}}},
-    "Zone": {"type": "object", "required": ["zone", "reachable", "serving"],
-             "properties": {"zone": {"type": "string"}, "local": {"type": "boolean"},
-                            "reachable": {"type": "boolean"}, "serving": {"type": "boolean"},
-                            "problem": _nullable("string"),
-                            "stale_seconds": {"type": "number"}}},
-    "Zones": {"type": "object", "required": ["zones"],
-              "properties": {"local_zone": _nullable("string"),
-                             "zones": {"type": "array", "items": _ref("Zone")}}},
-    "ApplyResult": {"type": "object", "required": ["provider", "added", "changed", "removed",
-                                                   "unchanged", "dry_run"],
-                    "properties": {k: {"type": "array", "items": {"type": "string"}}
-                                   for k in ("added", "changed", "removed", "unchanged")}
-                    | {"provider": {"type": "string"}, "dry_run": {"type": "boolean"}}},
-}
-
 
 def provider_state_schema() -> dict[str, Any]:
     """
@@ -276,26 +216,39 @@ def document() -> dict[str, Any]:
     """
     The OpenAPI 3.1 document.
     """
-    lookup_ok = _json(_ref("Lookup"), "Every instance with every check", _INDEX)
-    topology_ok = _json(_ref("Topology"), "The children with counts of instances", _INDEX)
+    lookup_ok = _json(ref("Lookup"), "Every instance with every check", _INDEX)
+    topology_ok = _json(ref("Topology"), "The children with counts of instances", _INDEX)
     paths: dict[str, Any] = {
         "/v1/lookup/{address}": _get(
             "Every instance of an address with its health; '*' labels take the union "
-            "(capped, then truncated: true)", [_ADDRESS, _HEALTHY, _INDEX_PARAM, _WAIT],
-            lookup_ok, (400, 404, 503)),
+            "(capped, then truncated: true); the zone 'any' says which zone answers",
+            [_ADDRESS, _HEALTHY, _META, _INDEX_PARAM, _WAIT], lookup_ok, (400, 404, 503)),
         "/v1/explain/{address}": _get(
-            "Each registered instance, whether DNS answers with it, and the rule that decided",
-            [_ADDRESS], _json(_ref("Explain"), "The explanation"), (400, 404, 503)),
+            "Each registered instance, whether DNS answers with it, the rule that decided, "
+            "and what each rule says (health, warning, panic, weight, meta, failover)",
+            [_ADDRESS, _META], _json(ref("Explain"), "The explanation"), (400, 404, 503)),
         "/v1/watch/{address}": _get(
-            "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _LAST_EVENT_ID],
+            "The lookup as Server-Sent Events", [_ADDRESS, _HEALTHY, _META, _LAST_EVENT_ID],
             _STREAM, (400, 404)),
+        "/v1/sd/prometheus": _get(
+            "Prometheus HTTP service discovery (http_sd_configs): one target group per named "
+            "port of each instance of the address, served from the view; an address that "
+            "names nothing has none",
+            [dict(_ADDRESS, **{"in": "query", "description":
+                               "<service>.<job>.<env>.<product>.<zone>[.<dns zone>], once; "
+                               "any label but the zone may be '*'"}),
+             {"name": "healthy", "in": "query", "description": "false: every registered "
+              "instance; true (the default): only those DNS serves",
+              "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}],
+            _json({"type": "array", "items": ref("TargetGroup")}, "The target groups"),
+            (400, 404, 503)),
         "/v1/status": {"get": {"summary": "Glimpse's own health, for load balancers",
                                "responses": {
-                                   "200": _json(_ref("Status"), "Glimpse serves"),
-                                   "503": _json(_ref("Status"), "Glimpse cannot serve")}}},
+                                   "200": _json(ref("Status"), "Glimpse serves"),
+                                   "503": _json(ref("Status"), "Glimpse cannot serve")}}},
         "/v1/zones": _get("Every zone, its view's age and whether it is reachable", [],
-                          _json(_ref("Zones"), "The zones"), (503,)),
-        "/v1/zones/{zone}": _get("One zone", [_LEVELS[0]], _json(_ref("Zone"), "The zone"),
+                          _json(ref("Zones"), "The zones"), (503,)),
+        "/v1/zones/{zone}": _get("One zone", [_LEVELS[0]], _json(ref("Zone"), "The zone"),
                                  (404,)),
         "/v1/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": _json({"type": "object"}, "The OpenAPI document")}}},
@@ -318,22 +271,22 @@ def document() -> dict[str, Any]:
     paths["/v1/providers/{provider}"] = {
         "parameters": [provider],
         "get": {"summary": "The provider's acknowledged state",
-                "responses": {"200": _json(_ref("ProviderState"), "The state")}
+                "responses": {"200": _json(ref("ProviderState"), "The state")}
                 | _errors(*auth, 404)},
         "put": {"summary": "Replace the provider's whole state on this host",
                 "parameters": [{"name": "dry_run", "in": "query", "description":
                                 "true: say what would change, change nothing",
                                 "schema": {"type": "string", "enum": ["true", "false"]}}],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("ProviderState")}}},
-                "responses": {"200": _json(_ref("ApplyResult"), "Applied and acknowledged")}
-                | _errors(*auth, 413, 503, 504)},
+                    "application/json": {"schema": ref("ProviderState")}}},
+                "responses": {"200": _json(ref("ApplyResult"), "Applied and acknowledged")}
+                | _errors(*auth, 413) | _retryable(503, 504)},
         "delete": {"summary": "Remove the provider's state",
-                   "responses": {"200": _json(_ref("ApplyResult"), "Removed")}
-                   | _errors(*auth, 503, 504)},
+                   "responses": {"200": _json(ref("ApplyResult"), "Removed")}
+                   | _errors(*auth) | _retryable(503, 504)},
     }
     paths["/v1/providers/{provider}/instances/{instance}/checks/{check}/{status}"] = {
-        "put": {"summary": "Set a TTL check of an instance (every named port)",
+        "put": {"summary": "Set a TTL check of an instance (once; every named port follows)",
                 "parameters": [provider, _label("instance", "the instance"),
                                _label("check", "the check's name"),
                                {"name": "status", "in": "path", "required": True,
@@ -341,7 +294,7 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {"type": "object", "properties": {"note": {"type": "string"}}}}}},
                 "responses": {"200": _json({"type": "object"}, "The check was set")}
-                | _errors(*auth, 404, 503)}}
+                | _errors(*auth, 404) | _retryable(503)}}
     _with_limit_errors(paths)
     state, state_defs = _hoist(provider_state_schema(), "ProviderState_")
     return {

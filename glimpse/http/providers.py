@@ -132,13 +132,18 @@ class ProvidersResource(JSONResource):
         raise HTTPError(400, "no provider", "use /v1/providers/<provider>")
 
 
+#: ``Retry-After`` of an answer saying Consul did not take a change: a
+#: leader election or an agent restart usually ends within seconds.
+RETRY_AFTER = {b"retry-after": b"5"}
+
+
 def _consul_failed(failure: Failure) -> Failure:
     if failure.check(NotAcknowledged):
         raise HTTPError(504, "the state was not acknowledged by Consul's catalog in time; "
-                        "the previous state was put back", str(failure.value))
+                        "the previous state was put back", str(failure.value), RETRY_AFTER)
     if failure.check(ConsulError, NotApplied):
         raise HTTPError(503, "the state was not applied; the previous state stays",
-                        str(failure.value))
+                        str(failure.value), RETRY_AFTER)
     return failure
 
 
@@ -208,7 +213,7 @@ class ProviderResource(JSONResource):
 class CheckResource(JSONResource):
     """
     ``PUT .../instances/{instance}/checks/{check}/{pass,warn,fail}``: set a
-    TTL check on every named port of the instance.  An optional JSON body
+    TTL check of the instance (once: every named port mirrors it).  An optional JSON body
     ``{"note": "..."}`` becomes the check's output.
 
     :param applier: a :class:`glimpse.providers.applier.Applier`.
@@ -246,7 +251,8 @@ class CheckResource(JSONResource):
             if isinstance(failure.value, NoSuchCheck):
                 raise HTTPError(failure.value.status, "no such ttl check", str(failure.value))
             if failure.check(ConsulError):
-                raise HTTPError(503, "Consul did not take the check update", str(failure.value))
+                raise HTTPError(503, "Consul did not take the check update", str(failure.value),
+                                RETRY_AFTER)
             return failure
 
         answer = d.addCallback(lambda ids: (200, {"status": self._args[3], "checks": ids}))

@@ -14,6 +14,7 @@ from glimpse.http.lookup import LookupResource
 from glimpse.http.metrics import MetricsResource
 from glimpse.http.openapi import OpenAPIResource
 from glimpse.http.providers import MAX_BODY, ProvidersResource
+from glimpse.http.sd import SDResource
 from glimpse.http.topology import TopologyResource
 from glimpse.http.zones import ZonesResource
 
@@ -135,7 +136,7 @@ class Root(JSONResource):
 
 #: The routes the latency histogram tells apart (a bounded label set).
 ROUTES = frozenset(["lookup", "topology", "explain", "watch", "status", "zones",
-                    "providers", "openapi.json", "metrics"])
+                    "providers", "openapi.json", "metrics", "sd"])
 METHODS = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST"])
 
 
@@ -177,4 +178,5 @@ def make_root(api: Context, applier: Applier, registry: CollectorRegistry,
     _put(v1, b"providers", ProvidersResource(applier, provider_token, max_body))
     _put(v1, b"status", StatusResource(topology, clock))
     _put(v1, b"zones", ZonesResource(topology, clock))
+    _put(v1, b"sd", SDResource(api))
     return root

@@ -16,7 +16,7 @@ which also puts things right after a Consul agent restart
 (:class:`ReconcileService`).
 """
 
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -29,11 +29,10 @@ from twisted.internet.defer import (
     inlineCallbacks,
 )
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from glimpse.consul import ConsulClient, ConsulNotFound
+from glimpse.consul import ConsulClient
 from glimpse.mapping import (
     ANY_PROVIDER,
     META_HASH,
@@ -42,6 +41,7 @@ from glimpse.mapping import (
     provider_filter,
     registration_hash,
 )
+from glimpse.providers.acknowledge import catalog_shows, held_hashes
 from glimpse.providers.results import ApplyResult, NotAcknowledged, NotApplied
 from glimpse.providers.state import (
     Document,
@@ -73,12 +73,6 @@ def _all(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:
         return error.subFailure
 
     return gatherResults(deferreds, consumeErrors=True).addErrback(first)
-
-
-def _hashes(services: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
-    # The file path's registrations carry the same provider meta; they are
-    # the agent's config files' business, never the HTTP path's.
-    return {s["ID"]: registration_hash(s) for s in services if not is_file_sourced(s)}
 
 
 def _wanted(desired: Mapping[str, Document]) -> dict[str, str | None]:
@@ -191,7 +185,10 @@ class Applier:
             yield self._push(provider, desired, add + change, remove)
             # No separate check of the local agent: every write answered
             # 200, and the catalog only shows what the agent holds.
-            yield self._confirm_catalog(provider, desired)
+            # One registration this apply wrote, or else one it kept, may be
+            # written again to make the agent sync (an election can fail it).
+            yield self._acknowledged_by_catalog(provider, desired,
+                                                (add + change + unchanged)[:1])
         except Exception:
             yield self._roll_back(provider)
             raise
@@ -222,7 +219,7 @@ class Applier:
     @inlineCallbacks
     def _verify(self, provider: str, desired: Mapping[str, Document]) -> _Steps:
         current = yield self._current(provider)
-        held = _hashes(current.values())
+        held = held_hashes(current.values())
         wanted = _wanted(desired)
         if held != wanted:
             raise NotApplied(
@@ -231,42 +228,17 @@ class Applier:
                 "registrations differ)")
 
     @inlineCallbacks
-    def _confirm_catalog(self, provider: str, desired: Mapping[str, Document]) -> _Steps:
+    def _acknowledged_by_catalog(self, provider: str, desired: Mapping[str, Document],
+                                 poke: list[str]) -> _Steps:
         """
-        Wait, up to the deadline, until the catalog's entry for this node
-        shows exactly ``desired``: the agent syncs to the servers
-        asynchronously, and a provider's 200 promises the servers have it.
+        Wait until the catalog's entry for this node shows exactly
+        ``desired`` (:func:`~glimpse.providers.acknowledge.catalog_shows`).
+        The node's name does not change while the agent runs: asked once.
         """
-        wanted = _wanted(desired)
-        deadline = self._clock.seconds() + self._ack_timeout
-        if self._node is None:
-            # The node's name does not change while the agent runs; asked once.
-            self._node = (yield self._consul.agent_self()).node
-        node = self._node
-        index: int | None = None
-        services: list[Any] = []
-        while True:
-            try:
-                response = yield self._consul.node_services(
-                    node, provider_filter(provider), index=index,
-                    wait=index and max(1, int(deadline - self._clock.seconds()) + 1))
-                if not response.unchanged:
-                    # Unchanged: the wait ran out and the catalog still holds
-                    # what the last answer said (its body is not read).
-                    services = response.body
-                index = response.index or 1
-            except ConsulNotFound:
-                # The node is not in the catalog yet (the agent has not
-                # synced), or the agent came back under another name.
-                services, index, self._node = [], None, None
-                yield deferLater(self._clock, 0.1, lambda: None)
-            if _hashes(services) == wanted:
-                return
-            if self._clock.seconds() >= deadline:
-                raise NotAcknowledged(
-                    f"the local Consul agent took provider {provider}'s state but the "
-                    f"catalog did not show it within {self._ack_timeout:g}s (are Consul's "
-                    "servers reachable?)")
+        node = yield catalog_shows(self._consul, self._clock, self._node, provider,
+                                   _wanted(desired), self._ack_timeout,
+                                   [desired[sid] for sid in poke])
+        self._node = node
 
     @inlineCallbacks
     def _roll_back(self, provider: str) -> _Steps:
@@ -340,7 +312,7 @@ class Applier:
     def pass_check(self, provider: str, instance: str, check: str, status: str,
                    note: str = "") -> Generator[Deferred[Any], Any, list[str]]:
         """
-        Set a TTL check of an instance, on every named port's registration.
+        Set a TTL check of an instance, once: its other ports mirror it.
 
         :param provider: the provider's name.
         :param instance: ``<instance>.<job>.<env>.<product>`` or a unique
@@ -348,7 +320,7 @@ class Applier:
         :param check: the check's name, or ``check<N>``.
         :param status: ``pass``, ``warn`` or ``fail``.
         :param note: the check's output.
-        :return: a Deferred firing with the check IDs set.
+        :return: a Deferred firing with the check IDs set (one).
         :raises glimpse.providers.state.NoSuchCheck: when no such TTL check
             exists (the Deferred fails with it).
         """

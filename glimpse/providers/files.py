@@ -30,6 +30,8 @@ _CONFIG_KEYS = {
     "Meta": "meta", "Checks": "checks", "CheckID": "id", "HTTP": "http", "TCP": "tcp",
     "TTL": "ttl", "GRPC": "grpc", "Interval": "interval", "Timeout": "timeout",
     "DeregisterCriticalServiceAfter": "deregister_critical_service_after",
+    "AliasService": "alias_service",
+    "Weights": "weights", "Passing": "passing", "Warning": "warning",
 }
 
 
@@ -43,7 +45,8 @@ def config_services(provider: str, state: Mapping[str, Any]) -> dict[str, list[D
     :return: the file's document.
     """
     def spell(definition: Mapping[str, Any]) -> Document:
-        return {_CONFIG_KEYS[key]: [spell(c) for c in value] if key == "Checks" else value
+        return {_CONFIG_KEYS[key]: [spell(c) for c in value] if key == "Checks"
+                else spell(value) if key == "Weights" else value
                 for key, value in definition.items()}
 
     regs = registrations(provider, state, source=SOURCE_FILE)

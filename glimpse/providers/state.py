@@ -28,17 +28,19 @@ from glimpse.mapping import (
     META_SOURCE,
     OWN_META_KEYS,
     check_id,
+    checks_port,
     consul_service_name,
     fingerprint,
     port_tags,
     registration_hash,
     registration_id,
 )
+from glimpse.providers.checks import CHECK_KINDS, port_checks
+from glimpse.providers.weights import normal_weight, registration_weights, weight_problems
 
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _INSTANCE_KEYS = {"product", "env", "job", "instance", "address", "ports", "checks", "meta",
-                  "drain"}
-_CHECK_KINDS = ("http", "tcp", "ttl", "grpc")
+                  "drain", "weight"}
 _CHECK_KEYS = {"http", "tcp", "ttl", "grpc", "interval", "timeout", "deregister_after", "name"}
 #: Consul allows 64 meta keys; Glimpse's own take some of them.
 _MAX_PROVIDER_META = 64 - len(OWN_META_KEYS)
@@ -95,7 +97,7 @@ def _validate_check(check: object, path: str, problems: Problems) -> None:
     for key in sorted(set(check) - _CHECK_KEYS):
         problems.append((f"{path}.{key}",
                          f"unknown key; a check has {', '.join(sorted(_CHECK_KEYS))}"))
-    kinds = [k for k in _CHECK_KINDS if k in check]
+    kinds = [k for k in CHECK_KINDS if k in check]
     if len(kinds) != 1:
         problems.append((path, "a check has exactly one of 'http', 'tcp', 'ttl' or 'grpc'"))
         return
@@ -183,6 +185,8 @@ def _validate_instance(
                                  "values are strings of at most 512 characters"))
     if "drain" in inst and not isinstance(inst["drain"], bool):
         problems.append((f"{path}.drain", "drain is true or false"))
+    if "weight" in inst:
+        problems.extend(weight_problems(inst["weight"], f"{path}.weight"))
     return (inst.get("product"), inst.get("env"), inst.get("job"), inst.get("instance"))
 
 
@@ -231,6 +235,8 @@ def _normalise(inst: Mapping[str, Any]) -> Document:
     out["checks"] = list(inst.get("checks", []))
     out["meta"] = dict(sorted(inst.get("meta", {}).items()))
     out["drain"] = inst.get("drain", False)
+    if "weight" in inst:
+        out["weight"] = normal_weight(inst["weight"])
     return out
 
 
@@ -248,27 +254,13 @@ def service_id(provider: str, inst: Mapping[str, Any], port_name: str) -> str:
     return registration_id(provider, job, inst["instance"], port_name)
 
 
-def _check_definition(sid: str, index: int, check: Mapping[str, Any]) -> Document:
-    kind = next(k for k in _CHECK_KINDS if k in check)
-    definition = {
-        "CheckID": check_id(sid, index),
-        "Name": check.get("name") or f"{kind} {check[kind]}",
-    }
-    definition[kind.upper()] = check[kind]
-    if "interval" in check:
-        definition["Interval"] = check["interval"]
-    if "timeout" in check:
-        definition["Timeout"] = check["timeout"]
-    if "deregister_after" in check:
-        definition["DeregisterCriticalServiceAfter"] = check["deregister_after"]
-    return definition
-
-
 def registrations(provider: str, state: Mapping[str, Any],
                   source: str | None = None) -> dict[str, Document]:
     """
     The Consul agent registrations of a validated state: one per (instance,
-    named port), keyed by service ID.  Each carries a hash of itself in its
+    named port), keyed by service ID.  The instance's checks are on its
+    first port's registration, the others mirror them with an alias check
+    (:mod:`glimpse.providers.checks`).  Each carries a hash of itself in its
     Meta, so an unchanged registration is recognised and left alone.
 
     :param provider: the provider's name.
@@ -281,6 +273,8 @@ def registrations(provider: str, state: Mapping[str, Any],
     """
     out: dict[str, Document] = {}
     for inst in state["instances"]:
+        carrier = checks_port(inst["ports"])
+        carrier_id = service_id(provider, inst, carrier)
         for port_name, port in inst["ports"].items():
             sid = service_id(provider, inst, port_name)
             meta: dict[str, str] = dict(inst["meta"])
@@ -299,10 +293,11 @@ def registrations(provider: str, state: Mapping[str, Any],
                 "Tags": port_tags(port_name),
                 "Port": port,
                 "Meta": meta,
-                "Checks": [_check_definition(sid, i, c) for i, c in enumerate(inst["checks"])],
+                "Checks": port_checks(sid, carrier_id, carrier, inst["checks"]),
             }
             if "address" in inst:
                 definition["Address"] = inst["address"]
+            definition.update(registration_weights(inst))
             definition["Meta"][META_HASH] = fingerprint(definition)
             out[sid] = definition
     return out
@@ -364,8 +359,8 @@ class NoSuchCheck(Exception):
 def ttl_check_ids(provider: str, state: Mapping[str, Any], instance: str,
                   check: str) -> list[str]:
     """
-    The Consul check IDs of one TTL check of one instance: one per named
-    port, since an instance's checks are copied onto every port.
+    The Consul check ID of one TTL check of one instance: one, on the
+    registration carrying the instance's checks (the other ports mirror it).
 
     :param provider: the provider's name.
     :param state: its state, from :func:`validate_state`.
@@ -373,7 +368,7 @@ def ttl_check_ids(provider: str, state: Mapping[str, Any], instance: str,
         instance name when only one instance has it.
     :param check: the check's ``name``, or ``check<N>`` for the N-th check
         of the instance (from 0).
-    :return: the check IDs.
+    :return: the check IDs (one).
     :raises NoSuchCheck: when they do not name exactly one TTL check.
     """
     matches = [i for i in state["instances"]
@@ -393,4 +388,4 @@ def ttl_check_ids(provider: str, state: Mapping[str, Any], instance: str,
     index = found[0]
     if "ttl" not in inst["checks"][index]:
         raise NoSuchCheck(409, f"check {check!r} is not a ttl check: Consul runs it itself")
-    return [check_id(service_id(provider, inst, port), index) for port in inst["ports"]]
+    return [check_id(service_id(provider, inst, checks_port(inst["ports"])), index)]

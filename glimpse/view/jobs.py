@@ -60,8 +60,14 @@ class Jobs:
         self.blocking_slots = blocking_slots
         self.refresher = Refresher(clock, consul.health_cached, self._polled_answer,
                                    self._polled_error, **(refresh or {}))
+        #: The jobs holding a blocking watch, counted on every new job:
+        #: thousands of jobs must not make that a scan of them all.
+        self._blocking: set[JobView] = set()
         self._rebalancer = LoopingCall(self.rebalance)
         self._rebalancer.clock = clock
+        # Promotions of jobs that just changed, between two rebalances: a
+        # whole zone flapping at once must not churn every watch.
+        self._quick_promotions = 0
 
     def start(self) -> None:
         """
@@ -76,6 +82,7 @@ class Jobs:
         blocking watches).
         """
         self.refresher.stop()
+        self._blocking.clear()
         if self._rebalancer.running:
             self._rebalancer.stop()
 
@@ -102,6 +109,7 @@ class Jobs:
         Give ``job`` a blocking watch, starting from the answer it has.
         """
         zone, name = job.zone, job.name
+        self._blocking.add(job)
         watch = job.watch = self._new_watch(
             lambda index, wait: self._consul.health_service(zone, name, index, wait),
             lambda response: self._job_answer(job, response),
@@ -112,8 +120,19 @@ class Jobs:
         """
         How many jobs have a blocking watch now.
         """
-        return sum(1 for zone in self._zones.values() for job in zone.jobs.values()
-                   if job.watch is not None)
+        return len(self._blocking)
+
+    def polled_count(self) -> int:
+        """
+        How many jobs in use are kept fresh by cached reads instead.
+        """
+        return len(self.refresher)
+
+    def poll_period(self) -> float:
+        """
+        Seconds between two cached reads of a job without a blocking watch.
+        """
+        return self.refresher.period
 
     def _job(self, key: tuple[str, str]) -> JobView | None:
         zone = self._zones.get(key[0])
@@ -142,6 +161,10 @@ class Jobs:
         for waiter in waiters:
             waiter.callback(instances)
         if changed:
+            now = self._clock.seconds()
+            job.note_change(now)
+            if job.watch is None:
+                self._promote_changed(job, now)
             self._on_change(job.zone, job.name)
 
     def _job_error(self, job: JobView, err: object) -> None:
@@ -154,12 +177,41 @@ class Jobs:
 
     def forget(self, job: JobView) -> None:
         """
-        Stop keeping a job fresh (it went unused).
+        Stop keeping a job fresh (it went unused, or its zone left).
 
         :param job: the job, already out of its zone's ``jobs``.
         """
         job.stop()
+        self._blocking.discard(job)
         self.refresher.remove((job.zone, job.name))
+
+    def forget_zone(self, zone: ZoneView) -> None:
+        """
+        Stop keeping a zone's jobs fresh (the zone left Consul).
+
+        :param zone: the zone, already out of the view.
+        """
+        for job in list(zone.jobs.values()):
+            self.forget(job)
+
+    def _promote_changed(self, job: JobView, now: float) -> None:
+        """
+        A polled job whose instances just changed takes a blocking watch at
+        once (a free one, or that of the watched job used least, if it is
+        used clearly less), so its next changes show without waiting for a
+        read: at most :data:`MAX_SWAPS` such promotions between rebalances.
+        """
+        if self._quick_promotions >= MAX_SWAPS:
+            return
+        if len(self._blocking) >= self.blocking_slots:
+            if not self._blocking:
+                return
+            least = min(self._blocking, key=lambda j: j.score(now))
+            if job.score(now) <= 1.5 * least.score(now) + 0.5:
+                return
+            self._demote(least)
+        self._quick_promotions += 1
+        self._promote(job)
 
     def rebalance(self) -> None:
         """
@@ -170,6 +222,7 @@ class Jobs:
         places every round.
         """
         now = self._clock.seconds()
+        self._quick_promotions = 0
         jobs = [job for zone in self._zones.values() for job in zone.jobs.values()]
         blocking = sorted((j for j in jobs if j.watch is not None), key=lambda j: j.score(now))
         polled = sorted((j for j in jobs if j.watch is None and j.fresh.loaded),
@@ -191,4 +244,5 @@ class Jobs:
 
     def _demote(self, job: JobView) -> None:
         job.stop()
+        self._blocking.discard(job)
         self.refresher.add((job.zone, job.name), index=job.index, now=False)

@@ -1,23 +1,61 @@
 """
 The topology as Glimpse sees it: instances with their health, built from
 Consul's health API answers.  Pure: no I/O.
+
+The view holds about four of these objects per instance (the instance, its
+checks and their tuple): with 100,000 instances, CPython's full garbage
+collection walked some 400,000 objects, 150-300 ms during which every DNS
+answer waited.  They are values: frozen, made whole from strings, numbers
+and earlier values, so none can ever be part of a reference cycle, and
+reference counting frees each the moment the view drops it.  So they are
+taken out of the collector's tracked set as they are made
+(``PyObject_GC_UnTrack``, what CPython itself does for tuples and dicts of
+atomic values), and a full collection no longer walks the view
+(``python -m bench.soak.gc_stall``: 3-6 ms instead of 150-300 ms).  The
+one rule that keeps this sound: :class:`Check` and :class:`Instance` hold
+only atomic values and tuples of them (``tests/metrics/test_gcpauses.py``
+checks their fields), never a mutable object or a reference back.
 """
 
-from collections.abc import Iterable
+import ctypes
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from glimpse.mapping import (
+    DEFAULT_WEIGHT,
     META_INSTANCE,
     META_PORT,
     META_PROVIDER,
+    aliased_service,
     is_draining,
     is_own_meta_key,
     split_consul_service,
+    weights_of,
 )
 
 PASSING = "passing"
+WARNING = "warning"
+CRITICAL = "critical"
+#: Instance statuses in order of gravity; an instance has its worst check's.
+STATUSES = (PASSING, WARNING, CRITICAL)
+#: Consul's type of an alias check.
+ALIAS = "alias"
+
+
+def _gc_untracker() -> Callable[[object], None]:
+    # CPython's PyObject_GC_UnTrack, called with the GIL held (PYFUNCTYPE);
+    # elsewhere (PyPy has no pythonapi) nothing: the values stay tracked.
+    try:
+        return ctypes.PYFUNCTYPE(None, ctypes.py_object)(
+            ("PyObject_GC_UnTrack", ctypes.pythonapi))
+    except (AttributeError, OSError):
+        return lambda value: None
+
+
+#: Takes one acyclic value out of the collector's tracked set.
+_untrack = _gc_untracker()
 
 
 @attrs.frozen
@@ -75,6 +113,10 @@ class Instance:
     :ivar meta: the provider's own Meta, ``(key, value)`` pairs, sorted.
     :ivar checks: its checks (:class:`Check`), the node's first.
     :ivar drain: it is draining: shown over HTTP, left out of DNS.
+    :ivar weight_passing: its SRV weight while every check passes (Consul's
+        ``Weights.Passing``).
+    :ivar weight_warning: its SRV weight while a check warns
+        (``Weights.Warning``); also the weight it is served with in panic.
     """
 
     id: str
@@ -90,6 +132,29 @@ class Instance:
     meta: tuple[tuple[str, str], ...] = ()
     checks: tuple[Check, ...] = ()
     drain: bool = False
+    weight_passing: int = DEFAULT_WEIGHT
+    weight_warning: int = DEFAULT_WEIGHT
+
+    @property
+    def status(self) -> str:
+        """
+        ``passing``, ``warning`` or ``critical``: the worst status of its
+        checks, the node's included (an unknown status counts as critical).
+        """
+        worst = 0
+        for check in self.checks:
+            rank = STATUSES.index(check.status) if check.status in STATUSES else 2
+            worst = max(worst, rank)
+        return STATUSES[worst]
+
+    @property
+    def weight(self) -> int:
+        """
+        The SRV weight of its current state: its passing weight while every
+        check passes, else its warning weight (a warning instance served
+        with ``--serve-warning``, or any instance served in panic).
+        """
+        return self.weight_passing if self.status == PASSING else self.weight_warning
 
     @property
     def healthy(self) -> bool:
@@ -119,6 +184,8 @@ class Instance:
             "meta": dict(self.meta),
             "drain": self.drain,
             "healthy": self.healthy,
+            "weight": self.weight,
+            "weights": {PASSING: self.weight_passing, WARNING: self.weight_warning},
             "checks": [c.to_json() for c in self.checks],
         }
 
@@ -156,7 +223,8 @@ def instance_from_entry(entry: Any) -> Instance | None:
             )
         )
         product, env, job = fields
-        return Instance(
+        passing, warning = weights_of(service)
+        instance = Instance(
             id=service["ID"],
             product=product,
             env=env,
@@ -172,18 +240,66 @@ def instance_from_entry(entry: Any) -> Instance | None:
             ),
             checks=checks,
             drain=is_draining(meta),
+            weight_passing=passing,
+            weight_warning=warning,
         )
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
+    for check in checks:
+        _untrack(check)
+    _untrack(checks)
+    _untrack(instance)
+    return instance
+
+
+def with_mirrored_checks(instances: Sequence[Instance]) -> list[Instance]:
+    """
+    Show the checks an alias check mirrors instead of the alias check: a
+    named port whose registration mirrors the one carrying its instance's
+    checks (:func:`glimpse.mapping.alias_check_id`) gets the carrier's own
+    checks, with their status and output.  So every port of an instance
+    shows the real checks, and has, in any one answer, exactly the health
+    of the others.  An alias whose carrier is not in the answer stays as
+    Consul has it (critical: the service could not be found).
+
+    :param instances: the instances of one answer.
+    :return: the same instances, in the same order.
+    """
+    by_id = {(i.node, i.id): i for i in instances}
+    out = []
+    for instance in instances:
+        checks: list[Check] = []
+        mirrored = False
+        for check in instance.checks:
+            target = (aliased_service(instance.id, check.id)
+                      if check.type == ALIAS and not check.node_level else None)
+            carrier = by_id.get((instance.node, target)) if target else None
+            if carrier is None:
+                checks.append(check)
+            else:
+                checks.extend(c for c in carrier.checks if not c.node_level and c.type != ALIAS)
+                mirrored = True
+        if mirrored:
+            # The node's checks first, as instance_from_entry orders them.
+            checks.sort(key=lambda c: (not c.node_level, c.id))
+            shown = attrs.evolve(instance, checks=tuple(checks))
+            _untrack(shown.checks)
+            _untrack(shown)
+            out.append(shown)
+        else:
+            out.append(instance)
+    return out
 
 
 def instances_from_health(entries: Iterable[Any] | None) -> tuple[Instance, ...]:
     """
     The instances of a ``/v1/health/service/<name>`` answer, sorted by node
-    and ID so that equal topologies compare equal.
+    and ID so that equal topologies compare equal; each named port shows
+    its instance's real checks (:func:`with_mirrored_checks`).
 
     :param entries: the decoded answer (``None`` counts as empty).
     :return: the instances Glimpse wrote, leaving out the others.
     """
     found = (instance_from_entry(e) for e in entries or ())
-    return tuple(sorted((i for i in found if i is not None), key=lambda i: (i.node, i.id)))
+    return tuple(with_mirrored_checks(
+        sorted((i for i in found if i is not None), key=lambda i: (i.node, i.id))))

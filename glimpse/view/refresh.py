@@ -9,9 +9,13 @@ which travels pipelined with the zone's other reads on one connection
 (docs/scale.md).  The rate of those reads is bounded by ``max_rate``: past
 ``max_rate × min_period`` jobs the period stretches instead of the load
 growing.  A first read (a job's first lookup waits for it) goes ahead of
-the turn; a job whose read fails is retried after a jittered back-off of
-its own, and a 429 from the agent pauses every read, so nothing is ever
-retried in a tight loop.
+every other read of its zone and need not wait for the rate: it borrows
+from the next reads, at most a second's worth, so the rate holds on
+average and a burst of new jobs is answered as fast as the agent reads.
+A job whose read fails is retried after a jittered back-off of its own,
+and a 429 from the agent pauses every read, so nothing is ever retried in
+a tight loop.  Each zone has its own queue: a zone at its limit of reads
+under way (its agent-side views slow) never holds up another's.
 """
 
 from __future__ import annotations
@@ -30,20 +34,32 @@ from twisted.python.failure import Failure
 from glimpse.consul import ConsulBusy, ConsulError, Response
 from glimpse.view.watch import backoff_delay
 
+#: The least seconds between two rounds of polls (a first read goes out at
+#: once): the reads due by then go out together, in one write.
+TICK = 0.02
+
 #: What a job is known by: ``(zone, Consul service name)``.
 JobKey = tuple[str, str]
 
 
 class _Entry:
-    __slots__ = ("due", "failures", "in_flight", "index", "key", "zone")
+    __slots__ = ("answered", "due", "failures", "in_flight", "index", "key", "seq", "zone")
 
-    def __init__(self, key: JobKey, due: float, index: int | None) -> None:
+    def __init__(self, key: JobKey, due: float, index: int | None, answered: bool) -> None:
         self.key = key
         self.zone = key[0]
         self.due = due
         self.index = index
         self.failures = 0
         self.in_flight = False
+        #: Whether it has an answer (else a lookup may wait for its read).
+        self.answered = answered
+        #: The sequence number of its place in a queue (older places are stale).
+        self.seq = -1
+
+
+#: A queued read: ``(due, sequence, job)``.
+_Queued = tuple[float, int, JobKey]
 
 
 class Refresher:
@@ -82,7 +98,10 @@ class Refresher:
         self._backoff = backoff
         self._rand = rand or _random.Random()
         self._entries: dict[JobKey, _Entry] = {}
-        self._heap: list[tuple[float, int, JobKey]] = []
+        #: Per zone, two queues by turn: reads of jobs not answered yet
+        #: (lookups wait for them), then the others.  Stale places are
+        #: skipped.
+        self._heaps: dict[str, tuple[list[_Queued], list[_Queued]]] = {}
         self._seq = itertools.count()
         self._in_flight: dict[str, int] = {}
         self._tokens = 0.0
@@ -137,7 +156,7 @@ class Refresher:
         if key in self._entries:
             return
         due = self._clock.seconds() + (0.0 if now else self.period * self._rand.random())
-        entry = self._entries[key] = _Entry(key, due, index)
+        entry = self._entries[key] = _Entry(key, due, index, answered=not now)
         self._push(entry)
         if now:
             self._schedule(0.0)
@@ -153,7 +172,9 @@ class Refresher:
         return entry.index if entry is not None else None
 
     def _push(self, entry: _Entry) -> None:
-        heapq.heappush(self._heap, (entry.due, next(self._seq), entry.key))
+        first, polls = self._heaps.setdefault(entry.zone, ([], []))
+        entry.seq = next(self._seq)
+        heapq.heappush(polls if entry.answered else first, (entry.due, entry.seq, entry.key))
 
     def _schedule(self, delay: float) -> None:
         if not self._running:
@@ -164,44 +185,77 @@ class Refresher:
             self._call.cancel()
         self._call = self._clock.callLater(delay, self._tick)
 
+    def _top(self, heap: list[_Queued]) -> _Entry | None:
+        # The entry of the heap's first live place (dropping stale ones).
+        while heap:
+            _, seq, key = heap[0]
+            entry = self._entries.get(key)
+            if entry is not None and entry.seq == seq and not entry.in_flight:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def _next_read(self, zone: str, now: float) -> _Entry | None:
+        """
+        The zone's next read that may start now: a first read when one is
+        due (borrowing from the rate if need be), else a read in turn when
+        a token allows; taken off its queue.
+        """
+        for heap, may_borrow in zip(self._heaps[zone], (True, False), strict=True):
+            entry = self._top(heap)
+            if entry is None or entry.due > now:
+                continue
+            if self._tokens >= 1 or (may_borrow and self._tokens > -self.max_rate):
+                heapq.heappop(heap)
+                return entry
+        return None
+
     def _tick(self) -> None:
         self._call = None
         now = self._clock.seconds()
         if now < self._paused_until:
             self._schedule(self._paused_until - now)
             return
-        # Tokens for max_rate reads a second, at most a tenth of a second's
-        # worth saved up.
-        self._tokens = min(self.max_rate / 10,
+        # Tokens for max_rate reads a second, at most one round's worth
+        # saved up (a burst of reads is a burst of answers); first reads may
+        # run a second's worth into debt.
+        self._tokens = min(max(1.0, self.max_rate * TICK),
                            self._tokens + (now - self._refilled) * self.max_rate)
         self._refilled = now
-        held: list[_Entry] = []
-        while self._heap and self._tokens >= 1:
-            due, _, key = self._heap[0]
-            if due > now:
-                break
-            heapq.heappop(self._heap)
-            entry = self._entries.get(key)
-            if entry is None or entry.due != due or entry.in_flight:
-                continue  # removed, rescheduled, or its read is under way
-            if self._in_flight.get(entry.zone, 0) >= self._max_in_flight:
-                held.append(entry)
-                continue
-            self._tokens -= 1
-            self._start(entry)
-        for entry in held:  # their zone is busy: their turn comes again
-            self._push(entry)
+        # Zones in turn, one read each per round, while they have reads due
+        # and room for them.
+        zones = list(self._heaps)
+        while zones:
+            for zone in list(zones):
+                entry = None
+                if self._in_flight.get(zone, 0) < self._max_in_flight:
+                    entry = self._next_read(zone, now)
+                if entry is None:
+                    zones.remove(zone)
+                    continue
+                self._tokens -= 1
+                self._start(entry)
         self._next(now)
 
     def _next(self, now: float) -> None:
-        if not self._heap:
-            return
-        if self._tokens < 1:
-            # At least a millisecond: a token a hair short of whole would
-            # otherwise come due at once, and again, without time passing.
-            self._schedule(max(0.001, (1 - self._tokens) / self.max_rate))
-        else:
-            self._schedule(max(0.0, self._heap[0][0] - now))
+        # The earliest turn of a zone with room, polls at most every TICK;
+        # a zone at its limit is ticked again when one of its reads ends.
+        wait: float | None = None
+        for zone, heaps in self._heaps.items():
+            if self._in_flight.get(zone, 0) >= self._max_in_flight:
+                continue
+            for heap, may_borrow in zip(heaps, (True, False), strict=True):
+                entry = self._top(heap)
+                if entry is None:
+                    continue
+                turn = max(0.0 if may_borrow else TICK, entry.due - now)
+                if self._tokens < 1 and not (may_borrow and self._tokens > -self.max_rate):
+                    # At least a millisecond: a token a hair short of whole
+                    # would otherwise come due at once, and again.
+                    turn = max(turn, 0.001, (1 - self._tokens) / self.max_rate)
+                wait = turn if wait is None else min(wait, turn)
+        if wait is not None:
+            self._schedule(wait)
 
     def _start(self, entry: _Entry) -> None:
         entry.in_flight = True
@@ -220,15 +274,24 @@ class Refresher:
         if not self._done(entry):
             return
         entry.failures = 0
+        period = self.period
+        if not entry.answered:
+            # Jobs first read together (a burst of first lookups) would be
+            # read together every period after: their answers would come
+            # back in one burst and hold the reactor for milliseconds, a
+            # DNS latency spike.  A random phase spreads them.
+            entry.answered = True
+            period *= 0.5 + self._rand.random()
         if response.index is not None:
             entry.index = response.index
-        entry.due = self._clock.seconds() + self.period
+        entry.due = self._clock.seconds() + period
         self._push(entry)
         try:
             self._on_answer(entry.key, response)
         except Exception:
             self.log.failure("Handling a cached read failed; the job stays polled")
-        self._schedule(0.0)
+        # The answers of one round need no turn each: one more round at most.
+        self._schedule(TICK)
 
     def _failed(self, failure: Failure, entry: _Entry) -> None:
         if not self._done(entry):
@@ -252,4 +315,4 @@ class Refresher:
             self._on_error(entry.key, error)
         except Exception:
             self.log.failure("Handling a failed cached read failed; the job stays polled")
-        self._schedule(0.0)
+        self._schedule(TICK)

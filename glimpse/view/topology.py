@@ -1,13 +1,13 @@
 """
-Glimpse's view of the topology: one per zone, kept current by Consul
-blocking queries, so that lookups never become Consul requests at steady
-state.
+Glimpse's view of the topology, one :class:`~glimpse.view.zone.ZoneView`
+per zone, kept current without a lookup ever becoming a Consul request.
 
-Per zone there is one catalog watch (which jobs and named ports exist) and
-one health watch per job that is in use: started by its first lookup and
-dropped after it has gone unused for ``idle_timeout`` seconds.  While Consul
-cannot be reached the last view keeps answering for ``max_stale`` seconds;
-after that, lookups fail with :class:`Unavailable`.
+Per zone, one catalog watch (which jobs and named ports exist); the jobs in
+use are kept fresh by :class:`~glimpse.view.jobs.Jobs` (a blocking watch
+for those used most, cached reads for the rest: docs/scale.md) and dropped
+after ``idle_timeout`` seconds unused.  While Consul cannot be read the last
+view keeps answering for ``max_stale`` seconds; after that, lookups fail
+with :class:`Unavailable`.
 """
 
 from collections.abc import Callable
@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from glimpse.address import ANY_ZONE
 from glimpse.consul import ConsulClient, ConsulError, Response
 from glimpse.view.jobs import Jobs
 from glimpse.view.model import Instance
@@ -100,6 +101,7 @@ class Topology:
         #: Zones missing from the last zone list (dropped if still missing
         #: from the next).
         self._unlisted: set[str] = set()
+        self._refused_any = False
         self.jobs = Jobs(consul, clock, self.zones, self._changed, self._new_watch, Unavailable,
                          consul.budget.job_slots if blocking_slots is None else blocking_slots,
                          refresh)
@@ -134,6 +136,14 @@ class Topology:
         """
         self._listeners.append(listener)
 
+    def announce(self, zone: str, name: str | None) -> None:
+        """
+        Tell the listeners that the answers of job ``name`` of ``zone`` (or of
+        the zone, for ``None``) changed though its instances did not: its
+        panic state moved, or the order zones fail over in.
+        """
+        self._changed(zone, name)
+
     def _changed(self, zone: str, name: str | None) -> None:
         self.serial = max(self.serial + 1, int(self._clock.seconds()))
         for listener in self._listeners:
@@ -165,10 +175,18 @@ class Topology:
         def got_zones(names: list[str]) -> None:
             self.zones_fresh.ok()
             self._set_reachable(True)
+            if ANY_ZONE in names and not self._refused_any:
+                self._refused_any = True  # said once, not every refresh
+                self.log.error("Consul has a datacenter named {zone!r}: ignored, Glimpse keeps "
+                               "that name for failover (<service>...<product>.any); rename it",
+                               zone=ANY_ZONE)
+            names = [n for n in names if n != ANY_ZONE]
             for name in names:
                 if name not in self.zones:
                     self._add_zone(name)
             self._drop_gone_zones(set(names))
+            for name in names:
+                self._probe_leader(name)
 
         def failed(failure: Failure) -> None:
             if not failure.check(ConsulError):
@@ -181,6 +199,27 @@ class Topology:
                 self._clock.callLater(1.0, self._retry_zones)
 
         return d.addCallback(got_local).addCallbacks(got_zones, failed)
+
+    def _probe_leader(self, name: str) -> None:
+        # The catalog watch says whether the zone's servers know a leader only
+        # when it returns (up to a minute later); when it has not said within
+        # a round, ask them, so a lost quorum shows within a round or two.
+        # Whether lookups are served never depends on it: reads do.
+        zone = self.zones.get(name)
+        now = self._clock.seconds()
+        if zone is None or (zone.heard_at is not None
+                            and now - zone.heard_at < self._zones_interval):
+            return
+
+        def heard(response: Response) -> None:
+            if name in self.zones:
+                self.zones[name].heard(response, self._clock.seconds())
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(ConsulError):
+                self.log.failure("Asking zone {zone} for its leader failed", failure, zone=name)
+
+        self._consul.servers(name).addCallbacks(heard, failed)
 
     def _retry_zones(self) -> None:
         if not self.zones_fresh.loaded and self._zones_loop.running:
@@ -198,7 +237,9 @@ class Topology:
                 self._unlisted.add(name)
             else:
                 self._unlisted.discard(name)
-                self.zones.pop(name).stop()
+                gone = self.zones.pop(name)
+                gone.stop()
+                self.jobs.forget_zone(gone)
                 self.log.info("Zone {zone} left Consul: dropped", zone=name)
                 self._changed(name, None)
 
@@ -218,8 +259,7 @@ class Topology:
 
         def answer(response: Response) -> None:
             zone.fresh.ok()
-            zone.known_leader = response.known_leader
-            zone.last_contact = response.last_contact
+            zone.heard(response, self._clock.seconds())
             if response.unchanged:
                 return
             tree = catalog_tree(response.body)
@@ -324,15 +364,17 @@ class Topology:
 
     def touch(self, zone_name: str, service_name: str) -> None:
         """
-        Mark a job as used without looking it up (the DNS fast path's hits).
+        Mark a job as used without looking it up (the DNS fast path's hits);
+        in every zone for the zone ``any``.
 
         :param zone_name: the zone.
         :param service_name: the job's Consul service name.
         """
-        zone = self.zones.get(zone_name)
-        job = zone.jobs.get(service_name) if zone else None
-        if job is not None:
-            job.use(self._clock.seconds())
+        zones = self.zones.values() if zone_name == ANY_ZONE else [self.zones.get(zone_name)]
+        for zone in zones:  # an "any" name's hits keep the job of every zone watched
+            job = zone.jobs.get(service_name) if zone else None
+            if job is not None:
+                job.use(self._clock.seconds())
 
     def degraded(self) -> frozenset[str | None]:
         """
@@ -372,22 +414,4 @@ class Topology:
 
         :return: one per zone, and one per job that has a blocking watch.
         """
-        return len(self.zones) + self.blocking_count()
-
-    def blocking_count(self) -> int:
-        """
-        How many jobs in use have a blocking watch each.
-        """
-        return self.jobs.blocking_count()
-
-    def poll_period(self) -> float:
-        """
-        Seconds between two cached reads of a job without a blocking watch.
-        """
-        return self.jobs.refresher.period
-
-    def polled_count(self) -> int:
-        """
-        How many jobs in use are kept fresh by cached reads instead.
-        """
-        return len(self.jobs.refresher)
+        return len(self.zones) + self.jobs.blocking_count()

@@ -37,8 +37,10 @@ def next_index(previous: int, returned: int | None) -> int:
 def backoff_delay(failures: int, base: float, cap: float, rand: _random.Random) -> float:
     """
     Seconds to wait after ``failures`` consecutive errors: exponential from
-    ``base`` up to ``cap``, with up to 25% jitter so that many watches that
-    failed together do not retry together.
+    ``base`` up to ``cap``, times a random factor between 0.5 and 1.5, so
+    that watches that failed together (a zone's servers went away) do not
+    retry together: when the zone comes back, they restart spread over
+    seconds, not all in the same instant.
 
     :param failures: consecutive errors so far (1 after the first).
     :param base: seconds after the first error, before jitter.
@@ -47,7 +49,7 @@ def backoff_delay(failures: int, base: float, cap: float, rand: _random.Random) 
     :return: seconds.
     """
     delay = min(cap, base * (2 ** max(0, failures - 1)))
-    return delay * (1 + 0.25 * rand.random())
+    return delay * (0.5 + rand.random())
 
 
 class BlockingWatch:

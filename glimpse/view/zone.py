@@ -9,12 +9,16 @@ from collections.abc import Iterable, Mapping
 import attrs
 from twisted.internet.defer import Deferred
 
+from glimpse.consul import Response
 from glimpse.mapping import split_consul_service
 from glimpse.view.model import Instance
 from glimpse.view.watch import BlockingWatch
 
 #: Seconds after which a use counts half as much, in :meth:`JobView.score`.
 HALF_LIFE = 30.0
+
+#: How many uses a change of a job's instances counts as.
+CHANGE_WEIGHT = 10.0
 
 #: A job: ``(product, env, job)``.
 JobKey = tuple[str, str, str]
@@ -136,6 +140,17 @@ class JobView:
         self._score = self.score(now) + 1
         self._scored_at = self.last_used = now
 
+    def note_change(self, now: float) -> None:
+        """
+        Count a change of its instances at ``now``: a job that just changed
+        (a deploy rolling through it) is likely to change again soon, so it
+        weighs as :data:`CHANGE_WEIGHT` uses.
+
+        :param now: the clock's time.
+        """
+        self._score = self.score(now) + CHANGE_WEIGHT
+        self._scored_at = now
+
     def score(self, now: float) -> float:
         """
         How much the job is used: its uses, each counting half as much per
@@ -177,6 +192,21 @@ class ZoneView:
         self.jobs: dict[str, JobView] = {}
         self.known_leader: bool | None = None
         self.last_contact: float | None = None
+        #: The clock's time when a server last said (``None``: never).
+        self.heard_at: float | None = None
+
+    def heard(self, response: Response, now: float) -> None:
+        """
+        Take what a server of the zone said of its leader (a stale read's
+        ``X-Consul-KnownLeader`` and ``X-Consul-LastContact``), if it said.
+
+        :param response: an answer of one of the zone's servers.
+        :param now: the clock's time.
+        """
+        if response.known_leader is not None:
+            self.known_leader = response.known_leader
+            self.last_contact = response.last_contact
+            self.heard_at = now
 
     def ports(self, product: str, env: str, job: str) -> frozenset[str] | None:
         """

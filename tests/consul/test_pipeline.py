@@ -11,7 +11,13 @@ from twisted.internet.testing import StringTransport
 
 from glimpse.consul import ConsulUnavailable
 from glimpse.consul._budget import ConnectionBudget, Use
-from glimpse.consul._pipeline import AnswerParser, BadAnswer, PipelinedReader, RawAnswer
+from glimpse.consul._pipeline import (
+    AnswerParser,
+    BadAnswer,
+    PipelinedReader,
+    PipelinePool,
+    RawAnswer,
+)
 
 from support import failure_of, result_of
 
@@ -101,8 +107,10 @@ def test_reads_share_one_connection_and_are_answered_in_order():
     Three reads go over one connection, at most ``depth`` written at a
     time, each with the token; each gets its own answer.
     """
-    r, _, endpoint, changes = reader(depth=2)
+    r, clock, endpoint, changes = reader(depth=2)
     reads = [r.get(f"/v1/health/service/s{i}?cached") for i in range(3)]
+    assert endpoint.transports == []  # written once this turn of the reactor ends
+    clock.advance(0)
     (protocol, transport), = endpoint.transports
     written = transport.value()
     assert written.count(b"GET ") == 2
@@ -123,11 +131,13 @@ def test_a_stalled_answer_fails_the_reads_under_way_and_the_next_read_reconnects
     """
     r, clock, endpoint, changes = reader(timeout=5.0)
     first, second = r.get("/v1/a"), r.get("/v1/b")
+    clock.advance(0)
     clock.advance(5.0)
     for d in (first, second):
         error = failure_of(d)
         assert isinstance(error, ConsulUnavailable) and "no answer within 5s" in str(error)
     third = r.get("/v1/c")
+    clock.advance(0)
     assert len(endpoint.transports) == 2
     protocol, _ = endpoint.transports[1]
     protocol.dataReceived(SIZED)
@@ -140,13 +150,16 @@ def test_a_refused_connection_fails_the_reads_and_close_fails_the_rest():
     An agent that cannot be reached fails the reads at once; after
     close(), reads fail without connecting.
     """
-    r, _, endpoint, changes = reader()
+    r, clock, endpoint, changes = reader()
     endpoint.refuse = True
-    error = failure_of(r.get("/v1/a"))
+    refused = r.get("/v1/a")
+    clock.advance(0)
+    error = failure_of(refused)
     assert isinstance(error, ConsulUnavailable) and "cannot connect" in str(error)
     assert changes == [1, -1]  # the slot taken for the attempt is given back
     endpoint.refuse = False
     pending = r.get("/v1/b")
+    clock.advance(0)
     r.close()
     assert isinstance(failure_of(pending), ConsulUnavailable)
     assert isinstance(failure_of(r.get("/v1/c")), ConsulUnavailable)
@@ -160,12 +173,44 @@ def test_closing_while_waiting_for_a_connection_takes_no_slot_later():
     """
     budget = ConnectionBudget(total=1, reserved=0)
     budget.acquire(Use.CONTROL)  # someone else holds the only slot
-    endpoint = Endpoint()
-    r = PipelinedReader(endpoint, Clock(), "c", acquire=lambda: budget.acquire(Use.CONTROL),
+    endpoint, clock = Endpoint(), Clock()
+    r = PipelinedReader(endpoint, clock, "c", acquire=lambda: budget.acquire(Use.CONTROL),
                         release=lambda: budget.release(Use.CONTROL))
     pending = r.get("/v1/a")
+    clock.advance(0)
     assert budget.waiting == 1
     r.close()
     assert isinstance(failure_of(pending), ConsulUnavailable)
     budget.release(Use.CONTROL)
     assert budget.busy == 0 and budget.waiting == 0 and endpoint.transports == []
+
+
+def test_a_burst_opens_more_connections_and_they_close_when_idle():
+    """
+    Reads past what one connection holds go on a second one (the agent
+    serves each connection's reads one after another), up to the pool's
+    size; once the burst is answered, idle connections close and give
+    their budget slot back.
+    """
+    clock, endpoint = Clock(), Endpoint()
+    budget = ConnectionBudget(total=8, reserved=0)
+    pool = PipelinePool(lambda: PipelinedReader(
+        endpoint, clock, "c", acquire=lambda: budget.acquire(Use.CONTROL),
+        release=lambda: budget.release(Use.CONTROL), idle_timeout=5.0), size=2, depth=2)
+    reads = [pool.get(f"/v1/r{i}") for i in range(6)]
+    clock.advance(0)
+    assert len(endpoint.transports) == 2 and budget.busy == 2
+    assert pool.in_flight == 6
+    for _ in range(3):
+        for protocol, _ in endpoint.transports:
+            if protocol.transport.value().count(b"GET ") > 0:
+                protocol.dataReceived(EMPTY)
+    assert all(result_of(d).status == 404 for d in reads)
+    clock.advance(5.0)
+    assert budget.busy == 0
+    again = pool.get("/v1/again")
+    clock.advance(0)
+    assert budget.busy == 1 and len(endpoint.transports) == 3
+    endpoint.transports[-1][0].dataReceived(EMPTY)
+    assert result_of(again).status == 404
+    pool.close()

@@ -39,7 +39,7 @@ def test_every_mounted_route_is_documented():
     """
     paths = set(document()["paths"])
     for route in ("lookup", "explain", "watch", "topology", "status", "zones", "providers",
-                  "openapi.json"):
+                  "openapi.json", "sd"):
         assert any(p.startswith(f"/v1/{route}") for p in paths), route
     assert "/metrics" in paths
 

@@ -1,16 +1,20 @@
 """
 The garbage collector in the running server: startup's objects frozen out
-of collections, and every collection's pause measured for ``/metrics``.
+of collections, the view's values never in them, and every collection's
+pause measured for ``/metrics``.
 """
 
 import gc
+import typing
 import weakref
 
+import attrs
 from twisted.internet.task import Clock
 
 from glimpse.http import GlimpseCollector, make_registry
 from glimpse.metrics import GCPauses
 from glimpse.testing import EmptyTopology
+from glimpse.view.model import Check, Instance, instances_from_health
 
 
 class _Node:
@@ -94,3 +98,66 @@ def test_each_collection_pause_is_counted_by_generation():
     assert value("glimpse_gc_frozen_objects") == 1234
     pauses.stopService()
     assert fake.callbacks == [] and fake.frozen == 0
+
+
+def _health(job, n):
+    return [{"Node": {"Node": f"node-{i}", "Address": f"10.0.0.{i}"},
+             "Service": {"ID": f"p:shop--prod--{job}:{job}-{i}:http",
+                         "Service": f"shop--prod--{job}", "Address": f"10.1.0.{i}",
+                         "Port": 8080, "Meta": {"glimpse-provider": "p",
+                                                "glimpse-instance": f"{job}-{i}",
+                                                "glimpse-port": "http", "version": "1"}},
+             "Checks": [{"CheckID": "serfHealth", "Name": "Serf", "Status": "passing",
+                         "Output": "", "ServiceID": ""},
+                        {"CheckID": f"c{i}", "Name": "tcp", "Status": "passing",
+                         "Output": "ok", "ServiceID": f"p:shop--prod--{job}:{job}-{i}:http",
+                         "Type": "tcp"}]} for i in range(1, n + 1)]
+
+
+def test_full_collections_do_not_walk_the_view():
+    """
+    The instances and checks the view is made of are not in the
+    collector's tracked set, so a full collection (every answer waits
+    while it runs) does not walk them however large the view grows: 1,000
+    instances add none of their 4,000 objects to what it walks.  Reference
+    counting still frees each the moment the view drops it.
+    """
+    gc.collect()
+    before = len(gc.get_objects())
+    view = instances_from_health(_health("web", 1000))
+    assert len(view) == 1000
+    for instance in view:
+        assert not gc.is_tracked(instance) and not gc.is_tracked(instance.checks)
+        assert not any(gc.is_tracked(check) for check in instance.checks)
+    gc.collect()
+    # The view's own tuple and what the collector keeps of its own.
+    assert len(gc.get_objects()) - before < 20
+    gone = [weakref.ref(view[0]), weakref.ref(view[0].checks[1])]
+    del view
+    assert [ref() for ref in gone] == [None, None]
+
+
+def _atomic_or_value(kind, values):
+    # A field type an instance or check may hold without ever being part
+    # of a reference cycle: atomic, a tuple of such, or one of the values.
+    if kind in (str, int, bool) or kind in values:
+        return True
+    if typing.get_origin(kind) is tuple:
+        return all(_atomic_or_value(k, values) for k in typing.get_args(kind) if k is not ...)
+    return False
+
+
+def test_view_values_cannot_hold_a_reference_cycle():
+    """
+    Leaving the view's values out of garbage collection is sound only
+    because none can be part of a reference cycle: they are frozen, and
+    every field holds atomic values, tuples of them, or checks.  A field
+    that could hold a list, a dict or an object that refers back would
+    make a cycle possible, and such a cycle would never be freed: this
+    fails first.
+    """
+    for cls in (Check, Instance):
+        assert attrs.has(cls) and cls.__setattr__ is not object.__setattr__, cls
+        attrs.resolve_types(cls)
+        for field in attrs.fields(cls):
+            assert _atomic_or_value(field.type, (Check,)), (cls.__name__, field.name, field.type)

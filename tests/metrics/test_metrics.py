@@ -138,3 +138,34 @@ def test_reactor_stalls_show_in_the_lag_histogram():
     assert abs(value("glimpse_reactor_lag_seconds_sum") - 0.35) < 1e-6
     lag.stopService()
     assert not clock.getDelayedCalls()
+
+
+def test_longest_stall_of_the_last_minute_is_a_gauge():
+    """
+    The histogram says how often the reactor stalled; the gauge says how
+    long the worst stall of the last 60 s was: a 0.35 s stall shows until
+    a minute has passed without one as long, and then the longest since.
+    """
+    clock = Clock()
+    lag = LagProbe(clock)
+    lag.startService()
+    registry, _ = make_registry(GlimpseCollector(EmptyTopology(), clock, lag=lag))
+
+    def longest():
+        return registry.get_sample_value("glimpse_reactor_lag_max_seconds")
+
+    assert longest() == 0
+    clock.advance(0.1)
+    clock.advance(0.45)  # the probe due 0.2 s in runs 0.35 s late
+    for _ in range(50):
+        clock.advance(0.1)
+    clock.advance(0.15)  # a later, shorter stall: 0.05 s
+    assert abs(longest() - 0.35) < 1e-6
+    for _ in range(560):
+        clock.advance(0.1)
+    # 60 s after the 0.35 s stall: the 0.05 s one, 5.2 s later, is the longest.
+    assert abs(longest() - 0.05) < 1e-6
+    for _ in range(100):
+        clock.advance(0.1)
+    assert longest() == 0
+    lag.stopService()

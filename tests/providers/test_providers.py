@@ -13,12 +13,12 @@ import os
 
 import pytest
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 
-from glimpse.consul import AgentSelf, ConsulUnavailable, Response
+from glimpse.consul import AgentSelf, ConsulError, ConsulUnavailable, Response
 from glimpse.http.providers import ProvidersResource
 from glimpse.providers.applier import Applier, NotAcknowledged, ReconcileService
 from glimpse.providers.state import NoSuchCheck, registrations, validate_state
@@ -251,16 +251,41 @@ def test_reconcile_after_agent_restart_restores_acknowledged(applier, consul):
     service.stopService()
 
 
-def test_ttl_pass_through_sets_every_port(applier, consul):
+def test_a_restarted_glimpse_rewrites_an_older_layout(consul, tmp_path):
     """
-    Passing a TTL check by instance and check name updates it on every
-    named port's registration; naming a non-TTL check or an unknown one
-    says what is wrong.
+    Started over an acknowledged state whose registrations an older Glimpse
+    wrote (every check copied onto every port), Glimpse's first
+    reconciliation rewrites the ports that now alias the first one, and
+    leaves the first port's registration, and so its checks, alone.
+    """
+    store = ProviderStore(str(tmp_path))
+    clock = Clock()
+    consul.clock = clock
+    result_of(Applier(consul, store, clock).apply("deploy", state("a", ttl=True)))
+    carrier = consul.agent["deploy:shop--prod--web:a:admin"]
+    sid = "deploy:shop--prod--web:a:http"
+    consul.agent[sid] = dict(consul.agent[sid], Checks=[
+        dict(c, CheckID=c["CheckID"].replace(":admin:", ":http:")) for c in carrier["Checks"]],
+        Meta=dict(consul.agent[sid]["Meta"], **{"glimpse-hash": "6a52634ac0431c7c"}))
+    consul.calls.clear()
+    service = ReconcileService(Applier(consul, store, clock), clock)
+    service.startService()
+    assert consul.calls == [("register", sid)]
+    assert consul.agent == registrations("deploy", validate_state(state("a", ttl=True)))
+    service.stopService()
+
+
+def test_ttl_pass_through_sets_the_one_check(applier, consul):
+    """
+    Passing a TTL check by instance and check name updates the one check
+    that runs, on the port carrying the instance's checks (the other ports
+    mirror it); naming a non-TTL check or an unknown one says what is
+    wrong.
     """
     result_of(applier.apply("deploy", state("a", ttl=True)))
     consul.calls.clear()
     ids = result_of(applier.pass_check("deploy", "a.web.prod.shop", "alive", "pass", "ok"))
-    assert ids == ["deploy:shop--prod--web:a:admin:check0", "deploy:shop--prod--web:a:http:check0"]
+    assert ids == ["deploy:shop--prod--web:a:admin:check0"]
     assert [c[1:3] for c in consul.calls] == [(i, "pass") for i in ids]
     assert result_of(applier.pass_check("deploy", "a", "check0", "fail")) == ids
     for args, status in [(("a", "check1"), 409), (("a", "nope"), 404), (("zz", "alive"), 404)]:
@@ -410,3 +435,63 @@ def test_a_large_state_keeps_few_agent_connections(consul, tmp_path):
         answered.callback(None)
     assert max(in_flight) == 4
     assert len(result_of(d).added) == 200
+
+
+class ElectionConsul(ScriptedConsul):
+    """
+    A :class:`ScriptedConsul` through a leader election: the first
+    ``failing_reads`` catalog reads fail with a 500 (the agent asked the
+    server just killed), and while ``sync`` is false the agent's sync
+    fails; it is tried again only at the agent's next write, as Consul's
+    anti-entropy does.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failing_reads = 0
+
+    def node_services(self, node, filter_expr=None, index=None, wait=None):
+        if self.failing_reads:
+            self.failing_reads -= 1
+            return fail(ConsulError("catalog/node-services", "rpc error getting client: "
+                                    "connection refused", 500))
+        return super().node_services(node, filter_expr, index, wait)
+
+
+def test_a_put_during_a_leader_election_is_acknowledged_once_a_leader_is_back(tmp_path):
+    """
+    A PUT made while the servers elect a leader (catalog reads fail with a
+    500, the agent's sync fails) answers 200 once a leader is back: the
+    failed reads are asked again, and the agent's sync is poked by writing
+    a registration again, unchanged.
+    """
+    consul, clock = ElectionConsul(), Clock()
+    consul.clock = clock
+    applier = Applier(consul, ProviderStore(str(tmp_path)), clock, ack_timeout=10)
+    consul.sync = False
+    consul.failing_reads = 3
+    results = []
+    applier.apply("deploy", state("a")).addBoth(results.append)
+    clock.callLater(3.0, setattr, consul, "sync", True)  # a new leader
+    for _ in range(40):
+        if results:
+            break
+        clock.advance(0.25)
+    assert results and not hasattr(results[0], "value"), results
+    assert sorted(consul.catalog) == ["deploy:shop--prod--web:a:admin",
+                                      "deploy:shop--prod--web:a:http"]
+    pokes = [c for c in consul.calls if c[0] == "register"]
+    assert len(pokes) > 2  # the two registrations, then at least one poke
+    assert applier.state("deploy") == validate_state(state("a"))
+
+
+def test_consul_failures_answer_with_retry_after(applier, consul):
+    """
+    A PUT that Consul did not take answers 503 (or 504 for no
+    acknowledgement) with ``Retry-After``, never a bare 500.
+    """
+    consul.down = True
+    req = request("PUT", "deploy", body=json.dumps(state("a")).encode())
+    status, body = render(ProvidersResource(applier), req)
+    assert status == 503 and "connection refused" in body["detail"]
+    assert req.responseHeaders.getRawHeaders(b"retry-after") == [b"5"]

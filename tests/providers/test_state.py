@@ -331,7 +331,7 @@ def test_unknown_instance_key():
     """
     assert problems({"instances": [web(host="h1")]}) == {"$.instances[0].host": (
         "unknown key; an instance has address, checks, drain, env, instance, "
-        "job, meta, ports, product")}
+        "job, meta, ports, product, weight")}
 
 
 # Registrations
@@ -382,22 +382,75 @@ def test_drain_marked_in_meta():
     assert {r["Meta"][META_DRAIN] for r in regs.values()} == {"true"}
 
 
-def test_checks_on_every_port():
+def test_checks_run_once_per_instance():
     """
-    An instance's checks are copied onto the registration of each of its
-    ports, with Consul's field names and IDs unique per registration.
+    An instance's checks are registered once, on its first named port in
+    sorted order (``admin`` before ``http``), with Consul's field names; each
+    other port gets one alias check of that registration, so every check
+    runs once per interval and every port has the same status.
     """
     regs = registrations("prov", validate_state(copy.deepcopy(FULL)))
-    for port in ("http", "admin"):
-        sid = f"prov:shop--prod--web:web-1:{port}"
-        assert regs[sid]["Checks"] == [
-            {"CheckID": f"{sid}:check0", "Name": "health page",
-             "HTTP": "http://10.0.0.1:9090/health", "Interval": "5s", "Timeout": "1s"},
-            {"CheckID": f"{sid}:check1", "Name": "tcp 10.0.0.1:8080",
-             "TCP": "10.0.0.1:8080", "Interval": "10s",
-             "DeregisterCriticalServiceAfter": "1m30s"},
-            {"CheckID": f"{sid}:check2", "Name": "ttl 30s", "TTL": "30s"},
-        ]
+    admin = "prov:shop--prod--web:web-1:admin"
+    assert regs[admin]["Checks"] == [
+        {"CheckID": f"{admin}:check0", "Name": "health page",
+         "HTTP": "http://10.0.0.1:9090/health", "Interval": "5s", "Timeout": "1s"},
+        {"CheckID": f"{admin}:check1", "Name": "tcp 10.0.0.1:8080",
+         "TCP": "10.0.0.1:8080", "Interval": "10s",
+         "DeregisterCriticalServiceAfter": "1m30s"},
+        {"CheckID": f"{admin}:check2", "Name": "ttl 30s", "TTL": "30s"},
+    ]
+    http = "prov:shop--prod--web:web-1:http"
+    assert regs[http]["Checks"] == [
+        {"CheckID": f"{http}:alias:admin", "Name": "the instance's checks (run on port admin)",
+         "AliasService": admin, "DeregisterCriticalServiceAfter": "1m30s"}]
+
+
+def test_every_other_port_aliases_the_first():
+    """
+    With three ports, the two that do not carry the checks each alias the
+    first; an alias is reaped after the shortest ``deregister_after`` of the
+    instance's checks (none without one), and an instance without checks
+    has no check on any port.
+    """
+    checks = [{"ttl": "1h", "deregister_after": "10m"},
+              {"tcp": "10.0.0.1:1", "interval": "5s", "deregister_after": "90s"}]
+    state = validate_state({"instances": [
+        web(ports={"http": 80, "admin": 81, "metrics": 82}, checks=checks),
+        web("web-2", ports={"http": 80, "admin": 81}, checks=[{"ttl": "1h"}]),
+        web("web-3", ports={"http": 80, "admin": 81})]})
+    regs = registrations("prov", state)
+    carrier = "prov:shop--prod--web:web-1:admin"
+    assert [c["CheckID"] for c in regs[carrier]["Checks"]] == [
+        f"{carrier}:check0", f"{carrier}:check1"]
+    for port in ("http", "metrics"):
+        (alias,) = regs[f"prov:shop--prod--web:web-1:{port}"]["Checks"]
+        assert alias["AliasService"] == carrier
+        assert alias["DeregisterCriticalServiceAfter"] == "90s"
+    (alias,) = regs["prov:shop--prod--web:web-2:http"]["Checks"]
+    assert "DeregisterCriticalServiceAfter" not in alias
+    assert regs["prov:shop--prod--web:web-3:http"]["Checks"] == []
+    assert regs["prov:shop--prod--web:web-3:admin"]["Checks"] == []
+
+
+def test_upgrade_rewrites_only_the_ports_that_alias():
+    """
+    Registrations an older Glimpse wrote (every check copied onto every
+    port) are replaced on the next apply where the layout differs: the port
+    carrying the checks is unchanged, so its checks keep their status; the
+    other ports' hashes differ, so they are re-registered with their alias
+    (and without the old copies: Glimpse registers with
+    replace-existing-checks).  The hashes are those Glimpse 0.1 wrote.
+    """
+    state = {"instances": [web(checks=[{"http": "http://10.0.0.1:9090/health",
+                                        "interval": "5s", "name": "health page"},
+                                       {"ttl": "30s"}])]}
+    assert hash_of(state, sid="prov:shop--prod--web:web-1:admin") == "991cd65fa54ae950"
+    assert hash_of(state, sid="prov:shop--prod--web:web-1:http") != "6a52634ac0431c7c"
+    old = {"prov:shop--prod--web:web-1:admin": {"Meta": {META_HASH: "991cd65fa54ae950"}},
+           "prov:shop--prod--web:web-1:http": {"Meta": {META_HASH: "6a52634ac0431c7c"}}}
+    desired = registrations("prov", validate_state(state))
+    assert diff(desired, old) == ([], ["prov:shop--prod--web:web-1:http"], [],
+                                  ["prov:shop--prod--web:web-1:admin"])
 
 
 def hash_of(state, provider="prov", sid="prov:shop--prod--web:web-1:http"):
@@ -538,8 +591,8 @@ def test_grpc_check_registration():
     state = validate_state({"instances": [web(checks=[
         {"grpc": "10.0.0.1:50051/shop.Api", "interval": "10s", "timeout": "2s"}])]})
     regs = registrations("prov", state)
-    check = regs["prov:shop--prod--web:web-1:http"]["Checks"][0]
-    assert check == {"CheckID": "prov:shop--prod--web:web-1:http:check0",
+    check = regs["prov:shop--prod--web:web-1:admin"]["Checks"][0]
+    assert check == {"CheckID": "prov:shop--prod--web:web-1:admin:check0",
                      "Name": "grpc 10.0.0.1:50051/shop.Api", "GRPC": "10.0.0.1:50051/shop.Api",
                      "Interval": "10s", "Timeout": "2s"}
     assert problems({"instances": [web(checks=[{"grpc": "x", "interval": "1s"}])]}) == {
@@ -558,21 +611,31 @@ def test_config_file_rendering_matches_http_registrations():
     first = rendered[0]
     assert first["meta"]["glimpse-source"] == "file"
     assert first["name"] == api[first["id"]]["Name"]
+    web_admin = next(s for s in rendered if s["id"] == "prov:shop--prod--web:web-1:admin")
+    assert web_admin["checks"][1]["deregister_critical_service_after"] == "1m30s"
     web_http = next(s for s in rendered if s["id"] == "prov:shop--prod--web:web-1:http")
-    assert web_http["checks"][1]["deregister_critical_service_after"] == "1m30s"
+    assert web_http["checks"] == [{
+        "id": "prov:shop--prod--web:web-1:http:alias:admin",
+        "name": "the instance's checks (run on port admin)",
+        "alias_service": "prov:shop--prod--web:web-1:admin",
+        "deregister_critical_service_after": "1m30s"}]
+    for service in rendered:
+        spelled = api[service["id"]]
+        assert len(service["checks"]) == len(spelled["Checks"])
+        assert service["port"] == spelled["Port"] and service["meta"] == spelled["Meta"]
     assert "glimpse-source" not in registrations("prov", state)[first["id"]]["Meta"]
 
 
 def test_ttl_check_names():
     """
     A TTL check is named by instance (``<instance>.<job>.<env>.<product>``
-    or its bare name) and check (its name or ``check<N>``); it maps to one
-    Consul check per named port.
+    or its bare name) and check (its name or ``check<N>``); it maps to the
+    one Consul check that runs, on the port carrying the instance's checks.
     """
     state = validate_state(copy.deepcopy(FULL))
     web1 = state["instances"][1]
     assert instance_ref(web1) == "web-1.web.prod.shop"
-    expected = ["prov:shop--prod--web:web-1:admin:check2", "prov:shop--prod--web:web-1:http:check2"]
+    expected = ["prov:shop--prod--web:web-1:admin:check2"]
     assert ttl_check_ids("prov", state, "web-1.web.prod.shop", "check2") == expected
     assert ttl_check_ids("prov", state, "web-1", "check2") == expected
     with pytest.raises(NoSuchCheck) as e:

@@ -164,10 +164,50 @@ def test_to_json():
         "id": "prov:shop--prod--web:web-1:http", "instance": "web-1", "service": "http",
         "host": "host-1", "node": "host-1", "ip": "10.0.0.1", "port": 8080, "zone": "ams",
         "provider": "prov", "meta": {"version": "1.2.3"}, "drain": False, "healthy": False,
+        "weight": 1, "weights": {"passing": 1, "warning": 1},
         "checks": [{"id": "serfHealth", "name": "Serf Health Status", "type": "node",
                     "status": "critical", "output": "Agent alive and reachable",
                     "node_level": True}],
     }
+
+
+@pytest.mark.parametrize(("weights", "expected"), [
+    ({"Passing": 10, "Warning": 2}, (10, 2)),
+    (None, (1, 1)),
+    ({"Passing": 0, "Warning": True}, (1, 1)),
+    ("heavy", (1, 1)),
+])
+def test_weights_are_read_back(weights, expected):
+    """
+    An instance carries its registration's Weights (Consul's default of 1
+    and 1 when it has none, or none that is a weight).
+    """
+    e = entry()
+    if weights is None:
+        del e["Service"]["Weights"]
+    else:
+        e["Service"]["Weights"] = weights
+    found = instance_from_entry(e)
+    assert (found.weight_passing, found.weight_warning) == expected
+
+
+@pytest.mark.parametrize(("statuses", "status", "weight"), [
+    (("passing", "passing"), "passing", 10),
+    (("passing", "warning"), "warning", 2),
+    (("warning", "critical"), "critical", 2),
+    (("passing", "maintenance"), "critical", 2),
+])
+def test_status_is_the_worst_check_and_sets_the_weight(statuses, status, weight):
+    """
+    An instance's status is its worst check's (the node's included), and
+    its weight is that of its state: the passing weight while every check
+    passes, the warning weight otherwise.
+    """
+    e = entry(checks=[serf(statuses[0]), service_check(statuses[1])])
+    e["Service"]["Weights"] = {"Passing": 10, "Warning": 2}
+    found = instance_from_entry(e)
+    assert (found.status, found.weight) == (status, weight)
+    assert found.to_json("ams")["weight"] == weight
 
 
 def test_instances_from_health():
@@ -190,3 +230,81 @@ def test_instances_from_health():
     ]
     assert instances_from_health([c, b, a]) == first
     assert instances_from_health(None) == ()
+
+
+def alias_check(status="passing", sid="prov:shop--prod--web:web-1:http", carrier="admin",
+                output="All checks passing."):
+    """
+    The alias check Glimpse puts on a port that does not carry the
+    instance's checks, as Consul's health API shows it (no definition).
+    """
+    return {
+        "Node": "host-1", "CheckID": f"{sid}:alias:{carrier}",
+        "Name": f"the instance's checks (run on port {carrier})", "Status": status,
+        "Notes": "", "Output": output, "ServiceID": sid, "ServiceName": "shop--prod--web",
+        "ServiceTags": ["http"], "Type": "alias", "Definition": {},
+        "CreateIndex": 12, "ModifyIndex": 14,
+    }
+
+
+def port_entry(port_name, checks, instance="web-1", port=8080):
+    """
+    The entry of one named port of an instance.
+    """
+    sid = f"prov:shop--prod--web:{instance}:{port_name}"
+    e = entry(sid, port=port, checks=checks)
+    e["Service"]["Tags"] = [port_name]
+    e["Service"]["Meta"].update({"glimpse-port": port_name, "glimpse-instance": instance})
+    return e
+
+
+def test_every_port_shows_the_checks_it_mirrors():
+    """
+    A port whose alias check mirrors the port carrying the instance's
+    checks shows those checks, with their own status and output, in place
+    of the alias (whose status may lag): the lookup shows the real checks
+    on every port, and every port of the instance has the same health in
+    one answer.
+    """
+    carrier = "prov:shop--prod--web:web-1:admin"
+    failing = service_check("critical", sid=carrier)
+    entries = [port_entry("admin", [serf(), failing], port=9090),
+               port_entry("http", [serf(), alias_check("passing")]),
+               port_entry("metrics", [serf(), alias_check(
+                   "passing", sid="prov:shop--prod--web:web-1:metrics")], port=9100)]
+    admin, http, metrics = instances_from_health(entries)
+    assert admin.checks == http.checks == metrics.checks
+    assert [c.id for c in http.checks] == ["serfHealth", f"{carrier}:check0"]
+    assert http.checks[1].output == failing["Output"]
+    assert not admin.healthy and not http.healthy and not metrics.healthy
+
+
+def test_an_alias_without_its_carrier_stays_as_consul_has_it():
+    """
+    When the port carrying the checks is not in the answer (reaped, or not
+    registered yet), the alias check is shown as Consul has it: critical,
+    saying so; an instance written by an older Glimpse (every check copied
+    onto every port) is shown as it is.
+    """
+    lost = alias_check("critical", output="Service prov:shop--prod--web:web-1:admin "
+                       "could not be found on node host-1")
+    (http,) = instances_from_health([port_entry("http", [serf(), lost])])
+    assert [c.type for c in http.checks] == ["", "alias"] and not http.healthy
+    old = [port_entry("admin", [serf(), service_check(sid="prov:shop--prod--web:web-1:admin")]),
+           port_entry("http", [serf(), service_check("critical")])]
+    admin, http = instances_from_health(old)
+    assert admin.healthy and not http.healthy
+    assert http.checks[1].id == "prov:shop--prod--web:web-1:http:check0"
+
+
+def test_an_alias_mirrors_only_its_own_instance_on_its_own_node():
+    """
+    An alias check is resolved against the registration it names on the
+    same node: the same instance name on another host is another instance.
+    """
+    carrier = port_entry("admin", [serf(), service_check(
+        "critical", sid="prov:shop--prod--web:web-1:admin")])
+    carrier["Node"]["Node"] = "host-2"
+    (http, other) = instances_from_health([carrier, port_entry("http", [serf(), alias_check()])])
+    assert other.node == "host-2" and not other.healthy
+    assert http.healthy and http.checks[1].type == "alias"

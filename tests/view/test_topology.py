@@ -129,13 +129,17 @@ def test_a_zone_that_leaves_consul_is_dropped():
     A new zone is watched at the next refresh of the zone list; one that
     Consul stops listing (its servers left) is kept through one refresh and
     dropped at the second: its names become unknown, listeners hear of it,
-    and nothing more is asked about it.  The local zone is never dropped.
+    and nothing more is asked about it, its jobs' cached reads included.
+    The local zone is never dropped.
     """
-    h = Harness(zones_interval=5.0)
+    h = Harness(zones_interval=5.0, blocking_slots=0)
     h.advance(1)
     h.fake.set("catalog/datacenters", ["ams", "fra"])
     h.advance(5)
     assert set(h.topology.zones) == {"ams", "fra"}
+    h.topology.instances("fra", WEB)
+    h.advance(1)
+    assert ("fra", WEB) in h.topology.jobs.refresher
     h.fake.set("catalog/datacenters", ["fra"])
     h.advance(5)
     assert set(h.topology.zones) == {"ams", "fra"}
@@ -230,8 +234,8 @@ def test_stale_until_max_stale():
     assert "No cluster leader" in str(error)
     h.fake.recover()
     h.fake.set(WEB_PATH, [entry(2)])
-    # The back-off is capped at 5s, plus up to 25% jitter.
-    h.advance(6.25)
+    # The back-off is capped at 5s, times 0.5 to 1.5 for jitter.
+    h.advance(7.5)
     assert h.lookup() == [f"prov:{WEB}:web-2:http"]
     h.topology.stop()
 
@@ -359,3 +363,25 @@ def test_stop(h):
     requests = len(h.fake.requests)
     h.advance(120)
     assert len(h.fake.requests) == requests
+
+
+def test_a_lost_leader_shows_while_the_catalog_watch_waits():
+    """
+    While the zone's catalog watch waits (a blocking query returns only
+    after its wait when nothing changes), the zone-list round asks the
+    zone's servers: a lost leader, and how long since a server heard from
+    one, show within a round; lookups go on from the view.
+    """
+    h = Harness(zones_interval=2.0)
+    h.fake.set("catalog/service/consul", [])
+    h.fake.known_leader, h.fake.last_contact = True, 0.01
+    h.advance(2.5)
+    assert h.lookup() == ["prov:shop--prod--web:web-1:http"]
+    zone = h.topology.zones["ams"]
+    assert zone.known_leader is True
+    h.fake.known_leader, h.fake.last_contact = False, 12.5
+    h.advance(2.5)
+    assert zone.known_leader is False and zone.last_contact == 12.5
+    assert h.topology.zone_problem("ams") is None
+    assert h.lookup() == ["prov:shop--prod--web:web-1:http"]
+    h.topology.stop()

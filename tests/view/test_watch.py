@@ -190,8 +190,8 @@ def test_rate_limit_waits_rest_of_interval():
 
 def test_backoff_delay_grows_and_is_capped():
     """
-    The wait after errors doubles from the base up to the cap, plus up to
-    25% jitter.
+    The wait after errors doubles from the base up to the cap, times a
+    random factor between 0.5 and 1.5.
     """
 
     class Fixed:
@@ -201,10 +201,11 @@ def test_backoff_delay_grows_and_is_capped():
         def random(self):
             return self.value
 
-    low = [backoff_delay(n, 0.25, 5.0, Fixed(0.0)) for n in range(1, 9)]
-    assert low == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    middle = [backoff_delay(n, 0.25, 5.0, Fixed(0.5)) for n in range(1, 9)]
+    assert middle == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    low = [backoff_delay(n, 0.25, 5.0, Fixed(0.0)) for n in (1, 8)]
     high = [backoff_delay(n, 0.25, 5.0, Fixed(1.0)) for n in (1, 8)]
-    assert high == [0.3125, 6.25]
+    assert low == [0.125, 2.5] and high == [0.375, 7.5]
 
 
 def test_backoff_in_loop():
@@ -224,7 +225,7 @@ def test_backoff_in_loop():
     for failures in range(1, 6):
         fetch.error(ConsulUnavailable("health/service", "connection refused"))
         delay = backoff_delay(failures, 1.0, 4.0, expected)
-        assert 1.0 <= delay <= 5.0
+        assert 0.5 <= delay <= 6.0
         clock.advance(delay - 0.001)
         assert len(fetch.pending) == 0
         clock.advance(0.002)  # past the delay, whatever the float rounding
@@ -249,7 +250,7 @@ def test_unexpected_error_retried():
     assert any(e.get("log_failure") is not None and e["log_failure"].check(ZeroDivisionError)
                for e in events)
     assert isinstance(errors[0], ZeroDivisionError)
-    clock.advance(1.25)
+    clock.advance(1.5)
     assert len(fetch.calls) == 2
 
 
@@ -322,5 +323,5 @@ def test_on_error_exception_keeps_loop():
     with capturedLogs() as events:
         fetch.error(ConsulUnavailable("catalog/services", "refused"))
     assert any("the watch goes on" in e.get("log_format", "") for e in events)
-    clock.advance(1.25)
+    clock.advance(1.5)
     assert len(fetch.calls) == 2

@@ -1,0 +1,1 @@
+"""unbound in front of Glimpse: recovery after a Glimpse restart."""
