@@ -44,9 +44,9 @@ def measure(mode, jobs, per_job):
     from twisted.names import dns
 
     from bench.dns.rss import health, rss_mb
+    from glimpse.dns import GlimpseResolver, GlimpseServerFactory
     from glimpse.dns.answers import ZoneIdentity
     from glimpse.dns.fastpath import FastDatagramProtocol
-    from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
     from glimpse.metrics import GCPauses, LagProbe
     from glimpse.view import JobView, Topology, ZoneView, instances_from_health
 

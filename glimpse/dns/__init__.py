@@ -1,9 +1,10 @@
 """
 Glimpse's DNS: authoritative answers for the DNS zone from the topology
-view.  Follow it downward: :mod:`glimpse.dns.server` (the resolver, a
-twisted.names ``ResolverBase``, and the server factory that answers with
-it), :mod:`glimpse.dns.protocols` (UDP), :mod:`glimpse.dns.stream` (TCP)
-and :mod:`glimpse.dns.connections` (its listener: cap, idle timeout),
+view.  Follow it downward: :mod:`glimpse.dns.server` (the server factory
+that answers requests), :mod:`glimpse.dns.resolver` (what answers a name:
+a twisted.names ``ResolverBase``), :mod:`glimpse.dns.protocols` (UDP),
+:mod:`glimpse.dns.stream` (TCP) and :mod:`glimpse.dns.connections` (its
+listener: cap, idle timeout),
 :mod:`glimpse.dns.request` (one request's state), :mod:`glimpse.dns.answers`
 (what a name means, its records), :mod:`glimpse.dns.rotation` (the order of
 an answer's records), :mod:`glimpse.dns.wire` (rcodes, EDNS, encoding,
@@ -21,8 +22,9 @@ from glimpse.dns.answers import ZoneIdentity
 from glimpse.dns.connections import StreamFactory, fitted_max_conns
 from glimpse.dns.fastpath import FastDatagramProtocol
 from glimpse.dns.protocols import GlimpseDatagramProtocol
+from glimpse.dns.resolver import GlimpseResolver
 from glimpse.dns.rotation import ROTATIONS
-from glimpse.dns.server import GlimpseResolver, GlimpseServerFactory
+from glimpse.dns.server import GlimpseServerFactory
 from glimpse.dns.stream import GlimpseStreamProtocol
 from glimpse.dns.udpport import FastUDPServer
 from glimpse.dns.wire import DNSStats, opt_record, read_opt
