@@ -27,7 +27,7 @@ EXPORTS = {
                     "start_zone": "cluster", "start_zones": "cluster"},
     "glimpse.dns": {"DNSStats": "wire", "FastDatagramProtocol": "fastpath",
                     "FastUDPServer": "udpport", "GlimpseDatagramProtocol": "protocols",
-                    "GlimpseResolver": "server", "GlimpseServerFactory": "server",
+                    "GlimpseResolver": "resolver", "GlimpseServerFactory": "server",
                     "GlimpseStreamProtocol": "stream", "ROTATIONS": None,
                     "StreamFactory": "connections", "ZoneIdentity": "answers",
                     "fitted_max_conns": "connections", "opt_record": "wire",

@@ -2,7 +2,8 @@
 Glimpse's view of the topology, one :class:`~glimpse.view.zone.ZoneView`
 per zone, kept current without a lookup ever becoming a Consul request.
 
-Per zone, one catalog watch (which jobs and named ports exist); the jobs in
+Per zone, one catalog watch (which jobs and named ports exist: the zone
+list, :mod:`glimpse.view.zones`); the jobs in
 use are kept fresh by :class:`~glimpse.view.jobs.Jobs` (a blocking watch
 for those used most, cached reads for the rest: docs/scale.md) and dropped
 after ``idle_timeout`` seconds unused.  While Consul cannot be read the last
@@ -18,17 +19,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from glimpse.address import ANY_ZONE
-from glimpse.consul import ConsulClient, ConsulError, Response
+from glimpse.consul import ConsulClient, Response
 from glimpse.view.jobs import Jobs
 from glimpse.view.model import Instance
 from glimpse.view.watch import BlockingWatch
-from glimpse.view.zone import Freshness, ZoneView, catalog_tree
-
-#: The least seconds between two catalog queries of a zone.
-CATALOG_MIN_INTERVAL = 1.0
+from glimpse.view.zone import Freshness, ZoneView
+from glimpse.view.zones import ZoneList
 
 #: Called with ``(zone, service name)`` after each change of the view;
 #: the name is ``None`` when the zone's catalog changed (or the zone left).
@@ -67,10 +65,7 @@ class Topology:
         :class:`glimpse.view.refresh.Refresher` (``min_period``, ``max_rate``).
     :param watch_options: more keyword arguments for each
         :class:`glimpse.view.watch.BlockingWatch`.
-    :ivar local_zone: the local agent's datacenter, once known.
     :ivar zones: every :class:`glimpse.view.zone.ZoneView`, by name.
-    :ivar zones_fresh: the :class:`glimpse.view.zone.Freshness` of the zone
-        list.
     :ivar serial: grows with each change of the view (the DNS SOA serial).
     """
 
@@ -87,24 +82,30 @@ class Topology:
         self.fetch_timeout = fetch_timeout
         self._wait = wait
         self._watch_options = watch_options
-        self.local_zone: str | None = None
         self.zones: dict[str, ZoneView] = {}
-        self.zones_fresh = Freshness()
         self._listeners: list[Listener] = []
         self.serial = int(clock.seconds())
-        self._zones_loop = LoopingCall(self._refresh_zones)
-        self._zones_loop.clock = clock
-        self._zones_interval = zones_interval
         self._sweeper = LoopingCall(self.expire_idle)
         self._sweeper.clock = clock
-        self._reachable: bool | None = None
-        #: Zones missing from the last zone list (dropped if still missing
-        #: from the next).
-        self._unlisted: set[str] = set()
-        self._refused_any = False
         self.jobs = Jobs(consul, clock, self.zones, self._changed, self._new_watch, Unavailable,
                          consul.budget.job_slots if blocking_slots is None else blocking_slots,
                          refresh)
+        self._zone_list = ZoneList(consul, clock, self.zones, self._changed,
+                                   self.jobs.forget_zone, zones_interval, wait, watch_options)
+
+    @property
+    def local_zone(self) -> str | None:
+        """
+        The local agent's datacenter, once known.
+        """
+        return self._zone_list.local_zone
+
+    @property
+    def zones_fresh(self) -> Freshness:
+        """
+        The :class:`glimpse.view.zone.Freshness` of the zone list.
+        """
+        return self._zone_list.fresh
 
     # Lifecycle
 
@@ -112,7 +113,7 @@ class Topology:
         """
         Learn the zones and start watching each zone's catalog.
         """
-        self._zones_loop.start(self._zones_interval, now=True)
+        self._zone_list.start()
         self._sweeper.start(max(1.0, self.idle_timeout / 4), now=False)
         self.jobs.start()
 
@@ -120,12 +121,10 @@ class Topology:
         """
         Stop every watch and loop.
         """
-        for loop in (self._zones_loop, self._sweeper):
-            if loop.running:
-                loop.stop()
+        if self._sweeper.running:
+            self._sweeper.stop()
         self.jobs.stop()
-        for zone in self.zones.values():
-            zone.stop()
+        self._zone_list.stop()
 
     def add_listener(self, listener: Listener) -> None:
         """
@@ -152,97 +151,6 @@ class Topology:
             except Exception:
                 self.log.failure("A view listener failed")
 
-    def _set_reachable(self, reachable: bool, error: object = None) -> None:
-        # One log line per state change, never per request.
-        if reachable != self._reachable:
-            if reachable:
-                self.log.info("Consul is reachable (local zone {zone})", zone=self.local_zone)
-            else:
-                self.log.warn("Consul is unreachable: {error}", error=str(error))
-            self._reachable = reachable
-
-    def _refresh_zones(self) -> Deferred[None]:
-        d: Deferred[str]
-        if self.local_zone is None:
-            d = self._consul.agent_self().addCallback(lambda agent: agent.datacenter)
-        else:
-            d = succeed(self.local_zone)
-
-        def got_local(zone: str) -> Deferred[list[str]]:
-            self.local_zone = zone
-            return self._consul.datacenters()
-
-        def got_zones(names: list[str]) -> None:
-            self.zones_fresh.ok()
-            self._set_reachable(True)
-            if ANY_ZONE in names and not self._refused_any:
-                self._refused_any = True  # said once, not every refresh
-                self.log.error("Consul has a datacenter named {zone!r}: ignored, Glimpse keeps "
-                               "that name for failover (<service>...<product>.any); rename it",
-                               zone=ANY_ZONE)
-            names = [n for n in names if n != ANY_ZONE]
-            for name in names:
-                if name not in self.zones:
-                    self._add_zone(name)
-            self._drop_gone_zones(set(names))
-            for name in names:
-                self._probe_leader(name)
-
-        def failed(failure: Failure) -> None:
-            if not failure.check(ConsulError):
-                self.log.failure("Refreshing the zones failed", failure)
-            self.zones_fresh.failed(self._clock.seconds(), failure.value)
-            self._set_reachable(False, failure.value)
-            # Retry soon rather than at the next interval: Consul may just be
-            # starting.
-            if self._zones_loop.running:
-                self._clock.callLater(1.0, self._retry_zones)
-
-        return d.addCallback(got_local).addCallbacks(got_zones, failed)
-
-    def _probe_leader(self, name: str) -> None:
-        # The catalog watch says whether the zone's servers know a leader only
-        # when it returns (up to a minute later); when it has not said within
-        # a round, ask them, so a lost quorum shows within a round or two.
-        # Whether lookups are served never depends on it: reads do.
-        zone = self.zones.get(name)
-        now = self._clock.seconds()
-        if zone is None or (zone.heard_at is not None
-                            and now - zone.heard_at < self._zones_interval):
-            return
-
-        def heard(response: Response) -> None:
-            if name in self.zones:
-                self.zones[name].heard(response, self._clock.seconds())
-
-        def failed(failure: Failure) -> None:
-            if not failure.check(ConsulError):
-                self.log.failure("Asking zone {zone} for its leader failed", failure, zone=name)
-
-        self._consul.servers(name).addCallbacks(heard, failed)
-
-    def _retry_zones(self) -> None:
-        if not self.zones_fresh.loaded and self._zones_loop.running:
-            self._refresh_zones()
-
-    def _drop_gone_zones(self, listed: set[str]) -> None:
-        # A zone Consul no longer lists (its servers left the WAN pool, or
-        # were reaped) is dropped after two refreshes in a row without it:
-        # its watches stop and its names become unknown (NXDOMAIN, 404).
-        # A zone that is down but has not left stays listed, and is kept.
-        for name in list(self.zones):
-            if name in listed or name == self.local_zone:
-                self._unlisted.discard(name)
-            elif name not in self._unlisted:
-                self._unlisted.add(name)
-            else:
-                self._unlisted.discard(name)
-                gone = self.zones.pop(name)
-                gone.stop()
-                self.jobs.forget_zone(gone)
-                self.log.info("Zone {zone} left Consul: dropped", zone=name)
-                self._changed(name, None)
-
     def _new_watch(
         self,
         fetch: Callable[[int | None, float | None], Deferred[Response]],
@@ -251,33 +159,6 @@ class Topology:
     ) -> BlockingWatch:
         return BlockingWatch(self._clock, fetch, on_answer, on_error,
                              wait=self._wait, **self._watch_options)
-
-    def _add_zone(self, name: str) -> None:
-        zone = ZoneView(name)
-        self.zones[name] = zone
-        self.log.info("Watching zone {zone}", zone=name)
-
-        def answer(response: Response) -> None:
-            zone.fresh.ok()
-            zone.heard(response, self._clock.seconds())
-            if response.unchanged:
-                return
-            tree = catalog_tree(response.body)
-            if tree != zone.tree:
-                zone.tree = tree
-                self._changed(name, None)
-
-        def error(err: object) -> None:
-            zone.fresh.failed(self._clock.seconds(), err)
-
-        # At most one catalog query a second per zone, however often the
-        # catalog changes: thousands of hosts each wake once per change.
-        options = {**self._watch_options, "min_interval": max(
-            CATALOG_MIN_INTERVAL, self._watch_options.get("min_interval", 0.0))}
-        watch = zone.watch = BlockingWatch(
-            self._clock, lambda index, wait: self._consul.catalog_services(name, index, wait),
-            answer, error, wait=self._wait, **options)
-        watch.start()
 
     # Lookups
 

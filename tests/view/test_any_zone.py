@@ -13,11 +13,12 @@ from twisted.logger import Logger, formatEvent
 from glimpse.consul import ConsulClient
 from glimpse.testing import FakeConsul
 from glimpse.view.topology import Topology
+from glimpse.view.zones import ZoneList
 
 WEB = "shop--prod--web"
 
 
-def started(zones):
+def started(zones, monkeypatch):
     """
     A started Topology over a fake Consul listing ``zones``, and the log
     lines it wrote.
@@ -31,7 +32,9 @@ def started(zones):
     topology = Topology(ConsulClient(stub, "http://127.0.0.1:8500", clock), clock,
                         rand=random.Random(0))
     lines = []
-    topology.log = Logger(observer=lambda event: lines.append(formatEvent(event)))
+    # The zone list (view/zones.py) logs with its class's Logger.
+    monkeypatch.setattr(ZoneList, "log",
+                        Logger(observer=lambda event: lines.append(formatEvent(event))))
 
     def advance(seconds):
         for _ in range(int(seconds * 4)):
@@ -43,12 +46,12 @@ def started(zones):
     return topology, lines, advance
 
 
-def test_a_datacenter_named_any_is_ignored_with_one_log_line():
+def test_a_datacenter_named_any_is_ignored_with_one_log_line(monkeypatch):
     """
     A Consul datacenter named "any" never becomes a zone (its name means
     failover in Glimpse), and the log says so once, not at every refresh.
     """
-    topology, lines, advance = started(["ams", "any", "fra"])
+    topology, lines, advance = started(["ams", "any", "fra"], monkeypatch)
     advance(65)  # two more refreshes of the zone list
     assert sorted(topology.zones) == ["ams", "fra"]
     refused = [line for line in lines if "named 'any'" in line]
@@ -56,12 +59,12 @@ def test_a_datacenter_named_any_is_ignored_with_one_log_line():
     topology.stop()
 
 
-def test_touching_an_any_job_keeps_it_watched_in_every_zone():
+def test_touching_an_any_job_keeps_it_watched_in_every_zone(monkeypatch):
     """
     The DNS fast path's hits on an "any" name mark the job used in every
     zone that watches it, so none of them is dropped as idle.
     """
-    topology, _, advance = started(["ams", "fra"])
+    topology, _, advance = started(["ams", "fra"], monkeypatch)
     for zone in ("ams", "fra"):
         topology.instances(zone, WEB)
     advance(1)
