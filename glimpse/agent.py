@@ -126,6 +126,7 @@ def build(reactor: Any, options: Mapping[str, Any],
     topology = Topology(consul, reactor, max_stale=options["max-stale"],
                         idle_timeout=options["idle-timeout"],
                         zones_interval=options["zones-interval"],
+                        catalog_interval=options.get("catalog-interval", 1.0),
                         refresh={"min_period": options.get("consul-poll-period", 1.0),
                                  "max_rate": options.get("consul-poll-rate", 4000.0)})
     TopologyService(topology).setServiceParent(top)

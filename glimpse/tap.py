@@ -127,6 +127,11 @@ class Options(usage.Options):
          "Seconds between refreshes of the zone list (Consul's datacenters): a new "
          "zone is answered after at most one, a zone that left Consul dropped after two.",
          float],
+        ["catalog-interval", None, 1.0,
+         "Least seconds between two catalog queries of a zone, however often its "
+         "registrations change: a new job or named port shows after at most that; every "
+         "host's Glimpse fetches the zone's whole service list each time (docs/scale.md).",
+         float],
         ["state-dir", None, "/var/lib/glimpse",
          "Directory where providers' acknowledged states are kept."],
         ["failover-min", None, 1,
@@ -255,7 +260,7 @@ class Options(usage.Options):
         for name in ("dns-tcp-max-conns", "dns-rotations"):
             _positive(name, int)(self[name])
         _positive("dns-tcp-idle-timeout")(self["dns-tcp-idle-timeout"])
-        for name in ("max-stale", "idle-timeout", "zones-interval"):
+        for name in ("max-stale", "idle-timeout", "zones-interval", "catalog-interval"):
             _positive(name)(self[name])
         _positive("lookup-cap", int)(self["lookup-cap"])
         self._steering_options()

@@ -58,6 +58,8 @@ class Topology:
     :param fetch_timeout: seconds the first lookup of a job waits for it.
     :param wait: seconds each blocking query waits on Consul's side.
     :param zones_interval: seconds between refreshes of the zone list.
+    :param catalog_interval: the least seconds between two catalog queries
+        of a zone.
     :param blocking_slots: the most jobs with a blocking watch at once
         (default: the Consul client's job connections); the rest are kept
         fresh by cached reads (:mod:`glimpse.view.refresh`).
@@ -73,7 +75,8 @@ class Topology:
 
     def __init__(self, consul: ConsulClient, clock: IReactorTime, max_stale: float = 300.0,
                  idle_timeout: float = 600.0, fetch_timeout: float = 5.0, wait: float = 60.0,
-                 zones_interval: float = 30.0, blocking_slots: int | None = None,
+                 zones_interval: float = 30.0, catalog_interval: float = 1.0,
+                 blocking_slots: int | None = None,
                  refresh: dict[str, Any] | None = None, **watch_options: Any) -> None:
         self._consul = consul
         self._clock = clock
@@ -91,7 +94,8 @@ class Topology:
                          consul.budget.job_slots if blocking_slots is None else blocking_slots,
                          refresh)
         self._zone_list = ZoneList(consul, clock, self.zones, self._changed,
-                                   self.jobs.forget_zone, zones_interval, wait, watch_options)
+                                   self.jobs.forget_zone, zones_interval, wait, watch_options,
+                                   catalog_interval)
 
     @property
     def local_zone(self) -> str | None:

@@ -23,9 +23,6 @@ from glimpse.consul import ConsulClient, ConsulError, Response
 from glimpse.view.watch import BlockingWatch
 from glimpse.view.zone import Freshness, ZoneView, catalog_tree
 
-#: The least seconds between two catalog queries of a zone.
-CATALOG_MIN_INTERVAL = 1.0
-
 
 class ZoneList:
     """
@@ -42,6 +39,8 @@ class ZoneList:
     :param wait: seconds each catalog query waits on Consul's side.
     :param watch_options: more keyword arguments for each catalog
         :class:`glimpse.view.watch.BlockingWatch`.
+    :param catalog_interval: the least seconds between two catalog queries
+        of a zone, however often its registrations change.
     :ivar local_zone: the local agent's datacenter, once known.
     :ivar fresh: the :class:`glimpse.view.zone.Freshness` of the list.
     """
@@ -51,7 +50,7 @@ class ZoneList:
     def __init__(self, consul: ConsulClient, clock: IReactorTime, zones: dict[str, ZoneView],
                  on_change: Callable[[str, str | None], object],
                  forget: Callable[[ZoneView], object], interval: float, wait: float,
-                 watch_options: dict[str, Any]) -> None:
+                 watch_options: dict[str, Any], catalog_interval: float = 1.0) -> None:
         self._consul = consul
         self._clock = clock
         self.zones = zones
@@ -60,6 +59,7 @@ class ZoneList:
         self._interval = interval
         self._wait = wait
         self._watch_options = watch_options
+        self._catalog_interval = catalog_interval
         self.local_zone: str | None = None
         self.fresh = Freshness()
         self._loop = LoopingCall(self.refresh)
@@ -198,10 +198,11 @@ class ZoneList:
         def error(err: object) -> None:
             zone.fresh.failed(self._clock.seconds(), err)
 
-        # At most one catalog query a second per zone, however often the
-        # catalog changes: thousands of hosts each wake once per change.
+        # At most one catalog query per catalog_interval per zone, however
+        # often the catalog changes: thousands of hosts each wake once per
+        # change, and each fetches the zone's whole service list.
         options = {**self._watch_options, "min_interval": max(
-            CATALOG_MIN_INTERVAL, self._watch_options.get("min_interval", 0.0))}
+            self._catalog_interval, self._watch_options.get("min_interval", 0.0))}
         watch = zone.watch = BlockingWatch(
             self._clock, lambda index, wait: self._consul.catalog_services(name, index, wait),
             answer, error, wait=self._wait, **options)

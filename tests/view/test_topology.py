@@ -332,6 +332,26 @@ def test_catalog_change_heard(h):
     assert h.topology.zones["ams"].ports("shop", "prod", "web") == {"http", "admin"}
 
 
+def test_a_busy_catalog_is_fetched_at_most_once_per_catalog_interval():
+    """
+    A zone whose registrations change ten times a second is fetched once
+    per --catalog-interval (after a first burst of at most three), not once
+    per change: each fetch is the zone's whole service list, and every host
+    of the fleet makes it.  Its changes still all show.
+    """
+    h = Harness(catalog_interval=5.0)
+    h.advance(1)
+    before = h.fake.count("catalog/services")
+    for n in range(300):  # 30 s of ten changes a second
+        h.fake.set("catalog/services", {WEB: ["http"], f"shop--prod--job{n}": ["http"]})
+        h.advance(0.1, step=0.1)
+    fetched = h.fake.count("catalog/services") - before
+    assert 30 / 5 <= fetched <= 30 / 5 + 3
+    h.advance(6)
+    assert h.topology.zones["ams"].ports("shop", "prod", "job299") == {"http"}
+    h.topology.stop()
+
+
 def test_failing_listener(h):
     """
     A listener that raises does not stop the others or the view.
