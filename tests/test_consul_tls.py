@@ -9,6 +9,8 @@ unverified TLS.  What each TLS failure is called is checked first, in
 memory.
 """
 
+import io
+import json
 import re
 import subprocess
 import urllib.request
@@ -22,6 +24,7 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseNeverReceived
 
+from glimpse.cli.main import main
 from glimpse.consul import ConsulClient, ConsulTLS, ConsulTLSError, reload_agent
 from glimpse.dev.consul import free_ports, start_dev_consul
 from glimpse.dev.twistd import start_glimpse
@@ -234,3 +237,48 @@ def test_the_blocking_reload_takes_the_client_certificate(tls_consul, pki):
         reload_agent(https, ca=str(pki["ca"]))
     with pytest.raises(ConsulTLSError, match="--consul-ca"):
         reload_agent(https, ca=str(pki["other_ca"]))
+
+
+def test_provide_through_the_config_dir_takes_the_client_certificate(tls_consul, pki, tmp_path):
+    """
+    ``glimpse provide --config-dir`` reloads an agent with verify_incoming
+    when given --consul-cert and --consul-key (the agent then serves the
+    registration); without them it exits 3 (Consul out of reach) naming
+    the options, and the file it wrote is taken back out of the agent's
+    config directory.
+    """
+    agent, https = tls_consul
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"instances": [{
+        "product": "shop", "env": "prod", "job": "tlsfile", "instance": "t-1",
+        "address": "127.0.13.30", "ports": {"http": 8080}}]}))
+    base = ["provide", "--provider", "tls-file", str(state), "--config-dir",
+            str(agent.config_dir), "--consul", https, f"--consul-ca={pki['ca']}"]
+    written = agent.config_dir / "glimpse-provider-tls-file.json"
+
+    code, _, err = run_cli(*base)
+    assert code == 3 and "--consul-cert and --consul-key" in err, err
+    assert "put back" in err and not written.exists()
+
+    code, _, err = run_cli(*base, f"--consul-cert={pki['client'][0]}")
+    assert code == 2 and "go together" in err
+
+    code, out, err = run_cli(*base, f"--consul-cert={pki['client'][0]}",
+                             f"--consul-key={pki['client'][1]}")
+    assert code == 0, err
+    assert written.exists() and "reloaded the Consul agent" in out
+    wait_until(lambda: _catalog(agent, "shop--prod--tlsfile"), what="the registration")
+
+
+def _catalog(agent, service):
+    with urllib.request.urlopen(f"{agent.url}/v1/catalog/service/{service}") as r:
+        return json.load(r)
+
+
+def run_cli(*argv):
+    """
+    ``(exit code, stdout, stderr)`` of the CLI, in this process.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()

@@ -301,6 +301,11 @@ def parser() -> argparse.ArgumentParser:
                    help="file with the Consul ACL token for the reload (--config-dir)")
     s.add_argument("--consul-ca", metavar="PATH",
                    help="PEM of the CA of an https:// --consul (--config-dir)")
+    s.add_argument("--consul-cert", metavar="PATH",
+                   help="PEM of the client certificate for a --consul with verify_incoming "
+                        "(--config-dir; with --consul-key)")
+    s.add_argument("--consul-key", metavar="PATH",
+                   help="PEM of the private key of --consul-cert")
     add("status", cmd_status, "Glimpse's own health: serving, zones and views' ages. "
         "Exit 1 when it cannot serve.")
     return p

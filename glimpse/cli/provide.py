@@ -67,12 +67,17 @@ def cmd_provide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _provide_file(args: argparse.Namespace, document: Any, out: TextIO, err: TextIO) -> int:
+    if (args.consul_cert is None) != (args.consul_key is None):
+        err.write("glimpse: --consul-cert and --consul-key go together (the client "
+                  "certificate and its private key)\n")
+        return EXIT_USAGE
     from glimpse.providers.files import FileProviderError, provide_to_config_dir
     from glimpse.providers.state import InvalidState
     try:
         token = read_secret(args.consul_token_file)
         result = provide_to_config_dir(args.provider, document, args.config_dir, args.consul,
-                                       token=token, ca=args.consul_ca)
+                                       token=token, ca=args.consul_ca,
+                                       cert=args.consul_cert, key=args.consul_key)
     except OSError as e:
         err.write(f"glimpse: cannot read --consul-token-file: {e}\n")
         return EXIT_USAGE

@@ -19,7 +19,13 @@ from typing import Any
 import attrs
 
 from glimpse.address import label_problem
-from glimpse.consul import ConsulError, ConsulUnavailable, reload_agent
+from glimpse.consul import (
+    ConsulError,
+    ConsulTLSError,
+    ConsulUnavailable,
+    TLSConfigError,
+    reload_agent,
+)
 from glimpse.mapping import SOURCE_FILE
 from glimpse.providers.state import Document, registrations, validate_state
 from glimpse.providers.store import atomic_write
@@ -116,7 +122,8 @@ def render(provider: str, document: object) -> bytes:
 
 
 def provide_to_config_dir(provider: str, document: object, config_dir: str, consul_url: str,
-                          token: str | None = None, ca: str | None = None) -> FileResult:
+                          token: str | None = None, ca: str | None = None,
+                          cert: str | None = None, key: str | None = None) -> FileResult:
     """
     Make ``document`` the provider's whole state through the agent's config
     directory.  Blocking.
@@ -132,6 +139,9 @@ def provide_to_config_dir(provider: str, document: object, config_dir: str, cons
     :param consul_url: the local agent's HTTP API.
     :param token: the ACL token for the reload, or ``None``.
     :param ca: PEM file of the CA for an ``https://`` agent.
+    :param cert: PEM file of the client certificate for an agent with
+        ``verify_incoming`` (with ``key``), or ``None``.
+    :param key: PEM file of its private key.
     :return: a :class:`FileResult`.
     :raises glimpse.providers.state.InvalidState: for an invalid state; nothing changes.
     :raises FileProviderError: when the write or the reload fails.
@@ -156,7 +166,14 @@ def provide_to_config_dir(provider: str, document: object, config_dir: str, cons
         raise FileProviderError(
             f"cannot write {path}: {e.strerror}; nothing was changed") from None
     try:
-        reload_agent(consul_url, token, ca)
+        reload_agent(consul_url, token, ca, cert=cert, key=key)
+    except TLSConfigError as e:
+        _restore(path, previous)
+        raise FileProviderError(f"{e}; the agent was not reloaded{_put_back(path)}") from None
+    except ConsulTLSError as e:
+        _restore(path, previous)
+        raise FileProviderError(f"TLS to the Consul agent at {consul_url} failed: {e.message}"
+                                f"{_put_back(path)}", unreachable=True) from None
     except ConsulUnavailable as e:
         _restore(path, previous)
         raise FileProviderError(
