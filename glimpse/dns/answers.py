@@ -104,29 +104,6 @@ def node_exists(tree: Iterable[tuple[str, ...]], path: tuple[str, ...]) -> bool:
     return any(key[: len(path)] == path for key in tree)
 
 
-def healthy_for(instances: Iterable[Instance], service: str) -> list[Instance]:
-    """
-    The instances DNS serves for one named port: healthy, sorted, one per
-    (ip, port).
-
-    :param instances: a job's instances (every named port).
-    :param service: the named port.
-    """
-    seen: dict[tuple[str, int], Instance] = {}
-    for instance in instances:
-        if instance.service == service and instance.healthy:
-            seen.setdefault((instance.ip, instance.port), instance)
-    return [seen[key] for key in sorted(seen, key=lambda k: (_ip_key(k[0]), k[1]))]
-
-
-def _ip_key(ip: str) -> tuple[int, bytes]:
-    try:
-        parsed = ipaddress.ip_address(ip)
-        return (parsed.version, parsed.packed)
-    except ValueError:
-        return (9, ip.encode())
-
-
 def _header(name: bytes | str, payload: Payload, ttl: int) -> dns.RRHeader:
     return dns.RRHeader(name, payload.TYPE, dns.IN, ttl, payload, auth=True)
 

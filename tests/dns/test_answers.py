@@ -16,7 +16,6 @@ from glimpse.dns.answers import (
     Name,
     ZoneIdentity,
     classify,
-    healthy_for,
     ip_answer,
     node_exists,
     srv_answer,
@@ -104,33 +103,6 @@ def test_node_exists():
     assert not node_exists(tree, ("shop", "prod", "api"))
     assert not node_exists(tree, ("blog",))
     assert not node_exists({}, ("shop",))
-
-
-def test_healthy_for():
-    """
-    DNS serves only the instances of the asked port that pass every check
-    and are not draining, each (ip, port) once, sorted by IP then port with
-    IPv4 before IPv6.
-    """
-    good = [instance("10.0.0.10"), instance("10.0.0.9", 81), instance("10.0.0.9", 80),
-            instance("2001:db8::1")]
-    others = [
-        instance("10.0.0.20", status="critical"),
-        instance("10.0.0.21", status="warning"),
-        instance("10.0.0.22", drain=True),
-        instance("10.0.0.23", service="admin"),
-        instance("10.0.0.10", node="n2", name="duplicate"),
-    ]
-    served = healthy_for(others + good, "http")
-    assert [(i.ip, i.port) for i in served] == [
-        ("10.0.0.9", 80), ("10.0.0.9", 81), ("10.0.0.10", 8080), ("2001:db8::1", 8080)]
-
-
-def test_healthy_for_none():
-    """
-    With no healthy instance there is nothing to serve.
-    """
-    assert healthy_for([instance("10.0.0.1", status="critical")], "http") == []
 
 
 def test_srv_answer():

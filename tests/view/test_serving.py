@@ -80,6 +80,33 @@ def test_one_answer_per_address_and_port():
     assert serving_count(twice, "http") == 1
 
 
+def test_served_once_each_sorted_by_ip_then_port_ipv4_first():
+    """
+    DNS serves only the instances of the asked port that pass every check
+    and are not draining, each (ip, port) once, sorted by IP then port with
+    IPv4 before IPv6.
+    """
+    good = [inst("10.0.0.10"), inst("10.0.0.9", port=81), inst("10.0.0.9", port=80),
+            inst("2001:db8::1")]
+    others = [
+        inst("10.0.0.20", status="critical"),
+        inst("10.0.0.21", status="warning"),
+        inst("10.0.0.22", drain=True),
+        inst("10.0.0.23", service="admin"),
+        inst("10.0.0.10", name="duplicate"),
+    ]
+    answer = [s.instance for s in served(others + good, "http")]
+    assert [(i.ip, i.port) for i in answer] == [
+        ("10.0.0.9", 80), ("10.0.0.9", 81), ("10.0.0.10", 8080), ("2001:db8::1", 8080)]
+
+
+def test_nothing_is_served_without_a_healthy_instance():
+    """
+    With no healthy instance there is nothing to serve.
+    """
+    assert served([inst("10.0.0.1", status="critical")], "http") == []
+
+
 @pytest.mark.parametrize(("instance", "serve_warning", "expected"), [
     (inst("1.1.1.1"), False, True),
     (inst("1.1.1.1", "warning"), False, False),
