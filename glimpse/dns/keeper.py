@@ -163,31 +163,29 @@ class FastAnswers:
         every tick and before answers are dropped, so the counters lag by
         at most a tick), and note their jobs as used.
         """
-        stats, used = self.stats, self._used
+        stats = self.stats
         for entry in self.kept.exact.values():
             hits = entry.hits
             if hits:
                 entry.hits = 0
-                answer = entry.answer
-                stats.fast_hits += hits
-                stats.responses[(answer.qtype, answer.rcode)] += hits
-                if answer.panic:
-                    stats.panic_answers += hits
+                self._count(entry.answer, hits)
                 if entry.truncated:
                     stats.truncated += hits
-                if answer.job is not None:
-                    used.add(answer.job)
         for streamed in self.kept.stream.values():
             hits = streamed.hits
             if hits:
                 streamed.hits = 0
-                answer = streamed.answer
-                stats.fast_hits += hits
-                stats.responses[(answer.qtype, answer.rcode)] += hits
-                if answer.panic:
-                    stats.panic_answers += hits
-                if answer.job is not None:
-                    used.add(answer.job)
+                self._count(streamed.answer, hits)
+
+    def _count(self, answer: KeptAnswer, hits: int) -> None:
+        # One kept answer's hits, from either transport.
+        stats = self.stats
+        stats.fast_hits += hits
+        stats.responses[(answer.qtype, answer.rcode)] += hits
+        if answer.panic:
+            stats.panic_answers += hits
+        if answer.job is not None:
+            self._used.add(answer.job)
 
     def _prune(self, degraded: frozenset[str], recovered: frozenset[str]) -> None:
         # Called every tick while a zone is degraded: it walks the cached
