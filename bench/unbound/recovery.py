@@ -90,24 +90,6 @@ def wait_for(what, condition, timeout, interval):
         time.sleep(interval)
 
 
-def hold_ports(glimpse):
-    """
-    Bind Glimpse's DNS (UDP, TCP) and HTTP ports while it is down, so that
-    no other program takes them before it restarts on them; nothing is
-    read from them, so to unbound Glimpse is as silent as when stopped.
-    """
-    held = []
-    for port, kind in ((glimpse.dns_port, socket.SOCK_DGRAM),
-                       (glimpse.dns_port, socket.SOCK_STREAM),
-                       (glimpse.http_port, socket.SOCK_STREAM)):
-        s = socket.socket(socket.AF_INET, kind)
-        # Glimpse's connections may still be in TIME_WAIT.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
-        held.append(s)
-    return held
-
-
 def one_round(k, consul, glimpse, server, args):
     """
     One outage and restart; returns the figures of the round.
@@ -120,7 +102,7 @@ def one_round(k, consul, glimpse, server, args):
              lambda: ask(server, name)[1] == before, 30, args.interval)
     last_fresh = time.monotonic()  # Glimpse answered, and stops after this
     glimpse.stop()
-    held = hold_ports(glimpse)
+    held = glimpse.hold_ports()
     stopped = time.monotonic()
     outage = args.outage[k % len(args.outage)]
     served = {"stale": 0, "servfail": 0, "none": 0, "other": 0}

@@ -5,6 +5,7 @@ integration tests and the benchmarks.  Stdlib only.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,25 @@ class DevGlimpse:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def hold_ports(self) -> list[socket.socket]:
+        """
+        Bind a stopped Glimpse's ports (DNS over UDP and TCP, HTTP) so that
+        no other program takes them before it restarts on them; nothing
+        reads them, so to a client (unbound) it is as silent as stopped.
+
+        :return: the sockets; close them before starting it again.
+        """
+        held = []
+        for port, kind in ((self.dns_port, socket.SOCK_DGRAM),
+                           (self.dns_port, socket.SOCK_STREAM),
+                           (self.http_port, socket.SOCK_STREAM)):
+            s = socket.socket(socket.AF_INET, kind)
+            # Glimpse's connections may still be in TIME_WAIT.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            held.append(s)
+        return held
 
     def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         """

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -307,23 +306,6 @@ def test_shipped_stale_answers_are_bounded_within_max_stale():
     assert (settings["minimal-responses"], settings["rrset-roundrobin"]) == ("no", "yes")
 
 
-def hold_ports(glimpse):
-    """
-    Bind a stopped Glimpse's ports (DNS over UDP and TCP, HTTP) so that no
-    other program takes them before it restarts; nothing reads them, so
-    unbound's queries go unanswered as when Glimpse is stopped.
-    """
-    held = []
-    for port, kind in ((glimpse.dns_port, socket.SOCK_DGRAM),
-                       (glimpse.dns_port, socket.SOCK_STREAM),
-                       (glimpse.http_port, socket.SOCK_STREAM)):
-        s = socket.socket(socket.AF_INET, kind)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
-        held.append(s)
-    return held
-
-
 def test_restarted_glimpse_is_answered_through_unbound(consul, glimpse, unbound):
     """
     Glimpse stops for longer than unbound serves expired answers: unbound
@@ -345,7 +327,7 @@ def test_restarted_glimpse_is_answered_through_unbound(consul, glimpse, unbound)
                what="the first instance through unbound")
     last_fresh = time.monotonic()  # unbound holds nothing fetched later than this
     glimpse.stop()
-    held = hold_ports(glimpse)
+    held = glimpse.hold_ports()
     try:
         # A client's timeout: an answer must come well within it.
         unknown = ask(unbound, f"http.never.prod.shop.ams.{ZONE}", dns.A, timeout=3)
