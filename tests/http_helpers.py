@@ -1,8 +1,10 @@
 """
 Helpers for the HTTP API tests against a real Consul: the registrations of
-:mod:`glimpse.dev.registrations`, and a blocking Server-Sent Events reader.
+:mod:`glimpse.dev.registrations`, a blocking Server-Sent Events reader, and a
+reader of one response from a raw socket.
 """
 
+import json
 import socket
 import threading
 import urllib.parse
@@ -72,3 +74,27 @@ def replay_instances(events):
         elif kind == "unavailable":
             items = None
     return items
+
+
+def read_response(sock, timeout=10.0):
+    """
+    ``(status, headers, decoded JSON body)`` of the response read from a
+    blocking socket (the server closes or sends Content-Length bytes).
+    """
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    length = int(headers.get("Content-Length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split(" ")[1]), headers, json.loads(body) if body else None

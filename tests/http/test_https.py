@@ -18,6 +18,7 @@ import pytest
 from glimpse.dev.consul import free_ports
 from glimpse.dev.twistd import start_glimpse
 
+from http_helpers import read_response
 from support import wait_until
 from tls_helpers import make_pki
 
@@ -153,15 +154,9 @@ def test_an_upload_too_large_is_413_over_tls(https, pki):
     try:
         s.sendall(b"PUT /v1/providers/big HTTP/1.1\r\nHost: glimpse\r\n"
                   b"Content-Length: 10000000000\r\n\r\n")
-        data = b""
-        while b"}" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 413")
-        assert "--http-max-body" in json.loads(body)["detail"]
+        status, _, body = read_response(s)
+        assert status == 413
+        assert "--http-max-body" in body["detail"]
     finally:
         s.close()
 

@@ -9,7 +9,6 @@ condition with a deadline.
 """
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -20,6 +19,7 @@ from twisted.names import dns
 from glimpse.dev.registrations import register
 from glimpse.dev.twistd import start_glimpse
 
+from http_helpers import read_response
 from support import ask, wait_until
 
 ZONE = "glimpse.test"
@@ -130,30 +130,6 @@ class Peer:
 
     def close(self):
         self.sock.close()
-
-
-def read_response(sock, timeout=10.0):
-    """
-    ``(status, headers, decoded JSON body)`` of the response read from a
-    blocking socket (the server closes or sends Content-Length bytes).
-    """
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    length = int(headers.get("Content-Length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split(" ")[1]), headers, json.loads(body) if body else None
 
 
 def dns_answers(glimpse):
